@@ -1,0 +1,445 @@
+//! What we remember: per-host decisions (the rung that worked), their expiry, the pluggable
+//! [`DecisionStore`] (in memory by default, optionally a JSON file), and the single-flight
+//! table that makes concurrent first contacts to one host share one learning walk.
+//!
+//! Safety: a decision only ever says where to *start*; every rung still carries SCSV, checks
+//! certificates and respects the policy. A decision expires after a TTL (the next connection
+//! walks from the top again) and is forgotten at once on a downgrade signal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::policy::HostKey;
+
+/// What was learned about one host.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Decision {
+    /// Index of the rung that worked (0 = the top of the ladder).
+    pub rung: u8,
+    /// Name of that rung.
+    pub profile: Arc<str>,
+    /// Why the rungs above it failed, e.g. `"modern: closed; tls12: closed"`.
+    pub reason: Box<str>,
+    /// When it was learned (milliseconds since the Unix epoch).
+    pub learned_at_ms: u64,
+    /// How many connections started from it.
+    #[serde(default)]
+    pub uses: AtomicU64,
+}
+
+impl Decision {
+    /// A decision learned now.
+    pub fn new(rung: u8, profile: Arc<str>, reason: impl Into<Box<str>>) -> Self {
+        Decision {
+            rung,
+            profile,
+            reason: reason.into(),
+            learned_at_ms: unix_ms(),
+            uses: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the decision is older than `ttl`.
+    pub fn expired(&self, ttl: Duration) -> bool {
+        u128::from(unix_ms().saturating_sub(self.learned_at_ms)) >= ttl.as_millis()
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Where decisions live. Implement it to share decisions between processes (a database, a
+/// shared cache); the connector calls it from async code, so calls must not block for long.
+pub trait DecisionStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The decision for a host, if any (expired ones included; the connector checks the TTL).
+    fn get(&self, key: &HostKey) -> Option<Arc<Decision>>;
+    /// Records a decision, replacing any previous one.
+    fn put(&self, key: HostKey, decision: Arc<Decision>);
+    /// Forgets a host.
+    fn remove(&self, key: &HostKey);
+    /// Every decision held, for stats and persistence.
+    fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)>;
+}
+
+/// The default store: a bounded, concurrent in-memory cache (moka, TinyLFU eviction).
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    cache: moka::sync::Cache<HostKey, Arc<Decision>>,
+}
+
+impl MemoryStore {
+    /// A store holding at most `capacity` hosts; entries also leave after `ttl` idle-or-not.
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        MemoryStore {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// How many entries it holds (after pending maintenance).
+    pub fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl DecisionStore for MemoryStore {
+    fn get(&self, key: &HostKey) -> Option<Arc<Decision>> {
+        self.cache.get(key)
+    }
+    fn put(&self, key: HostKey, decision: Arc<Decision>) {
+        self.cache.insert(key, decision);
+    }
+    fn remove(&self, key: &HostKey) {
+        self.cache.invalidate(key);
+    }
+    fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)> {
+        self.cache
+            .iter()
+            .map(|(k, v)| ((*k).clone(), v))
+            .collect()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileEntry {
+    host: String,
+    port: u16,
+    #[serde(flatten)]
+    decision: Decision,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileBody {
+    version: u32,
+    hosts: Vec<FileEntry>,
+}
+
+/// A store that keeps fallback decisions in a JSON file, so short-lived processes do not
+/// re-learn on every start. Reads once at start; writes in a background thread, debounced,
+/// through a temporary file and a rename (a crash never leaves half a file). A missing or
+/// corrupt file logs a warning and starts empty. Only fallback decisions (rung > 0) are written.
+#[derive(Debug)]
+pub struct FileStore {
+    memory: MemoryStore,
+    shared: Arc<FileShared>,
+}
+
+#[derive(Debug)]
+struct FileShared {
+    path: PathBuf,
+    dirty: Mutex<bool>,
+    wake: Condvar,
+    closed: AtomicBool,
+    memory: MemoryStore,
+    debounce: Duration,
+}
+
+impl FileStore {
+    /// Opens (or starts) the store at `path`; see the type docs for failure handling.
+    pub fn open(path: impl AsRef<Path>, capacity: u64, ttl: Duration) -> Self {
+        FileStore::with_debounce(path, capacity, ttl, Duration::from_millis(500))
+    }
+
+    /// As [`FileStore::open`], with the delay between a change and its write.
+    pub fn with_debounce(
+        path: impl AsRef<Path>,
+        capacity: u64,
+        ttl: Duration,
+        debounce: Duration,
+    ) -> Self {
+        let path = path.as_ref().to_path_buf();
+        let memory = MemoryStore::new(capacity, ttl);
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<FileBody>(&bytes) {
+                Ok(body) => {
+                    let mut loaded = 0usize;
+                    for e in body.hosts {
+                        if !e.decision.expired(ttl) && e.port != 0 && !e.host.is_empty() {
+                            memory.put(HostKey::new(&e.host, e.port), Arc::new(e.decision));
+                            loaded += 1;
+                        }
+                    }
+                    tracing::debug!(path = %path.display(), loaded, "decision file loaded");
+                }
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "decision file is corrupt; starting with an empty cache (it will be rewritten)"
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "decision file cannot be read; starting with an empty cache"
+            ),
+        }
+        let shared = Arc::new(FileShared {
+            path,
+            dirty: Mutex::new(false),
+            wake: Condvar::new(),
+            closed: AtomicBool::new(false),
+            memory: memory.clone(),
+            debounce,
+        });
+        let bg = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("tls-fallback-store".into())
+            .spawn(move || bg.writer_loop());
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the decision file writer; decisions stay in memory");
+        }
+        FileStore { memory, shared }
+    }
+
+    /// Writes the file now (also done in the background after each change, and on drop).
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.shared.write_file()
+    }
+
+    fn mark_dirty(&self) {
+        if let Ok(mut d) = self.shared.dirty.lock() {
+            *d = true;
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl FileShared {
+    fn writer_loop(&self) {
+        loop {
+            let Ok(mut dirty) = self.dirty.lock() else {
+                return;
+            };
+            while !*dirty && !self.closed.load(Ordering::Acquire) {
+                dirty = match self.wake.wait(dirty) {
+                    Ok(d) => d,
+                    Err(_) => return,
+                };
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            *dirty = false;
+            drop(dirty);
+            std::thread::sleep(self.debounce);
+            if let Err(e) = self.write_file() {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot write the decision file");
+            }
+        }
+    }
+
+    fn write_file(&self) -> std::io::Result<()> {
+        let hosts = self
+            .memory
+            .snapshot()
+            .into_iter()
+            .filter(|(_, d)| d.rung > 0)
+            .map(|(k, d)| FileEntry {
+                host: k.host.to_string(),
+                port: k.port,
+                decision: Decision {
+                    rung: d.rung,
+                    profile: d.profile.clone(),
+                    reason: d.reason.clone(),
+                    learned_at_ms: d.learned_at_ms,
+                    uses: AtomicU64::new(d.uses.load(Ordering::Relaxed)),
+                },
+            })
+            .collect();
+        let body = serde_json::to_vec_pretty(&FileBody { version: 1, hosts })
+            .map_err(std::io::Error::other)?;
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(".tmp{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+impl Drop for FileStore {
+    fn drop(&mut self) {
+        let was_dirty = self.shared.dirty.lock().map(|d| *d).unwrap_or(false);
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
+        if was_dirty {
+            let _ = self.shared.write_file();
+        }
+    }
+}
+
+impl DecisionStore for FileStore {
+    fn get(&self, key: &HostKey) -> Option<Arc<Decision>> {
+        self.memory.get(key)
+    }
+    fn put(&self, key: HostKey, decision: Arc<Decision>) {
+        let persist = decision.rung > 0;
+        self.memory.put(key, decision);
+        if persist {
+            self.mark_dirty();
+        }
+    }
+    fn remove(&self, key: &HostKey) {
+        self.memory.remove(key);
+        self.mark_dirty();
+    }
+    fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)> {
+        self.memory.snapshot()
+    }
+}
+
+/// How a learning walk ended, as told to the connections that waited for it.
+#[derive(Debug, Clone)]
+pub(crate) enum FlightOutcome {
+    /// This rung worked.
+    Rung(usize),
+    /// The walk failed with this error.
+    Failed(crate::Error),
+}
+
+/// Concurrent first contacts to one host: one leads the walk, the others wait for its outcome.
+#[derive(Debug, Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<HostKey, watch::Receiver<Option<FlightOutcome>>>>,
+}
+
+/// The leader's handle; dropping it without [`Leader::finish`] wakes the waiters with no
+/// outcome (they then try again themselves).
+pub(crate) struct Leader<'a> {
+    flights: &'a Flights,
+    key: HostKey,
+    tx: watch::Sender<Option<FlightOutcome>>,
+}
+
+pub(crate) enum Join<'a> {
+    Lead(Leader<'a>),
+    Wait(watch::Receiver<Option<FlightOutcome>>),
+}
+
+impl Flights {
+    pub(crate) fn join(&self, key: &HostKey) -> Join<'_> {
+        let mut map = match self.map.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(rx) = map.get(key) {
+            if rx.has_changed().is_ok() {
+                return Join::Wait(rx.clone());
+            }
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.clone(), rx);
+        Join::Lead(Leader {
+            flights: self,
+            key: key.clone(),
+            tx,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+impl Leader<'_> {
+    pub(crate) fn finish(self, outcome: FlightOutcome) {
+        let _ = self.tx.send(Some(outcome));
+        // Drop removes the entry.
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let mut map = match self.flights.map.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.remove(&self.key);
+    }
+}
+
+/// Waits for a leader's outcome; `None` when the leader gave up without one.
+pub(crate) async fn wait_flight(
+    mut rx: watch::Receiver<Option<FlightOutcome>>,
+) -> Option<FlightOutcome> {
+    loop {
+        if let Some(o) = rx.borrow_and_update().clone() {
+            return Some(o);
+        }
+        if rx.changed().await.is_err() {
+            return rx.borrow().clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_expiry_follows_the_ttl() {
+        let mut d = Decision::new(2, "tls12-compact".into(), "modern: closed");
+        assert!(!d.expired(Duration::from_secs(3600)));
+        d.learned_at_ms -= 3_601_000;
+        assert!(d.expired(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn corrupt_file_starts_empty_and_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.json");
+        std::fs::write(&path, b"\x00\xffnot json{{{").unwrap();
+        let store = FileStore::with_debounce(&path, 100, Duration::from_secs(60), Duration::ZERO);
+        assert!(store.snapshot().is_empty());
+        store.put(
+            HostKey::new("pay.example", 443),
+            Arc::new(Decision::new(4, "tls10-legacy".into(), "x")),
+        );
+        store.flush().unwrap();
+        drop(store);
+        let again = FileStore::open(&path, 100, Duration::from_secs(60));
+        let got = again.get(&HostKey::new("pay.example", 443)).unwrap();
+        assert_eq!((got.rung, &*got.profile), (4, "tls10-legacy"));
+    }
+
+    #[test]
+    fn single_flight_has_one_leader_per_host() {
+        let f = Flights::default();
+        let k = HostKey::new("a", 1);
+        let lead = match f.join(&k) {
+            Join::Lead(l) => l,
+            Join::Wait(_) => panic!("first joiner must lead"),
+        };
+        let rx = match f.join(&k) {
+            Join::Wait(rx) => rx,
+            Join::Lead(_) => panic!("second joiner must wait"),
+        };
+        assert!(matches!(f.join(&HostKey::new("b", 1)), Join::Lead(_)));
+        lead.finish(FlightOutcome::Rung(3));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        match rt.block_on(wait_flight(rx)) {
+            Some(FlightOutcome::Rung(3)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(f.in_flight(), 0);
+    }
+}

@@ -1,0 +1,318 @@
+//! The public, matchable [`Error`]: which step failed, every attempt made, and what the user
+//! can do about it.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::classify::Outcome;
+use crate::profile::TlsVersion;
+
+/// One handshake attempt: the rung tried, what happened and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// The profile (rung) name.
+    pub profile: Arc<str>,
+    /// The highest version the hello offered.
+    pub max_version: TlsVersion,
+    /// Whether the hello carried TLS_FALLBACK_SCSV.
+    pub scsv: bool,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Time from TCP connect start to the outcome.
+    #[serde(rename = "ms", serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Every attempt of one connection, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Attempts(pub Vec<Attempt>);
+
+impl Attempts {
+    /// The attempts as a slice.
+    pub fn as_slice(&self) -> &[Attempt] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Attempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            write!(
+                f,
+                "\n  {}. {} (up to {}{}): {} after {} ms",
+                i + 1,
+                a.profile,
+                a.max_version,
+                if a.scsv { ", SCSV" } else { "" },
+                a.outcome,
+                a.elapsed.as_millis()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The kind of an [`Error`], stable for scripts (`Error::kind().as_str()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A downgrade signal (inappropriate_fallback, RFC 8446 sentinel).
+    DowngradeDetected,
+    /// Every rung down to the floor failed with intolerance.
+    BelowFloor,
+    /// The server needs legacy TLS and the host is not allowed it.
+    LegacyNotAllowed,
+    /// Certificate or host name verification failed.
+    Certificate,
+    /// A handshake timed out where no fallback applies.
+    Timeout,
+    /// TCP connect or DNS failed.
+    Connect,
+    /// Any other handshake failure, or no rung left.
+    Handshake,
+    /// A malformed URI, pattern or configuration.
+    BadInput,
+}
+
+impl ErrorKind {
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::DowngradeDetected => "downgrade_detected",
+            ErrorKind::BelowFloor => "below_floor",
+            ErrorKind::LegacyNotAllowed => "legacy_not_allowed",
+            ErrorKind::Certificate => "certificate",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Handshake => "handshake",
+            ErrorKind::BadInput => "bad_input",
+        }
+    }
+}
+
+/// Why a connection could not be made. Every connection error lists each attempt.
+///
+/// hyper's client wraps connector errors; find ours with [`Error::find`]:
+/// ```
+/// # fn f(e: &hyper_util::client::legacy::Error) {
+/// if let Some(tls) = tls_fallback::Error::find(e) {
+///     eprintln!("{}: {tls}", tls.kind().as_str());
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server or the path sent a downgrade signal; nothing was learned and the host's
+    /// cached decision was forgotten.
+    DowngradeDetected {
+        /// The host.
+        host: String,
+        /// Every attempt.
+        attempts: Attempts,
+    },
+    /// Every rung the policy allows failed with intolerance; the next rung is below the floor.
+    BelowFloor {
+        /// The host.
+        host: String,
+        /// The floor that stopped the walk.
+        floor: TlsVersion,
+        /// Every attempt.
+        attempts: Attempts,
+    },
+    /// The server only speaks legacy TLS or legacy crypto, which this host may not use.
+    LegacyNotAllowed {
+        /// The host.
+        host: String,
+        /// The floor for this host.
+        floor: TlsVersion,
+        /// Every attempt.
+        attempts: Attempts,
+    },
+    /// The certificate chain or the host name did not verify. Never a reason to fall back.
+    Certificate {
+        /// The host.
+        host: String,
+        /// Every attempt.
+        attempts: Attempts,
+    },
+    /// A handshake timed out where no fallback applies (a pinned host, or a server that
+    /// started answering and then stalled).
+    Timeout {
+        /// The host.
+        host: String,
+        /// Every attempt.
+        attempts: Attempts,
+    },
+    /// The TCP connection (or name resolution) failed: not a TLS problem.
+    Connect {
+        /// The host.
+        host: String,
+        /// The inner connector's error.
+        source: Arc<dyn StdError + Send + Sync>,
+        /// Attempts made before this one.
+        attempts: Attempts,
+    },
+    /// Any other handshake failure, or the ladder ran out of rungs.
+    Handshake {
+        /// The host.
+        host: String,
+        /// Every attempt.
+        attempts: Attempts,
+    },
+    /// The URI cannot be used (no host, unsupported scheme).
+    InvalidUri {
+        /// The URI.
+        uri: String,
+        /// Why.
+        reason: String,
+    },
+    /// A configuration error found when the connector was built.
+    Config(String),
+}
+
+impl Error {
+    /// The kind, for matching and for scripts.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::DowngradeDetected { .. } => ErrorKind::DowngradeDetected,
+            Error::BelowFloor { .. } => ErrorKind::BelowFloor,
+            Error::LegacyNotAllowed { .. } => ErrorKind::LegacyNotAllowed,
+            Error::Certificate { .. } => ErrorKind::Certificate,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Connect { .. } => ErrorKind::Connect,
+            Error::Handshake { .. } => ErrorKind::Handshake,
+            Error::InvalidUri { .. } | Error::Config(_) => ErrorKind::BadInput,
+        }
+    }
+
+    /// Every attempt made (empty for configuration errors).
+    pub fn attempts(&self) -> &[Attempt] {
+        match self {
+            Error::DowngradeDetected { attempts, .. }
+            | Error::BelowFloor { attempts, .. }
+            | Error::LegacyNotAllowed { attempts, .. }
+            | Error::Certificate { attempts, .. }
+            | Error::Timeout { attempts, .. }
+            | Error::Connect { attempts, .. }
+            | Error::Handshake { attempts, .. } => attempts.as_slice(),
+            Error::InvalidUri { .. } | Error::Config(_) => &[],
+        }
+    }
+
+    /// Finds a tls-fallback error in a chain of sources (e.g. inside hyper's client error).
+    pub fn find<'a>(mut e: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+        loop {
+            if let Some(ours) = e.downcast_ref::<Error>() {
+                return Some(ours);
+            }
+            e = e.source()?;
+        }
+    }
+}
+
+/// "closed", "reset" ... when every attempt ended the same way, else "failed".
+fn common_outcome(attempts: &Attempts) -> String {
+    let mut words = attempts.0.iter().map(|a| a.outcome.short());
+    match words.next() {
+        Some(first) if words.all(|w| w == first) => match first.as_str() {
+            "closed" => "closed".into(),
+            "reset" => "reset".into(),
+            "timeout" => "left unanswered".into(),
+            w if w.starts_with("alert:") => format!("answered with {}", attempts.0[0].outcome),
+            _ => "failed".into(),
+        },
+        _ => "failed".into(),
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::DowngradeDetected { host, attempts } => write!(
+                f,
+                "downgrade detected talking to {host}: the server signalled that it supports a \
+                 newer TLS than the fallback offered (inappropriate_fallback or the RFC 8446 \
+                 sentinel); refusing to continue, and forgetting what was learned about this \
+                 host. Earlier failures were likely injected by the network path or by one box \
+                 of a mixed pool; do not pin this host lower, investigate the path.{attempts}"
+            ),
+            Error::BelowFloor {
+                host,
+                floor,
+                attempts,
+            } => {
+                let lowest = attempts
+                    .0
+                    .last()
+                    .map(|a| a.max_version)
+                    .unwrap_or(*floor);
+                write!(
+                    f,
+                    "every hello to {host} down to {lowest} was {} and the floor is {floor}: the \
+                     server probably only speaks an older TLS. If you trust this host, allow \
+                     legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI `--allow-legacy`) \
+                     or pin it to the version it speaks; and send the vendor the report of \
+                     `tls-fallback probe {host}`.{attempts}",
+                    common_outcome(attempts)
+                )
+            }
+            Error::LegacyNotAllowed {
+                host,
+                floor,
+                attempts,
+            } => write!(
+                f,
+                "{host} only negotiates a TLS version or crypto below the floor {floor} (OpenSSL 3 \
+                 refuses it at its default security level); this host is not allowed legacy \
+                 TLS. Allow legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI \
+                 `--allow-legacy`) or pin it, and ask the vendor to enable TLS 1.2.{attempts}"
+            ),
+            Error::Certificate { host, attempts } => write!(
+                f,
+                "the certificate of {host} was rejected; no fallback is tried after a \
+                 certificate error. Check the host name and the trusted roots (builder \
+                 `ca_file`, CLI `--ca-file`).{attempts}"
+            ),
+            Error::Timeout { host, attempts } => write!(
+                f,
+                "the TLS handshake with {host} timed out; raise the handshake timeout if the \
+                 server is just slow.{attempts}"
+            ),
+            Error::Connect {
+                host,
+                source,
+                attempts,
+            } => write!(
+                f,
+                "could not connect to {host}: {source} (not a TLS problem){attempts}"
+            ),
+            Error::Handshake { host, attempts } => write!(
+                f,
+                "the TLS handshake with {host} failed and no rung of the ladder is left to try; \
+                 send the vendor the report of `tls-fallback probe {host}`.{attempts}"
+            ),
+            Error::InvalidUri { uri, reason } => write!(f, "invalid URI {uri:?}: {reason}"),
+            Error::Config(msg) => write!(f, "invalid tls-fallback configuration: {msg}"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::Connect { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! What the policy allows: host keys, host patterns, pins, the floor and the legacy gate.
+//!
+//! The policy never changes after the connector is built. It answers three questions per host:
+//! is it pinned (one attempt, that profile), may it go below TLS 1.2 (legacy gate), and which
+//! rungs of the ladder are therefore usable.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::profile::{Profile, TlsVersion};
+
+/// A host and port: the key of pins, of the legacy gate and of the decision cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostKey {
+    /// Lower-case host name or IP literal (IPv6 without brackets).
+    pub host: Arc<str>,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl HostKey {
+    /// A key from a host and a port; the host is lower-cased and a trailing dot dropped.
+    pub fn new(host: &str, port: u16) -> Self {
+        let h = host.trim_start_matches('[').trim_end_matches(']');
+        let h = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+        HostKey {
+            host: h.into(),
+            port,
+        }
+    }
+
+    /// The key of an `https://` URI (port 443 unless given).
+    pub fn from_uri(uri: &Uri) -> Result<Self, Error> {
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| Error::InvalidUri {
+            uri: uri.to_string(),
+            reason: "it has no host".into(),
+        })?;
+        let port = uri.port_u16().unwrap_or(443);
+        Ok(HostKey::new(host, port))
+    }
+}
+
+impl fmt::Display for HostKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (not `example.com` itself).
+    Suffix(String),
+}
+
+/// A host pattern: `api.example.com`, `*.example.com`, either with `:port`, an IP literal
+/// (`127.0.0.1`, `[::1]:8443`), or `*` for every host.
+///
+/// ```
+/// use tls_fallback::HostPattern;
+/// let p: HostPattern = "*.gateway.example:8443".parse().unwrap();
+/// assert!(p.matches("eu.gateway.example", 8443));
+/// assert!(!p.matches("eu.gateway.example", 443));
+/// assert!("exa mple.com".parse::<HostPattern>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    host: HostMatch,
+    port: Option<u16>,
+    text: String,
+}
+
+impl HostPattern {
+    /// Whether the pattern covers this host and port.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        if self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        match &self.host {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len() + 1
+                    && host.as_bytes()[host.len() - s.len() - 1] == b'.'
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+        }
+    }
+
+    pub(crate) fn matches_key(&self, key: &HostKey) -> bool {
+        self.matches(&key.host, key.port)
+    }
+
+    /// How specific the pattern is: an exact host with a port beats an exact host, which beats
+    /// the longest suffix, which beats `*`.
+    fn specificity(&self) -> (u8, usize, bool) {
+        let (rank, len) = match &self.host {
+            HostMatch::Any => (0, 0),
+            HostMatch::Suffix(s) => (1, s.len()),
+            HostMatch::Exact(h) => (2, h.len()),
+        };
+        (rank, len, self.port.is_some())
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Why a host pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid host pattern {pattern:?}: {reason}")]
+pub struct PatternError {
+    /// The pattern as given.
+    pub pattern: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn valid_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+impl FromStr for HostPattern {
+    type Err = PatternError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| PatternError {
+            pattern: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(err("it is empty"));
+        }
+        // Split off the port: `[v6]:port`, `host:port`; a bare IPv6 literal has several colons.
+        let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| err("an IPv6 literal opened with [ must close with ]"))?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(err("not an IPv6 address inside [ ]"));
+            }
+            match after {
+                "" => (h.to_string(), None),
+                p => (
+                    h.to_string(),
+                    Some(p.strip_prefix(':').ok_or_else(|| err("junk after ]"))?),
+                ),
+            }
+        } else if t.matches(':').count() > 1 {
+            if t.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(err("too many ':' (write IPv6 with a port as [addr]:port)"));
+            }
+            (t.to_string(), None)
+        } else if let Some((h, p)) = t.rsplit_once(':') {
+            (h.to_string(), Some(p))
+        } else {
+            (t.to_string(), None)
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(err("the port must be a number from 1 to 65535")),
+                Ok(n) => Some(n),
+            },
+        };
+        let host = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
+        let host = if host == "*" {
+            HostMatch::Any
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            if suffix.is_empty() || !suffix.split('.').all(valid_label) {
+                return Err(err("the part after *. must be a valid domain name"));
+            }
+            HostMatch::Suffix(suffix.to_string())
+        } else if host.contains('*') {
+            return Err(err("a wildcard is only allowed as a whole leading label (*.example.com)"));
+        } else if host.parse::<std::net::IpAddr>().is_ok() {
+            HostMatch::Exact(host)
+        } else {
+            if host.len() > 253 || !host.split('.').all(valid_label) {
+                return Err(err(
+                    "not a valid host name (letters, digits, '-', '_' and dots; no spaces or schemes)",
+                ));
+            }
+            HostMatch::Exact(host)
+        };
+        Ok(HostPattern {
+            host,
+            port,
+            text: t.to_string(),
+        })
+    }
+}
+
+/// What a pin fixes a host to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// Exactly this version, with the legacy settings it needs ([`Profile::exactly`]).
+    Version(TlsVersion),
+    /// A whole custom profile.
+    Profile(Profile),
+}
+
+impl Pin {
+    pub(crate) fn profile(&self) -> Profile {
+        match self {
+            Pin::Version(v) => Profile::exactly(*v),
+            Pin::Profile(p) => p.clone(),
+        }
+    }
+}
+
+impl From<TlsVersion> for Pin {
+    fn from(v: TlsVersion) -> Self {
+        Pin::Version(v)
+    }
+}
+
+impl From<Profile> for Pin {
+    fn from(p: Profile) -> Self {
+        Pin::Profile(p)
+    }
+}
+
+/// Parses the CLI form `HOST[:PORT]=VERSION` (e.g. `api.example.com=1.0`).
+///
+/// ```
+/// let (pattern, version) = tls_fallback::policy::parse_pin("pay.example:8443=1.0").unwrap();
+/// assert!(pattern.matches("pay.example", 8443));
+/// assert_eq!(version, tls_fallback::TlsVersion::Tls1_0);
+/// ```
+pub fn parse_pin(s: &str) -> Result<(HostPattern, TlsVersion), PatternError> {
+    let (pat, ver) = s.rsplit_once('=').ok_or_else(|| PatternError {
+        pattern: s.to_string(),
+        reason: "a pin is HOST[:PORT]=VERSION, e.g. api.example.com=1.0".into(),
+    })?;
+    let pattern = pat.parse::<HostPattern>()?;
+    let version = ver.parse::<TlsVersion>().map_err(|e| PatternError {
+        pattern: s.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((pattern, version))
+}
+
+/// The policy the connector applies; built by [`crate::FallbackLayerBuilder`].
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) floor: TlsVersion,
+    pub(crate) legacy_hosts: Vec<HostPattern>,
+    pub(crate) pins: Vec<(HostPattern, Pin)>,
+    pub(crate) handshake_timeout: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            floor: TlsVersion::Tls1_2,
+            legacy_hosts: Vec::new(),
+            pins: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Policy {
+    /// The lowest version any host may use unless the legacy gate lets it lower.
+    pub fn floor(&self) -> TlsVersion {
+        self.floor
+    }
+
+    /// The handshake timeout per attempt.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// Whether this host may go below TLS 1.2 and use legacy settings.
+    pub fn legacy_allowed(&self, key: &HostKey) -> bool {
+        self.floor.is_legacy() || self.legacy_hosts.iter().any(|p| p.matches_key(key))
+    }
+
+    /// The lowest version this host may negotiate.
+    pub fn floor_for(&self, key: &HostKey) -> TlsVersion {
+        if self.legacy_allowed(key) {
+            TlsVersion::Tls1_0
+        } else {
+            self.floor
+        }
+    }
+
+    /// The index of the most specific pin covering this host, if any.
+    pub(crate) fn pin_index(&self, key: &HostKey) -> Option<usize> {
+        self.pins
+            .iter()
+            .enumerate()
+            .filter(|(_, (p, _))| p.matches_key(key))
+            .max_by_key(|(i, (p, _))| (p.specificity(), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+    }
+
+    /// Whether a rung may be used for this host.
+    pub(crate) fn rung_allowed(&self, key: &HostKey, profile: &Profile) -> bool {
+        let floor = self.floor_for(key);
+        profile.max_version() >= floor && (!profile.is_legacy() || self.legacy_allowed(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> HostPattern {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn exact_suffix_port_and_any_patterns_match_as_documented() {
+        assert!(pat("api.example.com").matches("API.example.com", 1));
+        assert!(!pat("api.example.com").matches("x.api.example.com", 443));
+        assert!(pat("*.example.com").matches("a.b.example.com", 443));
+        assert!(!pat("*.example.com").matches("example.com", 443));
+        assert!(!pat("*.example.com").matches("badexample.com", 443));
+        assert!(pat("host:8443").matches("host", 8443));
+        assert!(!pat("host:8443").matches("host", 443));
+        assert!(pat("*").matches("anything", 1));
+        assert!(pat("[::1]:443").matches("::1", 443));
+        assert!(pat("::1").matches("::1", 9));
+        assert!(pat("127.0.0.1:99").matches("127.0.0.1", 99));
+        assert!(pat("Example.COM.").matches("example.com", 1));
+    }
+
+    #[test]
+    fn malformed_patterns_are_rejected_with_a_reason() {
+        for bad in [
+            "",
+            " ",
+            "exa mple.com",
+            "https://x.com",
+            "x.com:0",
+            "x.com:65536",
+            "x.com:abc",
+            "a.*.com",
+            "*x.com",
+            "*.",
+            "[::1",
+            "[zz]:1",
+            "1:2:3",
+            "-bad.com",
+            "x..com",
+        ] {
+            let e = bad.parse::<HostPattern>().expect_err(bad);
+            assert!(!e.reason.is_empty());
+            assert!(e.to_string().contains("invalid host pattern"));
+        }
+    }
+
+    #[test]
+    fn the_most_specific_pin_wins() {
+        let policy = Policy {
+            pins: vec![
+                (pat("*"), Pin::Version(TlsVersion::Tls1_3)),
+                (pat("*.example.com"), Pin::Version(TlsVersion::Tls1_2)),
+                (pat("pay.example.com:8443"), Pin::Version(TlsVersion::Tls1_0)),
+                (pat("pay.example.com"), Pin::Version(TlsVersion::Tls1_1)),
+            ],
+            ..Policy::default()
+        };
+        let idx = |h: &str, p| policy.pin_index(&HostKey::new(h, p));
+        assert_eq!(idx("pay.example.com", 8443), Some(2));
+        assert_eq!(idx("pay.example.com", 443), Some(3));
+        assert_eq!(idx("www.example.com", 443), Some(1));
+        assert_eq!(idx("other.org", 443), Some(0));
+    }
+
+    #[test]
+    fn legacy_rungs_are_only_for_allowed_hosts() {
+        let policy = Policy {
+            legacy_hosts: vec![pat("old.example")],
+            ..Policy::default()
+        };
+        let old = HostKey::new("old.example", 443);
+        let new = HostKey::new("new.example", 443);
+        assert!(policy.rung_allowed(&old, &Profile::tls10_legacy()));
+        assert!(!policy.rung_allowed(&new, &Profile::tls10_legacy()));
+        assert!(!policy.rung_allowed(&new, &Profile::tls11_legacy()));
+        assert!(policy.rung_allowed(&new, &Profile::tls12_compact()));
+        assert_eq!(policy.floor_for(&new), TlsVersion::Tls1_2);
+        assert_eq!(policy.floor_for(&old), TlsVersion::Tls1_0);
+    }
+
+    #[test]
+    fn pins_parse_from_the_cli_form() {
+        let (p, v) = parse_pin("a.example=1.1").unwrap();
+        assert!(p.matches("a.example", 443));
+        assert_eq!(v, TlsVersion::Tls1_1);
+        assert!(parse_pin("a.example").is_err());
+        assert!(parse_pin("a.example=1.4").is_err());
+        assert!(parse_pin("=1.2").is_err());
+    }
+
+    #[test]
+    fn host_key_normalises_case_brackets_and_dots() {
+        let uri: Uri = "https://[::1]:8443/x".parse().unwrap();
+        assert_eq!(HostKey::from_uri(&uri).unwrap(), HostKey::new("::1", 8443));
+        let uri: Uri = "https://Api.Example.com./".parse().unwrap();
+        let k = HostKey::from_uri(&uri).unwrap();
+        assert_eq!((&*k.host, k.port), ("api.example.com", 443));
+        assert_eq!(k.to_string(), "api.example.com:443");
+    }
+}

@@ -1,0 +1,307 @@
+//! The intolerance emulator: a TCP front that reads each ClientHello, records what it offered,
+//! and then closes, resets, hangs, alerts, answers garbage, or passes the connection through to
+//! a real server, by rules on the offered version, the hello's length, its suite count or the
+//! connection's number.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::wire::{self, ClientHelloInfo, HelloError};
+use crate::TlsVersion;
+
+/// How long a hanging connection is held at most.
+const HANG_LIMIT: Duration = Duration::from_secs(120);
+/// How long the emulator waits for a whole ClientHello.
+const READ_LIMIT: Duration = Duration::from_secs(10);
+
+/// What the emulator does with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Forward it to the real server.
+    Pass,
+    /// Close it (FIN).
+    Close,
+    /// Reset it (RST).
+    Reset,
+    /// Read and never answer, until the client gives up.
+    Hang,
+    /// Send a fatal alert with this number, then close.
+    Alert(u8),
+    /// Send bytes that are not TLS, then close.
+    Garbage,
+}
+
+/// When a rule applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Every connection.
+    Always,
+    /// The hello offers a version above this one (supported_versions aware, GREASE ignored).
+    VersionAbove(TlsVersion),
+    /// The hello's handshake message is within this length range (bytes, header included).
+    LengthIn(usize, usize),
+    /// The hello lists more than this many cipher suites.
+    CiphersAbove(usize),
+    /// The hello is longer than this many bytes.
+    LongerThan(usize),
+    /// The first this-many connections (an attacker injecting failures).
+    FirstConnections(usize),
+}
+
+/// A trigger and what to do when it fires; the first matching rule wins, else `Pass`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// When.
+    pub trigger: Trigger,
+    /// What.
+    pub action: Action,
+}
+
+impl Rule {
+    /// Close (FIN) when a hello offers more than `v`.
+    pub fn close_above(v: TlsVersion) -> Rule {
+        Rule { trigger: Trigger::VersionAbove(v), action: Action::Close }
+    }
+    /// Reset (RST) when a hello offers more than `v`.
+    pub fn reset_above(v: TlsVersion) -> Rule {
+        Rule { trigger: Trigger::VersionAbove(v), action: Action::Reset }
+    }
+    /// Hang when a hello offers more than `v`.
+    pub fn hang_above(v: TlsVersion) -> Rule {
+        Rule { trigger: Trigger::VersionAbove(v), action: Action::Hang }
+    }
+    /// Send alert `n` when a hello offers more than `v`.
+    pub fn alert_above(v: TlsVersion, n: u8) -> Rule {
+        Rule { trigger: Trigger::VersionAbove(v), action: Action::Alert(n) }
+    }
+    /// The old F5 BIG-IP bug: hang on a hello of 256..=511 bytes.
+    pub fn f5_hang() -> Rule {
+        Rule { trigger: Trigger::LengthIn(256, 511), action: Action::Hang }
+    }
+    /// Close when a hello lists more than `n` suites.
+    pub fn close_if_ciphers_above(n: usize) -> Rule {
+        Rule { trigger: Trigger::CiphersAbove(n), action: Action::Close }
+    }
+    /// Close when a hello is longer than `n` bytes.
+    pub fn close_if_longer_than(n: usize) -> Rule {
+        Rule { trigger: Trigger::LongerThan(n), action: Action::Close }
+    }
+    /// Reset the first `k` connections, whatever they offer.
+    pub fn reset_first(k: usize) -> Rule {
+        Rule { trigger: Trigger::FirstConnections(k), action: Action::Reset }
+    }
+    /// Answer every hello with garbage.
+    pub fn garbage() -> Rule {
+        Rule { trigger: Trigger::Always, action: Action::Garbage }
+    }
+
+    fn fires(&self, hello: &ClientHelloInfo, conn: usize) -> bool {
+        match self.trigger {
+            Trigger::Always => true,
+            Trigger::VersionAbove(v) => hello.offered_max > v.wire(),
+            Trigger::LengthIn(lo, hi) => (lo..=hi).contains(&hello.hello_len),
+            Trigger::CiphersAbove(n) => hello.cipher_count > n,
+            Trigger::LongerThan(n) => hello.hello_len > n,
+            Trigger::FirstConnections(k) => conn < k,
+        }
+    }
+}
+
+/// One connection as the emulator saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeenHello {
+    /// The connection's number, from 0.
+    pub conn: usize,
+    /// The parsed hello (`None` when the client sent something else or nothing).
+    pub hello: Option<ClientHelloInfo>,
+    /// What the emulator did.
+    pub action: Action,
+}
+
+impl SeenHello {
+    /// The highest version offered, if it is one of TLS 1.0..1.3.
+    pub fn offered(&self) -> Option<TlsVersion> {
+        self.hello
+            .as_ref()
+            .and_then(|h| TlsVersion::from_wire(h.offered_max))
+    }
+    /// Whether the hello carried TLS_FALLBACK_SCSV.
+    pub fn scsv(&self) -> bool {
+        self.hello.as_ref().is_some_and(|h| h.scsv)
+    }
+    /// The hello's length (handshake message, header included), 0 if none.
+    pub fn len(&self) -> usize {
+        self.hello.as_ref().map_or(0, |h| h.hello_len)
+    }
+    /// Whether no hello was parsed.
+    pub fn is_empty(&self) -> bool {
+        self.hello.is_none()
+    }
+}
+
+/// A running emulator on 127.0.0.1; stops accepting when dropped.
+#[derive(Debug)]
+pub struct Emulator {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SeenHello>>>,
+    task: JoinHandle<()>,
+}
+
+impl Emulator {
+    /// Starts an emulator in front of `backend` with these rules (first match wins).
+    pub async fn start(backend: SocketAddr, rules: Vec<Rule>) -> std::io::Result<Emulator> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rules = Arc::new(rules);
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen2 = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = count.fetch_add(1, Ordering::SeqCst);
+                let rules = Arc::clone(&rules);
+                let seen = Arc::clone(&seen2);
+                tokio::spawn(async move { handle(tcp, conn, backend, &rules, &seen).await });
+            }
+        });
+        Ok(Emulator { addr, seen, task })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://localhost:PORT/`.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/", self.addr.port())
+    }
+
+    /// Every connection seen so far, in arrival order.
+    pub fn hellos(&self) -> Vec<SeenHello> {
+        let mut v = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        v.sort_by_key(|s| s.conn);
+        v
+    }
+
+    /// How many connections were seen.
+    pub fn count(&self) -> usize {
+        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// How many were not passed through (failed hellos).
+    pub fn failed(&self) -> usize {
+        self.hellos().iter().filter(|s| s.action != Action::Pass).count()
+    }
+
+    /// Forgets what was seen.
+    pub fn clear(&self) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.clear();
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn read_hello(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<ClientHelloInfo> {
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match wire::parse_client_hello(buf) {
+                Ok(h) => return Some(h),
+                Err(HelloError::Invalid(_)) => return None,
+                Err(HelloError::Incomplete) => {}
+            }
+            if buf.len() > wire::MAX_HELLO + 1024 {
+                return None;
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(READ_LIMIT, read).await.ok().flatten()
+}
+
+async fn handle(
+    mut tcp: TcpStream,
+    conn: usize,
+    backend: SocketAddr,
+    rules: &[Rule],
+    seen: &Mutex<Vec<SeenHello>>,
+) {
+    let mut buf = Vec::new();
+    let hello = read_hello(&mut tcp, &mut buf).await;
+    let action = match &hello {
+        None => Action::Close,
+        Some(h) => rules
+            .iter()
+            .find(|r| r.fires(h, conn))
+            .map_or(Action::Pass, |r| r.action),
+    };
+    if let Ok(mut s) = seen.lock() {
+        s.push(SeenHello {
+            conn,
+            hello,
+            action,
+        });
+    }
+    match action {
+        Action::Pass => {
+            let Ok(mut up) = TcpStream::connect(backend).await else {
+                return;
+            };
+            let _ = up.set_nodelay(true);
+            let _ = tcp.set_nodelay(true);
+            if up.write_all(&buf).await.is_err() {
+                return;
+            }
+            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+        }
+        Action::Close => {
+            let _ = tcp.shutdown().await;
+        }
+        Action::Reset => {
+            let _ = tcp.set_zero_linger();
+            drop(tcp);
+        }
+        Action::Hang => {
+            let mut sink = [0u8; 1024];
+            let hold = async {
+                while let Ok(n) = tcp.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(HANG_LIMIT, hold).await;
+        }
+        Action::Alert(n) => {
+            let _ = tcp.write_all(&[21, 3, 3, 0, 2, 2, n]).await;
+            let _ = tcp.shutdown().await;
+        }
+        Action::Garbage => {
+            let _ = tcp
+                .write_all(b"HTTP/1.0 400 Bad Request\r\nServer: not-tls\r\n\r\n\x00\xff\x13\x37")
+                .await;
+            let _ = tcp.shutdown().await;
+        }
+    }
+}
