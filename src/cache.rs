@@ -111,10 +111,7 @@ impl DecisionStore for MemoryStore {
         self.cache.invalidate(key);
     }
     fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)> {
-        self.cache
-            .iter()
-            .map(|(k, v)| ((*k).clone(), v))
-            .collect()
+        self.cache.iter().map(|(k, v)| ((*k).clone(), v)).collect()
     }
 }
 
@@ -435,7 +432,9 @@ mod tests {
         };
         assert!(matches!(f.join(&HostKey::new("b", 1)), Join::Lead(_)));
         lead.finish(FlightOutcome::Rung(3));
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         match rt.block_on(wait_flight(rx)) {
             Some(FlightOutcome::Rung(3)) => {}
             other => panic!("unexpected {other:?}"),

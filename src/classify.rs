@@ -172,7 +172,11 @@ impl fmt::Display for Outcome {
             Outcome::Timeout { answered: true } => f.write_str("handshake timed out mid-way"),
             Outcome::Alert(n) => write!(f, "alert {n} ({})", alert_name(*n)),
             Outcome::Refused { reason } => {
-                write!(f, "refused locally: {} (reason {reason})", reason_name(*reason))
+                write!(
+                    f,
+                    "refused locally: {} (reason {reason})",
+                    reason_name(*reason)
+                )
             }
             Outcome::Certificate { detail } => write!(f, "certificate rejected: {detail}"),
             Outcome::NotTls => f.write_str("the server answered with bytes that are not TLS"),
@@ -361,10 +365,12 @@ mod tests {
 
     #[test]
     fn alerts_follow_the_design_table() {
-        let a = |n: i32| classify(&Signal::Ssl {
-            library: LIB_SSL,
-            reason: 1000 + n,
-        });
+        let a = |n: i32| {
+            classify(&Signal::Ssl {
+                library: LIB_SSL,
+                reason: 1000 + n,
+            })
+        };
         for n in [70, 40, 47, 50, 80, 20] {
             assert_eq!(a(n), (Outcome::Alert(n as u8), Verdict::Intolerant), "{n}");
         }
@@ -376,10 +382,12 @@ mod tests {
 
     #[test]
     fn legacy_reasons_downgrade_and_certificates_never_fall_back() {
-        let s = |r| classify(&Signal::Ssl {
-            library: LIB_SSL,
-            reason: r,
-        });
+        let s = |r| {
+            classify(&Signal::Ssl {
+                library: LIB_SSL,
+                reason: r,
+            })
+        };
         for r in [258, 333, 394, 338] {
             assert_eq!(s(r).1, Verdict::LegacyServer, "{r}");
         }

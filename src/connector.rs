@@ -144,7 +144,15 @@ pub struct FallbackLayer {
 impl std::fmt::Debug for FallbackLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FallbackLayer")
-            .field("rungs", &self.shared.rungs.iter().map(|r| &r.name).collect::<Vec<_>>())
+            .field(
+                "rungs",
+                &self
+                    .shared
+                    .rungs
+                    .iter()
+                    .map(|r| &r.name)
+                    .collect::<Vec<_>>(),
+            )
             .field("policy", &self.shared.policy)
             .finish()
     }
@@ -275,7 +283,9 @@ impl FallbackLayerBuilder {
     pub fn build(self) -> Result<FallbackLayer, Error> {
         self.ladder.validate().map_err(Error::Config)?;
         if self.timeout.is_zero() {
-            return Err(Error::Config("the handshake timeout must be above zero".into()));
+            return Err(Error::Config(
+                "the handshake timeout must be above zero".into(),
+            ));
         }
         let mut roots = self.roots.clone();
         for path in &self.ca_files {
@@ -283,7 +293,10 @@ impl FallbackLayerBuilder {
                 Error::Config(format!("cannot read CA file {}: {e}", path.display()))
             })?;
             let certs = X509::stack_from_pem(&pem).map_err(|e| {
-                Error::Config(format!("CA file {} is not PEM certificates: {e}", path.display()))
+                Error::Config(format!(
+                    "CA file {} is not PEM certificates: {e}",
+                    path.display()
+                ))
             })?;
             if certs.is_empty() {
                 return Err(Error::Config(format!(
@@ -360,7 +373,12 @@ struct Roots {
     extra: Vec<X509>,
 }
 
-fn build_rung(profile: Profile, roots: &Roots, h2: bool, with_scsv: bool) -> Result<BuiltRung, Error> {
+fn build_rung(
+    profile: Profile,
+    roots: &Roots,
+    h2: bool,
+    with_scsv: bool,
+) -> Result<BuiltRung, Error> {
     let ctx_err = |what: &str, e: openssl::error::ErrorStack| {
         Error::Config(format!("profile {:?}: {what}: {e}", profile.name()))
     };
@@ -379,7 +397,10 @@ fn build_rung(profile: Profile, roots: &Roots, h2: bool, with_scsv: bool) -> Res
         b.set_max_proto_version(Some(profile.max_version().to_ssl()))
             .map_err(|e| ctx_err("max version", e))?;
         b.set_min_proto_version(Some(
-            profile.min_version_opt().unwrap_or(TlsVersion::Tls1_0).to_ssl(),
+            profile
+                .min_version_opt()
+                .unwrap_or(TlsVersion::Tls1_0)
+                .to_ssl(),
         ))
         .map_err(|e| ctx_err("min version", e))?;
         if profile.is_legacy() {
@@ -411,7 +432,11 @@ fn build_rung(profile: Profile, roots: &Roots, h2: bool, with_scsv: bool) -> Res
             b.clear_options(PADDING);
         }
         if profile.has_alpn() {
-            let protos: &[u8] = if h2 { b"\x02h2\x08http/1.1" } else { b"\x08http/1.1" };
+            let protos: &[u8] = if h2 {
+                b"\x02h2\x08http/1.1"
+            } else {
+                b"\x08http/1.1"
+            };
             b.set_alpn_protos(protos).map_err(|e| ctx_err("ALPN", e))?;
         }
         if scsv {
@@ -515,7 +540,9 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(|e| connect_error("", e.into(), Vec::new()))
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| connect_error("", e.into(), Vec::new()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
@@ -705,7 +732,10 @@ where
                 stopped_by_policy = true;
                 break;
             }
-            let min = rung.profile.min_version_opt().map_or(floor, |m| m.max(floor));
+            let min = rung
+                .profile
+                .min_version_opt()
+                .map_or(floor, |m| m.max(floor));
             match self.attempt(rung, idx > 0, min).await {
                 Ok(stream) => {
                     self.learn(idx, start);
@@ -838,9 +868,12 @@ where
         let mut stream = match ssl {
             Ok(s) => s,
             Err(e) => {
-                record(self, Outcome::Other {
-                    detail: format!("cannot set up the handshake: {e}"),
-                });
+                record(
+                    self,
+                    Outcome::Other {
+                        detail: format!("cannot set up the handshake: {e}"),
+                    },
+                );
                 return Err(AttemptError::Handshake(Verdict::Fatal));
             }
         };

@@ -252,11 +252,7 @@ impl fmt::Display for Error {
                 floor,
                 attempts,
             } => {
-                let lowest = attempts
-                    .0
-                    .last()
-                    .map(|a| a.max_version)
-                    .unwrap_or(*floor);
+                let lowest = attempts.0.last().map(|a| a.max_version).unwrap_or(*floor);
                 write!(
                     f,
                     "every hello to {host} down to {lowest} was {} and the floor is {floor}: the \

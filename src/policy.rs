@@ -37,10 +37,13 @@ impl HostKey {
 
     /// The key of an `https://` URI (port 443 unless given).
     pub fn from_uri(uri: &Uri) -> Result<Self, Error> {
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| Error::InvalidUri {
-            uri: uri.to_string(),
-            reason: "it has no host".into(),
-        })?;
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| Error::InvalidUri {
+                uri: uri.to_string(),
+                reason: "it has no host".into(),
+            })?;
         let port = uri.port_u16().unwrap_or(443);
         Ok(HostKey::new(host, port))
     }
@@ -193,7 +196,9 @@ impl FromStr for HostPattern {
             }
             HostMatch::Suffix(suffix.to_string())
         } else if host.contains('*') {
-            return Err(err("a wildcard is only allowed as a whole leading label (*.example.com)"));
+            return Err(err(
+                "a wildcard is only allowed as a whole leading label (*.example.com)",
+            ));
         } else if host.parse::<std::net::IpAddr>().is_ok() {
             HostMatch::Exact(host)
         } else {
@@ -379,7 +384,10 @@ mod tests {
             pins: vec![
                 (pat("*"), Pin::Version(TlsVersion::Tls1_3)),
                 (pat("*.example.com"), Pin::Version(TlsVersion::Tls1_2)),
-                (pat("pay.example.com:8443"), Pin::Version(TlsVersion::Tls1_0)),
+                (
+                    pat("pay.example.com:8443"),
+                    Pin::Version(TlsVersion::Tls1_0),
+                ),
                 (pat("pay.example.com"), Pin::Version(TlsVersion::Tls1_1)),
             ],
             ..Policy::default()

@@ -113,6 +113,8 @@ impl FromStr for TlsVersion {
 const COMPACT_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
 ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256";
+const COMPACT_SUITES13: &str =
+    "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384";
 const COMPACT_GROUPS: &str = "X25519:P-256";
 const COMPACT_SIGALGS: &str = "ECDSA+SHA256:RSA-PSS+SHA256:RSA+SHA256:ECDSA+SHA384:RSA+SHA384";
 /// Legacy suites: what TLS 1.0/1.1 gateways speak (SHA-1 CBC), at security level 0.
@@ -170,7 +172,22 @@ impl Profile {
         Profile::new("tls12", TlsVersion::Tls1_2)
     }
 
-    /// Rung 2: TLS 1.2 with a short suite list, two groups, no padding and no ALPN: a hello
+    /// Rung 2: TLS 1.3 (and 1.2) with short suite lists, two groups, no padding and no ALPN:
+    /// a hello under 256 bytes for boxes that choke on long hellos, long suite lists or many
+    /// extensions, while a TLS 1.3 server behind them is still reached at its best version
+    /// (a TLS 1.2-capped compact hello would be refused by such a server as an
+    /// inappropriate fallback, since it carries SCSV).
+    pub fn compact() -> Self {
+        Profile::new("modern-compact", TlsVersion::Tls1_3)
+            .cipher_list(COMPACT_CIPHERS)
+            .ciphersuites(COMPACT_SUITES13)
+            .groups(COMPACT_GROUPS)
+            .sigalgs(COMPACT_SIGALGS)
+            .padding(false)
+            .alpn(false)
+    }
+
+    /// Rung 3: TLS 1.2 with a short suite list, two groups, no padding and no ALPN: a hello
     /// under 256 bytes for boxes that choke on long hellos or long lists.
     pub fn tls12_compact() -> Self {
         Profile::new("tls12-compact", TlsVersion::Tls1_2)
@@ -181,7 +198,7 @@ impl Profile {
             .alpn(false)
     }
 
-    /// Rung 3: TLS 1.1 at most, legacy settings (security level 0, SHA-1 CBC suites, legacy
+    /// Rung 4: TLS 1.1 at most, legacy settings (security level 0, SHA-1 CBC suites, legacy
     /// server connect). Only for hosts allowed below TLS 1.2.
     pub fn tls11_legacy() -> Self {
         Profile::new("tls11-legacy", TlsVersion::Tls1_1)
@@ -190,7 +207,7 @@ impl Profile {
             .legacy(true)
     }
 
-    /// Rung 4: TLS 1.0, legacy settings. Only for hosts allowed below TLS 1.2.
+    /// Rung 5: TLS 1.0, legacy settings. Only for hosts allowed below TLS 1.2.
     pub fn tls10_legacy() -> Self {
         Profile::new("tls10-legacy", TlsVersion::Tls1_0)
             .cipher_list(LEGACY_CIPHERS)
@@ -314,7 +331,10 @@ impl Profile {
 /// ```
 /// use tls_fallback::Ladder;
 /// let names: Vec<_> = Ladder::default().iter().map(|p| p.name().to_string()).collect();
-/// assert_eq!(names, ["modern", "tls12", "tls12-compact", "tls11-legacy", "tls10-legacy"]);
+/// assert_eq!(
+///     names,
+///     ["modern", "tls12", "modern-compact", "tls12-compact", "tls11-legacy", "tls10-legacy"]
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ladder {
@@ -322,8 +342,8 @@ pub struct Ladder {
 }
 
 impl Ladder {
-    /// A custom ladder. It must not be empty and its rungs must not rise in version
-    /// (checked when the connector is built).
+    /// A custom ladder. It must not be empty, no rung may offer more than the first, and
+    /// legacy rungs come last (checked when the connector is built).
     pub fn new(rungs: Vec<Profile>) -> Self {
         Ladder { rungs }
     }
@@ -351,11 +371,19 @@ impl Ladder {
         if self.rungs.is_empty() {
             return Err("the ladder has no rung".into());
         }
+        let top = &self.rungs[0];
+        if let Some(p) = self.rungs.iter().find(|p| p.max_version > top.max_version) {
+            return Err(format!(
+                "rung {:?} offers {} but the first rung {:?} only {}: the first rung must offer \
+                 the highest version (later rungs are fallbacks)",
+                p.name, p.max_version, top.name, top.max_version
+            ));
+        }
         for pair in self.rungs.windows(2) {
-            if pair[1].max_version > pair[0].max_version {
+            if pair[0].legacy && !pair[1].legacy {
                 return Err(format!(
-                    "rung {:?} ({}) comes after {:?} ({}): a ladder only goes down",
-                    pair[1].name, pair[1].max_version, pair[0].name, pair[0].max_version
+                    "legacy rung {:?} comes before non-legacy rung {:?}: legacy rungs go last",
+                    pair[0].name, pair[1].name
                 ));
             }
         }
@@ -369,11 +397,14 @@ impl Ladder {
 }
 
 impl Default for Ladder {
-    /// modern -> tls12 -> tls12-compact -> tls11-legacy -> tls10-legacy.
+    /// modern -> tls12 -> modern-compact -> tls12-compact -> tls11-legacy -> tls10-legacy.
+    ///
+    /// Version intolerance (the common case) is tried first, then the hello's shape, then both.
     fn default() -> Self {
         Ladder::new(vec![
             Profile::modern(),
             Profile::tls12(),
+            Profile::compact(),
             Profile::tls12_compact(),
             Profile::tls11_legacy(),
             Profile::tls10_legacy(),
@@ -405,13 +436,23 @@ mod tests {
         let l = Ladder::default();
         l.validate().unwrap();
         let legacy: Vec<bool> = l.iter().map(|p| p.is_legacy()).collect();
-        assert_eq!(legacy, [false, false, false, true, true]);
+        assert_eq!(legacy, [false, false, false, false, true, true]);
     }
 
     #[test]
     fn ladder_that_rises_is_rejected() {
-        let l = Ladder::new(vec![Profile::tls12(), Profile::modern()]);
-        assert!(l.validate().unwrap_err().contains("only goes down"));
+        let l = Ladder::new(vec![
+            Profile::tls12(),
+            Profile::tls11_legacy(),
+            Profile::modern(),
+        ]);
+        assert!(l.validate().unwrap_err().contains("highest version"));
+        let l = Ladder::new(vec![
+            Profile::modern(),
+            Profile::tls10_legacy(),
+            Profile::tls12(),
+        ]);
+        assert!(l.validate().unwrap_err().contains("legacy rungs go last"));
         assert!(Ladder::new(vec![]).validate().is_err());
     }
 

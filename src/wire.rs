@@ -60,7 +60,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn u8(&mut self) -> Result<u8, HelloError> {
-        let (&b, rest) = self.buf.split_first().ok_or(HelloError::Invalid("truncated"))?;
+        let (&b, rest) = self
+            .buf
+            .split_first()
+            .ok_or(HelloError::Invalid("truncated"))?;
         self.buf = rest;
         Ok(b)
     }
@@ -94,7 +97,9 @@ pub fn reassemble_handshake(data: &[u8]) -> Result<(Vec<u8>, u16, usize), HelloE
     loop {
         let header = data.get(pos..pos + 5).ok_or(HelloError::Incomplete)?;
         if header[0] != 22 {
-            return Err(HelloError::Invalid("the first record is not a handshake record"));
+            return Err(HelloError::Invalid(
+                "the first record is not a handshake record",
+            ));
         }
         if header[1] != 3 {
             return Err(HelloError::Invalid("the record version is not 3.x"));
@@ -111,9 +116,12 @@ pub fn reassemble_handshake(data: &[u8]) -> Result<(Vec<u8>, u16, usize), HelloE
         pos += 5 + len;
         if msg.len() >= 4 {
             if msg[0] != 1 {
-                return Err(HelloError::Invalid("the handshake message is not a ClientHello"));
+                return Err(HelloError::Invalid(
+                    "the handshake message is not a ClientHello",
+                ));
             }
-            let need = 4 + (usize::from(msg[1]) << 16 | usize::from(msg[2]) << 8 | usize::from(msg[3]));
+            let need =
+                4 + (usize::from(msg[1]) << 16 | usize::from(msg[2]) << 8 | usize::from(msg[3]));
             if need > MAX_HELLO {
                 return Err(HelloError::Invalid("ClientHello too long"));
             }
@@ -200,7 +208,9 @@ pub fn parse_handshake(msg: &[u8], record_version: u16) -> Result<ClientHelloInf
 
 fn parse_sni(data: &[u8]) -> Option<String> {
     let mut r = Reader { buf: data };
-    let mut list = Reader { buf: r.vec16().ok()? };
+    let mut list = Reader {
+        buf: r.vec16().ok()?,
+    };
     while !list.buf.is_empty() {
         let ty = list.u8().ok()?;
         let name = list.vec16().ok()?;
@@ -271,7 +281,10 @@ mod tests {
             two.extend_from_slice(&(part.len() as u16).to_be_bytes());
             two.extend_from_slice(part);
         }
-        assert_eq!(parse_client_hello(&two).unwrap(), parse_client_hello(&rec).unwrap());
+        assert_eq!(
+            parse_client_hello(&two).unwrap(),
+            parse_client_hello(&rec).unwrap()
+        );
     }
 
     #[test]
@@ -294,7 +307,9 @@ mod tests {
         }
         assert_eq!(
             parse_client_hello(b"GET / HTTP/1.1\r\n"),
-            Err(HelloError::Invalid("the first record is not a handshake record"))
+            Err(HelloError::Invalid(
+                "the first record is not a handshake record"
+            ))
         );
     }
 

@@ -68,39 +68,66 @@ pub struct Rule {
 impl Rule {
     /// Close (FIN) when a hello offers more than `v`.
     pub fn close_above(v: TlsVersion) -> Rule {
-        Rule { trigger: Trigger::VersionAbove(v), action: Action::Close }
+        Rule {
+            trigger: Trigger::VersionAbove(v),
+            action: Action::Close,
+        }
     }
     /// Reset (RST) when a hello offers more than `v`.
     pub fn reset_above(v: TlsVersion) -> Rule {
-        Rule { trigger: Trigger::VersionAbove(v), action: Action::Reset }
+        Rule {
+            trigger: Trigger::VersionAbove(v),
+            action: Action::Reset,
+        }
     }
     /// Hang when a hello offers more than `v`.
     pub fn hang_above(v: TlsVersion) -> Rule {
-        Rule { trigger: Trigger::VersionAbove(v), action: Action::Hang }
+        Rule {
+            trigger: Trigger::VersionAbove(v),
+            action: Action::Hang,
+        }
     }
     /// Send alert `n` when a hello offers more than `v`.
     pub fn alert_above(v: TlsVersion, n: u8) -> Rule {
-        Rule { trigger: Trigger::VersionAbove(v), action: Action::Alert(n) }
+        Rule {
+            trigger: Trigger::VersionAbove(v),
+            action: Action::Alert(n),
+        }
     }
     /// The old F5 BIG-IP bug: hang on a hello of 256..=511 bytes.
     pub fn f5_hang() -> Rule {
-        Rule { trigger: Trigger::LengthIn(256, 511), action: Action::Hang }
+        Rule {
+            trigger: Trigger::LengthIn(256, 511),
+            action: Action::Hang,
+        }
     }
     /// Close when a hello lists more than `n` suites.
     pub fn close_if_ciphers_above(n: usize) -> Rule {
-        Rule { trigger: Trigger::CiphersAbove(n), action: Action::Close }
+        Rule {
+            trigger: Trigger::CiphersAbove(n),
+            action: Action::Close,
+        }
     }
     /// Close when a hello is longer than `n` bytes.
     pub fn close_if_longer_than(n: usize) -> Rule {
-        Rule { trigger: Trigger::LongerThan(n), action: Action::Close }
+        Rule {
+            trigger: Trigger::LongerThan(n),
+            action: Action::Close,
+        }
     }
     /// Reset the first `k` connections, whatever they offer.
     pub fn reset_first(k: usize) -> Rule {
-        Rule { trigger: Trigger::FirstConnections(k), action: Action::Reset }
+        Rule {
+            trigger: Trigger::FirstConnections(k),
+            action: Action::Reset,
+        }
     }
     /// Answer every hello with garbage.
     pub fn garbage() -> Rule {
-        Rule { trigger: Trigger::Always, action: Action::Garbage }
+        Rule {
+            trigger: Trigger::Always,
+            action: Action::Garbage,
+        }
     }
 
     fn fires(&self, hello: &ClientHelloInfo, conn: usize) -> bool {
@@ -202,7 +229,10 @@ impl Emulator {
 
     /// How many were not passed through (failed hellos).
     pub fn failed(&self) -> usize {
-        self.hellos().iter().filter(|s| s.action != Action::Pass).count()
+        self.hellos()
+            .iter()
+            .filter(|s| s.action != Action::Pass)
+            .count()
     }
 
     /// Forgets what was seen.

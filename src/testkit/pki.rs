@@ -68,8 +68,7 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-fn make_ca(cn: &str) -> Result<Identity, ErrorStack> {
-    let key = key()?;
+fn make_ca(cn: &str, key: PKey<Private>) -> Result<Identity, ErrorStack> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", cn)?;
     let name = name.build();
@@ -82,7 +81,13 @@ fn make_ca(cn: &str) -> Result<Identity, ErrorStack> {
     b.set_not_before(&*Asn1Time::from_unix(now_unix() - 86_400)?)?;
     b.set_not_after(&*Asn1Time::days_from_now(3650)?)?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     b.sign(&key, MessageDigest::sha256())?;
     Ok(Identity {
         cert: b.build(),
@@ -92,11 +97,12 @@ fn make_ca(cn: &str) -> Result<Identity, ErrorStack> {
 
 fn make_leaf(
     ca: &Identity,
+    key: &PKey<Private>,
     names: &[&str],
     not_before: i64,
     not_after: i64,
 ) -> Result<Identity, ErrorStack> {
-    let key = key()?;
+    let key = key.clone();
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", names.first().copied().unwrap_or("test"))?;
     let name = name.build();
@@ -128,16 +134,25 @@ fn make_leaf(
 }
 
 impl TestPki {
-    /// Makes a fresh CA and identities (a few RSA-2048 keys: tens of milliseconds).
+    /// Makes a fresh CA and identities. Two RSA-2048 keys (the slow part): one for the CA, one
+    /// shared by every leaf and by the untrusted CA (test material only).
     pub fn generate() -> Result<TestPki, ErrorStack> {
-        let ca = make_ca("tls-fallback test CA")?;
+        let ca = make_ca("tls-fallback test CA", key()?)?;
+        let leaf_key = key()?;
         let now = now_unix();
         let day = 86_400;
-        let localhost = make_leaf(&ca, &["localhost", "127.0.0.1"], now - day, now + 365 * day)?;
-        let wrong_name = make_leaf(&ca, &["wrong.example"], now - day, now + 365 * day)?;
-        let expired = make_leaf(&ca, &["localhost", "127.0.0.1"], now - 30 * day, now - day)?;
-        let stranger = make_ca("nobody trusts this CA")?;
-        let untrusted = make_leaf(&stranger, &["localhost", "127.0.0.1"], now - day, now + day)?;
+        let names = ["localhost", "127.0.0.1"];
+        let localhost = make_leaf(&ca, &leaf_key, &names, now - day, now + 365 * day)?;
+        let wrong_name = make_leaf(
+            &ca,
+            &leaf_key,
+            &["wrong.example"],
+            now - day,
+            now + 365 * day,
+        )?;
+        let expired = make_leaf(&ca, &leaf_key, &names, now - 30 * day, now - day)?;
+        let stranger = make_ca("nobody trusts this CA", leaf_key.clone())?;
+        let untrusted = make_leaf(&stranger, &leaf_key, &names, now - day, now + day)?;
         Ok(TestPki {
             ca,
             localhost,

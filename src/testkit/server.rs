@@ -13,7 +13,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
+use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_openssl::SslStream;
@@ -99,6 +99,8 @@ impl TlsServerBuilder {
             .clone()
             .unwrap_or_else(|| TestPki::shared().localhost.clone());
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+        // The Mozilla profile switches old versions off with options; min/max decide here.
+        b.clear_options(SslOptions::NO_TLSV1 | SslOptions::NO_TLSV1_1);
         let legacy = self.min.is_some_and(|v| v.is_legacy());
         let level = self.security_level.or(if legacy { Some(0) } else { None });
         if let Some(level) = level {

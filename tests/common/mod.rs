@@ -1,0 +1,83 @@
+//! Shared helpers for the integration tests: a client through the fallback layer that trusts
+//! the test kit's CA, and small assertions on what the emulator saw.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tls_fallback::testkit::{Emulator, SeenHello, TestPki};
+use tls_fallback::{FallbackConnector, FallbackLayer, FallbackLayerBuilder, TlsInfo, TlsVersion};
+use tower_layer::Layer;
+
+pub type TestClient = Client<FallbackConnector<HttpConnector>, Full<Bytes>>;
+
+/// A builder trusting only the test CA, with a short handshake timeout.
+pub fn builder() -> FallbackLayerBuilder {
+    FallbackLayer::builder()
+        .system_roots(false)
+        .add_root_certificate(TestPki::shared().ca.cert.clone())
+        .handshake_timeout(Duration::from_secs(2))
+}
+
+pub fn client(layer: &FallbackLayer) -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build(layer.layer(FallbackLayer::http_connector()))
+}
+
+/// A GET bounded to 30 s; returns the response with its body read.
+pub async fn get(
+    client: &TestClient,
+    url: &str,
+) -> Result<(Response<()>, Bytes), hyper_util::client::legacy::Error> {
+    send(client, "GET", url, Bytes::new()).await
+}
+
+pub async fn send(
+    client: &TestClient,
+    method: &str,
+    url: &str,
+    body: Bytes,
+) -> Result<(Response<()>, Bytes), hyper_util::client::legacy::Error> {
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body))
+        .expect("valid request");
+    let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("request bounded by 30 s")?;
+    let (parts, body) = res.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((Response::from_parts(parts, ()), bytes))
+}
+
+pub fn tls(res: &Response<()>) -> TlsInfo {
+    res.extensions()
+        .get::<TlsInfo>()
+        .cloned()
+        .expect("TlsInfo on every https response")
+}
+
+pub fn tls_error(e: &hyper_util::client::legacy::Error) -> tls_fallback::Error {
+    tls_fallback::Error::find(e)
+        .cloned()
+        .unwrap_or_else(|| panic!("not a tls-fallback error: {e:?}"))
+}
+
+/// (offered max version, SCSV) of every hello the emulator saw, in order.
+pub fn ladder_seen(em: &Emulator) -> Vec<(Option<TlsVersion>, bool)> {
+    em.hellos()
+        .iter()
+        .map(|h: &SeenHello| (h.offered(), h.scsv()))
+        .collect()
+}

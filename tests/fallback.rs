@@ -1,0 +1,339 @@
+//! The fallback connector through a real hyper-util client, real OpenSSL servers and the
+//! intolerance emulator: what was offered on the wire, in which order, and the outcome.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hyper::body::Bytes;
+use tls_fallback::testkit::{Action, Emulator, Rule, TestPki, TlsServer};
+use tls_fallback::{ErrorKind, TlsVersion};
+use TlsVersion::*;
+
+const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
+    (Some(Tls1_3), false),
+    (Some(Tls1_2), true),
+    (Some(Tls1_3), true),
+    (Some(Tls1_2), true),
+    (Some(Tls1_1), true),
+    (Some(Tls1_0), true),
+];
+
+async fn legacy_gateway(rule: Rule) -> (TlsServer, Emulator) {
+    let server = TlsServer::only(Tls1_0).await.unwrap();
+    let em = Emulator::start(server.addr(), vec![rule]).await.unwrap();
+    (server, em)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_above_tls10_with_legacy_allowed_walks_the_ladder_to_tls10_with_scsv() {
+    let (server, em) = legacy_gateway(Rule::close_above(Tls1_0)).await;
+    let layer = builder().allow_legacy("localhost").build().unwrap();
+    let (res, body) = get(&client(&layer), &em.url()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(body.starts_with(b"hello from the tls-fallback test kit"));
+    assert_eq!(ladder_seen(&em), LEGACY_WALK);
+    let info = tls(&res);
+    assert_eq!(info.version, Tls1_0);
+    assert_eq!(&*info.profile, "tls10-legacy");
+    assert_eq!(info.handshakes(), 6);
+    assert!(!info.from_cache);
+    let outcomes: Vec<String> = info.attempts.iter().map(|a| a.outcome.short()).collect();
+    assert_eq!(
+        outcomes,
+        ["closed", "closed", "closed", "closed", "closed", "ok"]
+    );
+    assert_eq!(server.versions().get("TLSv1"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_above_tls10_without_legacy_stops_at_the_floor_with_a_remedy() {
+    let (_server, em) = legacy_gateway(Rule::close_above(Tls1_0)).await;
+    let layer = builder().build().unwrap();
+    let err = get(&client(&layer), &em.url()).await.unwrap_err();
+    let err = tls_error(&err);
+    assert_eq!(err.kind(), ErrorKind::BelowFloor);
+    let text = err.to_string();
+    assert!(text.contains("floor is TLS 1.2"), "{text}");
+    assert!(text.contains("allow legacy TLS"), "{text}");
+    assert!(text.contains("was closed"), "{text}");
+    assert_eq!(err.attempts().len(), 4);
+    // Nothing below TLS 1.2 ever left the client.
+    assert_eq!(ladder_seen(&em), LEGACY_WALK[..4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_above_tls10_falls_back_to_tls10() {
+    let (_server, em) = legacy_gateway(Rule::reset_above(Tls1_0)).await;
+    let layer = builder().allow_legacy("localhost").build().unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert_eq!(tls(&res).version, Tls1_0);
+    assert_eq!(ladder_seen(&em), LEGACY_WALK);
+    let outcomes: Vec<String> = tls(&res)
+        .attempts
+        .iter()
+        .map(|a| a.outcome.short())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["reset", "reset", "reset", "reset", "reset", "ok"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_version_alert_above_tls10_falls_back_to_tls10() {
+    let (_server, em) = legacy_gateway(Rule::alert_above(Tls1_0, 70)).await;
+    let layer = builder().allow_legacy("*").build().unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert_eq!(tls(&res).version, Tls1_0);
+    assert_eq!(ladder_seen(&em), LEGACY_WALK);
+    assert_eq!(tls(&res).attempts[0].outcome.short(), "alert:70");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls13_hang_in_front_of_tls12_server_ends_on_tls12_within_timeout_plus_one_handshake() {
+    let server = TlsServer::only(Tls1_2).await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::hang_above(Tls1_2)])
+        .await
+        .unwrap();
+    let timeout = Duration::from_secs(1);
+    let layer = builder().handshake_timeout(timeout).build().unwrap();
+    let started = Instant::now();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(tls(&res).version, Tls1_2);
+    assert_eq!(&*tls(&res).profile, "tls12");
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_3), false), (Some(Tls1_2), true)]
+    );
+    assert_eq!(tls(&res).attempts[0].outcome.short(), "timeout");
+    // One timeout plus one handshake (a handshake on loopback is milliseconds; allow 1 s slack
+    // for a loaded 2-core machine).
+    assert!(took < timeout * 2, "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f5_length_hang_in_front_of_modern_server_succeeds_without_going_below_tls12() {
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::f5_hang()])
+        .await
+        .unwrap();
+    let layer = builder()
+        .handshake_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert!(tls(&res).version >= Tls1_2);
+    for h in em.hellos() {
+        assert!(h.offered() >= Some(Tls1_2), "{h:?}");
+        if h.action == Action::Pass {
+            assert!(
+                !(256..=511).contains(&h.len()),
+                "passed hello of {} bytes",
+                h.len()
+            );
+        }
+    }
+    // The modern rung pads its hello out of the F5 window, so the first hello goes through.
+    assert_eq!(em.hellos()[0].action, Action::Pass, "{:?}", em.hellos());
+    assert_eq!(tls(&res).version, Tls1_3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f5_hang_without_padding_falls_to_the_compact_hello() {
+    use tls_fallback::{Ladder, Profile};
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::f5_hang()])
+        .await
+        .unwrap();
+    // A ladder whose top rungs do not pad (as many clients): only the compact rung fits.
+    let ladder = Ladder::new(vec![
+        // Two classic groups keep the hello at ~300 bytes on OpenSSL 3.0 and 3.5+ alike
+        // (3.5+ would otherwise send a 1.5 KB ML-KEM key share).
+        Profile::new("modern-unpadded", Tls1_3)
+            .padding(false)
+            .groups("X25519:P-256"),
+        Profile::compact(),
+    ]);
+    let layer = builder()
+        .ladder(ladder)
+        .handshake_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    let seen = em.hellos();
+    assert!(
+        (256..=511).contains(&seen[0].len()),
+        "unpadded modern hello: {}",
+        seen[0].len()
+    );
+    assert_eq!(seen.last().unwrap().action, Action::Pass);
+    assert!(
+        seen.last().unwrap().len() < 256,
+        "compact hello: {}",
+        seen.last().unwrap().len()
+    );
+    // The compact rung still offers TLS 1.3, so the modern server is reached at its best.
+    assert_eq!(tls(&res).version, Tls1_3);
+    assert_eq!(&*tls(&res).profile, "modern-compact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cipher_count_intolerance_ends_on_the_compact_rung_not_below_tls12() {
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::close_if_ciphers_above(16)])
+        .await
+        .unwrap();
+    let layer = builder().allow_legacy("localhost").build().unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    let info = tls(&res);
+    assert_eq!(info.version, Tls1_3);
+    assert_eq!(&*info.profile, "modern-compact");
+    let seen = em.hellos();
+    assert_eq!(seen.len(), 3);
+    assert!(seen[0].hello.as_ref().unwrap().cipher_count > 16);
+    assert!(seen[2].hello.as_ref().unwrap().cipher_count <= 16);
+    assert!(seen.iter().all(|h| h.offered() >= Some(Tls1_2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacker_resetting_the_first_connection_cannot_push_a_modern_server_down() {
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::reset_first(1)])
+        .await
+        .unwrap();
+    let layer = builder().allow_legacy("*").build().unwrap();
+    match get(&client(&layer), &em.url()).await {
+        Ok((res, _)) => assert_eq!(tls(&res).version, Tls1_3),
+        Err(e) => {
+            let e = tls_error(&e);
+            assert_eq!(e.kind(), ErrorKind::DowngradeDetected, "{e}");
+            assert!(e.to_string().contains("downgrade detected"));
+            assert_eq!(e.attempts().last().unwrap().outcome.short(), "alert:86");
+        }
+    }
+    // The fallback hello carried SCSV, which is what let the server refuse it.
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_3), false), (Some(Tls1_2), true)]
+    );
+    assert_eq!(server.versions().get("TLSv1.2"), None);
+    assert!(layer.stats().hosts.is_empty(), "nothing learned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_certificate_costs_one_hello_and_never_falls_back() {
+    let pki = TestPki::shared();
+    let server = TlsServer::builder()
+        .identity(pki.untrusted.clone())
+        .start()
+        .await
+        .unwrap();
+    let em = Emulator::start(server.addr(), vec![]).await.unwrap();
+    let layer = builder().allow_legacy("*").build().unwrap();
+    let err = tls_error(&get(&client(&layer), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::Certificate);
+    assert_eq!(em.count(), 1);
+    assert!(err.to_string().contains("certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_costs_one_hello_and_never_falls_back() {
+    let pki = TestPki::shared();
+    let server = TlsServer::builder()
+        .identity(pki.wrong_name.clone())
+        .start()
+        .await
+        .unwrap();
+    let em = Emulator::start(server.addr(), vec![]).await.unwrap();
+    let layer = builder().allow_legacy("*").build().unwrap();
+    let err = tls_error(&get(&client(&layer), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::Certificate);
+    assert_eq!(em.count(), 1);
+    let detail = format!("{:?}", err.attempts()[0].outcome);
+    assert!(detail.contains("hostname mismatch"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_host_gets_one_hello_at_the_pinned_version_without_scsv() {
+    let (_server, em) = legacy_gateway(Rule::close_above(Tls1_0)).await;
+    let pattern = format!("localhost:{}", em.addr().port());
+    let layer = builder().pin(pattern, Tls1_0).build().unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert_eq!(ladder_seen(&em), [(Some(Tls1_0), false)]);
+    let info = tls(&res);
+    assert_eq!(info.version, Tls1_0);
+    assert!(info.pinned);
+    assert_eq!(info.handshakes(), 1);
+    assert!(layer.stats().hosts.is_empty(), "a pin teaches nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_through_a_fallback_reaches_the_server_exactly_once() {
+    let (server, em) = legacy_gateway(Rule::reset_above(Tls1_0)).await;
+    let layer = builder().allow_legacy("localhost").build().unwrap();
+    let (res, body) = send(
+        &client(&layer),
+        "POST",
+        &em.url(),
+        Bytes::from_static(b"amount=100&currency=EUR"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(body.ends_with(b"23 body bytes\n"), "{body:?}");
+    assert_eq!(em.count(), 6);
+    assert_eq!(server.requests("POST"), 1);
+    assert_eq!(server.handshakes(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls10_only_server_needs_legacy_permission_even_without_intolerance() {
+    let server = TlsServer::only(Tls1_0).await.unwrap();
+    let em = Emulator::start(server.addr(), vec![]).await.unwrap();
+
+    let strict = builder().build().unwrap();
+    let err = tls_error(&get(&client(&strict), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::LegacyNotAllowed, "{err}");
+    assert!(err.to_string().contains("allow_legacy"), "{err}");
+    // OpenSSL's TLS 1.0 server answers a hello offering only 1.3/1.2 in supported_versions
+    // with protocol_version; the TLS 1.2 hello then gets a TLS 1.0 ServerHello, which
+    // OpenSSL 3 refuses (reason 258): the walk stops there instead of trying more shapes.
+    let outcomes: Vec<String> = err.attempts().iter().map(|a| a.outcome.short()).collect();
+    assert_eq!(outcomes, ["alert:70", "refused:258"]);
+    assert_eq!(em.count(), 2);
+
+    em.clear();
+    let allowed = builder().allow_legacy("localhost").build().unwrap();
+    let (res, _) = get(&client(&allowed), &em.url()).await.unwrap();
+    let info = tls(&res);
+    assert_eq!(info.version, Tls1_0);
+    assert!(info.profile.ends_with("-legacy"));
+    // Then straight to the first legacy rung, which accepts down to 1.0. (OpenSSL 3.0's modern
+    // hello for a legacy-allowed host already lists TLS 1.0 and is refused locally with 258;
+    // OpenSSL 3.5+ leaves 1.0/1.1 out at security level 2 and gets alert 70 first.)
+    let seen = ladder_seen(&em);
+    let expected_30 = vec![(Some(Tls1_3), false), (Some(Tls1_1), true)];
+    let expected_35 = vec![
+        (Some(Tls1_3), false),
+        (Some(Tls1_2), true),
+        (Some(Tls1_1), true),
+    ];
+    assert!(seen == expected_30 || seen == expected_35, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_info_reports_version_cipher_profile_and_alpn_on_a_healthy_host() {
+    let server = TlsServer::modern().await.unwrap();
+    let layer = builder().build().unwrap();
+    let (res, _) = get(&client(&layer), &server.url()).await.unwrap();
+    let info = tls(&res);
+    assert_eq!(info.version, Tls1_3);
+    assert_eq!(&*info.profile, "modern");
+    assert!(info.cipher.starts_with("TLS_"), "{}", info.cipher);
+    assert_eq!(info.handshakes(), 1);
+    assert!(!info.attempts[0].scsv);
+    assert_eq!(info.alpn, None, "the test server does not do ALPN");
+}
