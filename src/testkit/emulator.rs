@@ -179,6 +179,7 @@ impl SeenHello {
 pub struct Emulator {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<SeenHello>>>,
+    rules: Arc<Mutex<Arc<Vec<Rule>>>>,
     task: JoinHandle<()>,
 }
 
@@ -188,21 +189,38 @@ impl Emulator {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let rules = Arc::new(rules);
+        let rules = Arc::new(Mutex::new(Arc::new(rules)));
         let count = Arc::new(AtomicUsize::new(0));
         let seen2 = Arc::clone(&seen);
+        let rules2 = Arc::clone(&rules);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let conn = count.fetch_add(1, Ordering::SeqCst);
-                let rules = Arc::clone(&rules);
+                let rules = rules2
+                    .lock()
+                    .map(|r| Arc::clone(&r))
+                    .unwrap_or_default();
                 let seen = Arc::clone(&seen2);
                 tokio::spawn(async move { handle(tcp, conn, backend, &rules, &seen).await });
             }
         });
-        Ok(Emulator { addr, seen, task })
+        Ok(Emulator {
+            addr,
+            seen,
+            rules,
+            task,
+        })
+    }
+
+    /// Replaces the rules for connections accepted from now on (a gateway that gets fixed, or
+    /// breaks again).
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        if let Ok(mut r) = self.rules.lock() {
+            *r = Arc::new(rules);
+        }
     }
 
     /// Where it listens.
