@@ -69,6 +69,10 @@ pub trait DecisionStore: Send + Sync + std::fmt::Debug + 'static {
     fn remove(&self, key: &HostKey);
     /// Every decision held, for stats and persistence.
     fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)>;
+    /// Makes pending changes durable (a no-op for memory-only stores).
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The default store: a bounded, concurrent in-memory cache (moka, TinyLFU eviction).
@@ -207,11 +211,6 @@ impl FileStore {
         FileStore { memory, shared }
     }
 
-    /// Writes the file now (also done in the background after each change, and on drop).
-    pub fn flush(&self) -> std::io::Result<()> {
-        self.shared.write_file()
-    }
-
     fn mark_dirty(&self) {
         if let Ok(mut d) = self.shared.dirty.lock() {
             *d = true;
@@ -288,7 +287,8 @@ impl DecisionStore for FileStore {
         self.memory.get(key)
     }
     fn put(&self, key: HostKey, decision: Arc<Decision>) {
-        let persist = decision.rung > 0;
+        // Persist fallbacks, and a host whose persisted fallback is replaced by a healthy one.
+        let persist = decision.rung > 0 || self.memory.get(&key).is_some_and(|d| d.rung > 0);
         self.memory.put(key, decision);
         if persist {
             self.mark_dirty();
@@ -300,6 +300,13 @@ impl DecisionStore for FileStore {
     }
     fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)> {
         self.memory.snapshot()
+    }
+    /// Writes the file now (also done in the background after each change, and on drop).
+    fn flush(&self) -> std::io::Result<()> {
+        if let Ok(mut d) = self.shared.dirty.lock() {
+            *d = false;
+        }
+        self.shared.write_file()
     }
 }
 

@@ -482,6 +482,11 @@ impl FallbackLayer {
     pub fn forget(&self, host: &str, port: u16) {
         self.shared.store.remove(&HostKey::new(host, port));
     }
+
+    /// Makes learned decisions durable now (writes the cache file, if any).
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.shared.store.flush()
+    }
 }
 
 impl<S> Layer<S> for FallbackLayer {
@@ -595,6 +600,14 @@ enum AttemptError {
     Handshake(Verdict),
 }
 
+/// How a walk failed.
+enum WalkError {
+    /// Stop with this error.
+    Fail(Error),
+    /// The learned start rung is obsolete: walk again from the top.
+    Reprobe,
+}
+
 /// Where a walk starts.
 struct Start {
     rung: usize,
@@ -701,7 +714,25 @@ where
         start: Start,
         leader: Option<cache::Leader<'_>>,
     ) -> Result<MaybeHttpsStream<S::Response>, Error> {
-        let result = self.walk_inner(&start).await;
+        let mut result = self.walk_inner(&start).await;
+        if let Err(WalkError::Reprobe) = result {
+            // The learned rung met a server that can do better (it answered the SCSV hello with
+            // inappropriate_fallback): the gateway was fixed. Forget and walk from the top, once.
+            // Still safe: every fallback of this new walk carries SCSV, and a downgrade signal
+            // there is final.
+            let top = Start {
+                rung: 0,
+                from_cache: false,
+            };
+            result = self.walk_inner(&top).await;
+        }
+        let result = result.map_err(|e| match e {
+            WalkError::Fail(e) => e,
+            WalkError::Reprobe => Error::Handshake {
+                host: self.key.to_string(),
+                attempts: self.take_attempts(),
+            },
+        });
         match &result {
             Ok((_, idx)) => {
                 if let Some(l) = leader {
@@ -720,7 +751,7 @@ where
     async fn walk_inner(
         &mut self,
         start: &Start,
-    ) -> Result<(MaybeHttpsStream<S::Response>, usize), Error> {
+    ) -> Result<(MaybeHttpsStream<S::Response>, usize), WalkError> {
         let shared = self.shared;
         let policy = &shared.policy;
         let floor = policy.floor_for(self.key);
@@ -742,7 +773,7 @@ where
                     let out = self.finish(stream, rung, start.from_cache, false);
                     return Ok((out, idx));
                 }
-                Err(AttemptError::Connect(e)) => return Err(self.connect_err(e)),
+                Err(AttemptError::Connect(e)) => return Err(WalkError::Fail(self.connect_err(e))),
                 Err(AttemptError::Handshake(verdict)) => {
                     last = Some(verdict);
                     match verdict {
@@ -761,6 +792,16 @@ where
                                 None => break,
                             }
                         }
+                        Verdict::Downgrade if start.from_cache && idx == start.rung => {
+                            shared.store.remove(self.key);
+                            tracing::info!(
+                                host = %self.key,
+                                was = %rung.name,
+                                "the learned TLS fallback is no longer needed (the server refused \
+                                 it as an inappropriate fallback); re-probing from the top"
+                            );
+                            return Err(WalkError::Reprobe);
+                        }
                         Verdict::Downgrade => {
                             shared.stats.downgrades.fetch_add(1, Ordering::Relaxed);
                             shared.store.remove(self.key);
@@ -770,19 +811,19 @@ where
                                 "downgrade signal (inappropriate_fallback / RFC 8446 sentinel): \
                                  refusing to continue; the host's cached decision was forgotten"
                             );
-                            return Err(Error::DowngradeDetected {
+                            return Err(WalkError::Fail(Error::DowngradeDetected {
                                 host: self.key.to_string(),
                                 attempts: self.take_attempts(),
-                            });
+                            }));
                         }
                         Verdict::Certificate => {
-                            return Err(Error::Certificate {
+                            return Err(WalkError::Fail(Error::Certificate {
                                 host: self.key.to_string(),
                                 attempts: self.take_attempts(),
-                            })
+                            }))
                         }
                         Verdict::Fatal => {
-                            return Err(if self.last_outcome_is_timeout() {
+                            return Err(WalkError::Fail(if self.last_outcome_is_timeout() {
                                 Error::Timeout {
                                     host: self.key.to_string(),
                                     attempts: self.take_attempts(),
@@ -792,7 +833,7 @@ where
                                     host: self.key.to_string(),
                                     attempts: self.take_attempts(),
                                 }
-                            })
+                            }))
                         }
                     }
                 }
@@ -804,7 +845,7 @@ where
         }
         let host = self.key.to_string();
         let attempts = self.take_attempts();
-        Err(match last {
+        Err(WalkError::Fail(match last {
             Some(Verdict::LegacyServer) if !policy.legacy_allowed(self.key) => {
                 Error::LegacyNotAllowed {
                     host,
@@ -818,7 +859,7 @@ where
                 attempts,
             },
             _ => Error::Handshake { host, attempts },
-        })
+        }))
     }
 
     /// One TCP connect and one handshake with this rung.

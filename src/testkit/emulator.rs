@@ -180,6 +180,7 @@ pub struct Emulator {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<SeenHello>>>,
     rules: Arc<Mutex<Arc<Vec<Rule>>>>,
+    backend: Arc<Mutex<SocketAddr>>,
     task: JoinHandle<()>,
 }
 
@@ -193,16 +194,18 @@ impl Emulator {
         let count = Arc::new(AtomicUsize::new(0));
         let seen2 = Arc::clone(&seen);
         let rules2 = Arc::clone(&rules);
+        let backend = Arc::new(Mutex::new(backend));
+        let backend2 = Arc::clone(&backend);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let conn = count.fetch_add(1, Ordering::SeqCst);
-                let rules = rules2
-                    .lock()
-                    .map(|r| Arc::clone(&r))
-                    .unwrap_or_default();
+                let rules = rules2.lock().map(|r| Arc::clone(&r)).unwrap_or_default();
+                let Ok(backend) = backend2.lock().map(|b| *b) else {
+                    continue;
+                };
                 let seen = Arc::clone(&seen2);
                 tokio::spawn(async move { handle(tcp, conn, backend, &rules, &seen).await });
             }
@@ -211,8 +214,16 @@ impl Emulator {
             addr,
             seen,
             rules,
+            backend,
             task,
         })
+    }
+
+    /// Points connections accepted from now on at another server (the vendor replaced the box).
+    pub fn set_backend(&self, backend: SocketAddr) {
+        if let Ok(mut b) = self.backend.lock() {
+            *b = backend;
+        }
     }
 
     /// Replaces the rules for connections accepted from now on (a gateway that gets fixed, or
