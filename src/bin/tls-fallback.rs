@@ -62,7 +62,12 @@ struct GetArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     handshake_timeout_ms: u64,
     /// HTTP method.
-    #[arg(short = 'X', long = "request", value_name = "METHOD", default_value = "GET")]
+    #[arg(
+        short = 'X',
+        long = "request",
+        value_name = "METHOD",
+        default_value = "GET"
+    )]
     method: String,
     /// Request body.
     #[arg(short = 'd', long = "data", value_name = "DATA")]
@@ -207,7 +212,9 @@ type CliClient = Client<FallbackConnector<HttpConnector>, Full<Bytes>>;
 
 fn get_builder(args: &GetArgs, host: &str, port: u16) -> Result<FallbackLayerBuilder, CliError> {
     if args.handshake_timeout_ms == 0 {
-        return Err(CliError::bad_input("--handshake-timeout-ms must be above 0"));
+        return Err(CliError::bad_input(
+            "--handshake-timeout-ms must be above 0",
+        ));
     }
     let mut b = FallbackLayer::builder()
         .handshake_timeout(Duration::from_millis(args.handshake_timeout_ms));
@@ -254,12 +261,16 @@ async fn fetch(
         .await
         .map_err(|e| CliError::from_client(&e))?;
     let (parts, body) = res.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).map_err(|e| CliError {
-        kind: "http",
-        message: format!("reading the response body: {}", error_chain(&e)),
-        attempts: Vec::new(),
-        code: 1,
-    })?;
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| CliError {
+            kind: "http",
+            message: format!("reading the response body: {}", error_chain(&e)),
+            attempts: Vec::new(),
+            code: 1,
+        })?;
     Ok(Outcome {
         status: parts.status.as_u16(),
         ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -282,7 +293,10 @@ fn parse_url(s: &str) -> Result<(http::Uri, String, u16), CliError> {
         .host()
         .filter(|h| !h.is_empty())
         .ok_or_else(|| CliError::bad_input(format!("invalid URL {s:?}: it has no host")))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = url
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
@@ -294,16 +308,20 @@ async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
     let method = http::Method::from_bytes(args.method.as_bytes())
         .map_err(|_| CliError::bad_input(format!("invalid method {:?}", args.method)))?;
     if args.repeat == 0 || args.concurrency == 0 {
-        return Err(CliError::bad_input("--repeat and --concurrency must be at least 1"));
+        return Err(CliError::bad_input(
+            "--repeat and --concurrency must be at least 1",
+        ));
     }
-    let layer = get_builder(&args, &host, port)?.build().map_err(|e| CliError {
-        kind: e.kind().as_str(),
-        message: e.to_string(),
-        attempts: Vec::new(),
-        code: 2,
-    })?;
-    let client: CliClient = Client::builder(TokioExecutor::new())
-        .build(layer.layer(FallbackLayer::http_connector()));
+    let layer = get_builder(&args, &host, port)?
+        .build()
+        .map_err(|e| CliError {
+            kind: e.kind().as_str(),
+            message: e.to_string(),
+            attempts: Vec::new(),
+            code: 2,
+        })?;
+    let client: CliClient =
+        Client::builder(TokioExecutor::new()).build(layer.layer(FallbackLayer::http_connector()));
     let data = Bytes::from(args.data.clone().unwrap_or_default());
 
     if args.repeat == 1 {
@@ -320,7 +338,8 @@ async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
             .acquire_owned()
             .await
             .map_err(|e| CliError::bad_input(e.to_string()))?;
-        let (client, method, url, data) = (client.clone(), method.clone(), url.clone(), data.clone());
+        let (client, method, url, data) =
+            (client.clone(), method.clone(), url.clone(), data.clone());
         set.spawn(async move {
             let r = fetch(&client, &method, &url, &data).await;
             drop(permit);
@@ -337,7 +356,9 @@ async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
             Ok(Ok(out)) => {
                 lat.push(out.ms);
                 *statuses.entry(out.status).or_default() += 1;
-                let v = out.tls.map_or("http".to_string(), |t| t.version.as_str().to_string());
+                let v = out
+                    .tls
+                    .map_or("http".to_string(), |t| t.version.as_str().to_string());
                 *versions.entry(v).or_default() += 1;
             }
             Ok(Err(e)) => {
@@ -488,7 +509,9 @@ async fn run_probe(args: ProbeArgs) -> Result<(), CliError> {
     })?;
     // One real handshake through the connector (legacy allowed: this is a diagnosis), with
     // certificate checks, to show what `get` would do.
-    report.tests.push(full_handshake(&args, &cfg, &target).await);
+    report
+        .tests
+        .push(full_handshake(&args, &cfg, &target).await);
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),
@@ -509,10 +532,12 @@ async fn run_probe(args: ProbeArgs) -> Result<(), CliError> {
 
 async fn full_handshake(args: &ProbeArgs, cfg: &ProbeConfig, target: &str) -> probe::ProbeTest {
     let started = Instant::now();
-    let host = cfg
-        .sni
-        .clone()
-        .unwrap_or_else(|| target.rsplit_once(':').map_or(target, |(h, _)| h).to_string());
+    let host = cfg.sni.clone().unwrap_or_else(|| {
+        target
+            .rsplit_once(':')
+            .map_or(target, |(h, _)| h)
+            .to_string()
+    });
     let port = target
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -525,8 +550,7 @@ async fn full_handshake(args: &ProbeArgs, cfg: &ProbeConfig, target: &str) -> pr
     }
     let mut test = probe::ProbeTest {
         name: "fallback_connector".into(),
-        description: "a full handshake through the fallback connector, certificates checked"
-            .into(),
+        description: "a full handshake through the fallback connector, certificates checked".into(),
         hello_len: 0,
         outcome: String::new(),
         negotiated: None,
@@ -787,7 +811,10 @@ async fn demo_inner(args: DemoArgs) -> std::io::Result<bool> {
                 })
             })
             .collect();
-        println!("{}", json!({"gateways": v, "ok": all_ok, "seconds": elapsed.as_secs_f64()}));
+        println!(
+            "{}",
+            json!({"gateways": v, "ok": all_ok, "seconds": elapsed.as_secs_f64()})
+        );
         return Ok(all_ok);
     }
     println!("tls-fallback demo: seven broken gateways on 127.0.0.1, one connector\n");
@@ -815,9 +842,13 @@ async fn demo_inner(args: DemoArgs) -> std::io::Result<bool> {
         );
     }
     let stats = layer.stats();
+    let seen: Vec<_> = gateways.iter().flat_map(|g| g.emulator.hellos()).collect();
+    let scsv = seen.iter().filter(|h| h.scsv()).count();
     println!(
-        "\nEvery fallback hello carried TLS_FALLBACK_SCSV. {} handshakes for {} connections, \
-         {} hosts learned, {} downgrade refused; {:.1} s.",
+        "\nOn the wire: {} hellos, {scsv} with TLS_FALLBACK_SCSV (every fallback and every \
+         learned start; never the first try or a pin). {} handshakes for {} connections, {} \
+         hosts learned, {} downgrade refused; {:.1} s.",
+        seen.len(),
         stats.handshakes,
         stats.connections,
         stats.hosts.len(),

@@ -1,0 +1,395 @@
+//! The `tls-fallback` binary against test-kit gateways: JSON keys and values, exit codes, and
+//! bad input. The binary runs as a child process; the gateways run in this test's runtime.
+#![cfg(feature = "cli")]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use tls_fallback::testkit::{Emulator, Rule, TestPki, TlsServer};
+use tls_fallback::TlsVersion::*;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+async fn run(args: &[&str]) -> Run {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tls-fallback"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the CLI finishes within 60 s")
+    .expect("the CLI starts");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ca_file(dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, TestPki::shared().ca_pem()).unwrap();
+    path
+}
+
+async fn legacy_gateway() -> (TlsServer, Emulator) {
+    let server = TlsServer::only(Tls1_0).await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
+        .await
+        .unwrap();
+    (server, em)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_json_reports_version_cipher_profile_and_every_attempt() {
+    let (_s, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let url = em.url();
+    let r = run(&[
+        "get",
+        &url,
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--allow-legacy",
+        "--json",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["tls_version"], "1.0");
+    assert_eq!(v["profile"], "tls10-legacy");
+    assert_eq!(v["from_cache"], false);
+    assert!(v["cipher"].as_str().unwrap().contains("SHA"), "{v}");
+    let attempts = v["attempts"].as_array().unwrap();
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["closed", "closed", "closed", "closed", "closed", "ok"]
+    );
+    assert!(attempts
+        .iter()
+        .all(|a| a["ms"].is_u64() && a["profile"].is_string()));
+    assert_eq!(em.count(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_failure_exits_1_with_kind_message_and_attempts() {
+    let (_s, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let url = em.url();
+    let r = run(&["get", &url, "--ca-file", ca.to_str().unwrap(), "--json"]).await;
+    assert_eq!(r.code, 1);
+    let v = r.json();
+    assert_eq!(v["error"]["kind"], "below_floor");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--allow-legacy"));
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 4);
+    // Human form goes to stderr with the same kind.
+    let r = run(&["get", &url, "--ca-file", ca.to_str().unwrap()]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("error (below_floor)"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_with_a_pin_sends_one_hello_at_that_version() {
+    let (_s, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let pin = format!("localhost:{}=1.0", em.addr().port());
+    let r = run(&[
+        "get",
+        &em.url(),
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--pin",
+        &pin,
+        "--json",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["tls_version"], "1.0");
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(em.count(), 1);
+    assert!(!em.hellos()[0].scsv());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_repeat_shares_the_cache_across_requests() {
+    let (server, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let r = run(&[
+        "get",
+        &em.url(),
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--allow-legacy",
+        "--repeat",
+        "20",
+        "--concurrency",
+        "5",
+        "--json",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["requests"], 20);
+    assert_eq!(v["ok"], 20);
+    assert_eq!(v["failed"], 0);
+    assert_eq!(v["versions"]["1.0"], 20);
+    assert_eq!(v["errors"], serde_json::json!({}));
+    assert!(v["p50_ms"].as_f64().unwrap() <= v["p99_ms"].as_f64().unwrap());
+    // One learning walk (5 failed hellos) plus one handshake per connection actually opened.
+    let handshakes = v["handshakes"].as_u64().unwrap();
+    assert!(em.failed() <= 5, "failed hellos: {}", em.failed());
+    assert_eq!(handshakes as usize, em.count());
+    assert_eq!(server.requests("GET"), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_exits_2_with_a_clear_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["get", "not a url"], "invalid URL"),
+        (&["get", "ftp://example.com/"], "https://"),
+        (
+            &["get", "https://x.example/", "--pin", "x.example"],
+            "HOST[:PORT]=VERSION",
+        ),
+        (
+            &["get", "https://x.example/", "--pin", "x.example=1.4"],
+            "unknown TLS version",
+        ),
+        (
+            &["get", "https://x.example/", "--pin", "a b=1.0"],
+            "invalid host pattern",
+        ),
+        (
+            &["get", "https://x.example/", "--handshake-timeout-ms", "0"],
+            "above 0",
+        ),
+        (
+            &[
+                "get",
+                "https://x.example/",
+                "--ca-file",
+                "/nonexistent/ca.pem",
+            ],
+            "cannot read CA file",
+        ),
+        (
+            &["get", "https://x.example/", "--repeat", "abc"],
+            "invalid value",
+        ),
+        (&["probe", "::::"], ""),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, needle) in cases {
+        let r = run(args).await;
+        assert_eq!(r.code, 2, "{args:?}: {} {}", r.stdout, r.stderr);
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    }
+    // With --json the error is an object too.
+    let r = run(&["get", "nope://", "--json"]).await;
+    assert_eq!(r.code, 2);
+    assert_eq!(r.json()["error"]["kind"], "bad_input");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_green_within_30_seconds() {
+    let started = std::time::Instant::now();
+    let r = run(&["demo", "--json"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["ok"], true);
+    let gateways = v["gateways"].as_array().unwrap();
+    assert_eq!(gateways.len(), 7);
+    let legacy = &gateways[0];
+    assert_eq!(legacy["first"]["version"], "1.0");
+    assert_eq!(legacy["second"]["attempts"], 1);
+    let mitm = gateways
+        .iter()
+        .find(|g| g["gateway"] == "mitm-downgrade")
+        .unwrap();
+    assert_eq!(mitm["first"]["error"], "downgrade_detected");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+async fn probe_json(em: &Emulator) -> Value {
+    let target = format!("127.0.0.1:{}", em.addr().port());
+    let r = run(&[
+        "probe",
+        &target,
+        "--sni",
+        "localhost",
+        "--timeout-ms",
+        "700",
+        "--json",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.json()
+}
+
+/// The intolerance flags of a probe report, in a fixed order.
+fn flags(v: &Value) -> (Vec<(String, bool)>, bool, bool, bool) {
+    let vi = v["version_intolerance"].as_object().unwrap();
+    let mut vi: Vec<(String, bool)> = vi
+        .iter()
+        .map(|(k, b)| (k.clone(), b.as_bool().unwrap()))
+        .collect();
+    vi.sort();
+    (
+        vi,
+        v["long_handshake_intolerance"].as_bool().unwrap(),
+        v["cipher_count_intolerance"].as_bool().unwrap(),
+        v["extension_intolerance"].as_bool().unwrap(),
+    )
+}
+
+fn vi(pairs: [bool; 5]) -> Vec<(String, bool)> {
+    ["1.0", "1.1", "1.2", "1.3", "future"]
+        .iter()
+        .zip(pairs)
+        .map(|(k, b)| (k.to_string(), b))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_on_a_clean_modern_server_finds_nothing_and_scsv_supported() {
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![]).await.unwrap();
+    let v = probe_json(&em).await;
+    assert_eq!(v["supported"], serde_json::json!(["1.2", "1.3"]));
+    assert_eq!(flags(&v), (vi([false; 5]), false, false, false));
+    assert_eq!(v["fallback_scsv"], "supported");
+    for key in ["target", "recommendation", "tests"] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    let full = v["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "fallback_connector");
+    assert!(full.is_some(), "the full handshake check is reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_reports_each_emulated_intolerance_and_no_other() {
+    // (server, rule, expected version intolerance, long, ciphers, supported)
+    let modern = || async { TlsServer::modern().await.unwrap() };
+    let cases = vec![
+        (
+            TlsServer::only(Tls1_0).await.unwrap(),
+            Rule::close_above(Tls1_0),
+            vi([false, true, true, true, true]),
+            (false, false),
+            vec!["1.0"],
+        ),
+        (
+            TlsServer::only(Tls1_0).await.unwrap(),
+            Rule::reset_above(Tls1_0),
+            vi([false, true, true, true, true]),
+            (false, false),
+            vec!["1.0"],
+        ),
+        (
+            TlsServer::only(Tls1_2).await.unwrap(),
+            Rule::hang_above(Tls1_2),
+            vi([false, false, false, true, true]),
+            (false, false),
+            vec!["1.2"],
+        ),
+        (
+            TlsServer::only(Tls1_1).await.unwrap(),
+            Rule::alert_above(Tls1_1, 70),
+            vi([false, false, true, true, true]),
+            (false, false),
+            vec!["1.1"],
+        ),
+        (
+            modern().await,
+            Rule::f5_hang(),
+            vi([false; 5]),
+            (true, false),
+            vec!["1.2", "1.3"],
+        ),
+        (
+            modern().await,
+            Rule::close_if_ciphers_above(64),
+            vi([false; 5]),
+            (false, true),
+            vec!["1.2", "1.3"],
+        ),
+    ];
+    for (server, rule, versions, (long, ciphers), supported) in cases {
+        let em = Emulator::start(server.addr(), vec![rule.clone()])
+            .await
+            .unwrap();
+        let v = probe_json(&em).await;
+        assert_eq!(
+            flags(&v),
+            (versions, long, ciphers, false),
+            "{rule:?}: {v:#}"
+        );
+        assert_eq!(v["supported"], serde_json::json!(supported), "{rule:?}");
+        assert!(
+            v["recommendation"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("vendor"),
+            "{rule:?}: {}",
+            v["recommendation"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_human_output_is_a_table_and_connect_failure_exits_1() {
+    let server = TlsServer::modern().await.unwrap();
+    let target = format!("127.0.0.1:{}", server.addr().port());
+    let r = run(&[
+        "probe",
+        &target,
+        "--sni",
+        "localhost",
+        "--timeout-ms",
+        "2000",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("1.3"), "{}", r.stdout);
+    drop(server);
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    drop(listener);
+    let r = run(&["probe", &dead, "--timeout-ms", "1000", "--json"]).await;
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.json()["error"]["kind"], "connect");
+}
