@@ -40,6 +40,11 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod cache;
 pub mod classify;
 mod connector;
