@@ -35,7 +35,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .pool_max_idle_per_host(0)
         .build::<_, Full<Bytes>>(layer.layer(FallbackLayer::http_connector()));
 
-    for (name, url) in [("A (pinned)", a.url()), ("B (learned)", b.url()), ("B again", b.url())] {
+    for (name, url) in [
+        ("A (pinned)", a.url()),
+        ("B (learned)", b.url()),
+        ("B again", b.url()),
+    ] {
         let req = hyper::Request::post(&url).body(Full::new(Bytes::from_static(b"amount=42")))?;
         let res = client.request(req).await?;
         let tls = res.extensions().get::<TlsInfo>().cloned();

@@ -17,7 +17,8 @@ use tower::ServiceBuilder;
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server = TlsServer::only(TlsVersion::Tls1_2).await?;
     // A box that hangs on TLS 1.3 hellos.
-    let gateway = Emulator::start(server.addr(), vec![Rule::hang_above(TlsVersion::Tls1_2)]).await?;
+    let gateway =
+        Emulator::start(server.addr(), vec![Rule::hang_above(TlsVersion::Tls1_2)]).await?;
 
     let fallback = FallbackLayer::builder()
         .system_roots(false)
@@ -33,8 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .timeout(Duration::from_secs(10))
         .layer(fallback.clone())
         .service(http);
-    let client = Client::builder(TokioExecutor::new())
-        .build::<_, Empty<Bytes>>(connector);
+    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
 
     let res = client.get(gateway.url().parse()?).await?;
     let tls = res.extensions().get::<TlsInfo>().cloned();
@@ -45,7 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             tls.version,
             tls.profile,
             tls.handshakes(),
-            tls.attempts.iter().map(|a| a.outcome.short()).collect::<Vec<_>>()
+            tls.attempts
+                .iter()
+                .map(|a| a.outcome.short())
+                .collect::<Vec<_>>()
         );
     }
     println!("stats: {}", serde_json::to_string(&fallback.stats())?);

@@ -77,6 +77,8 @@ pub enum Outcome {
     },
     /// The server sent a fatal alert with this number.
     Alert(u8),
+    /// No answer within the stall time; abandoned when a raced rung finished first.
+    Stalled,
     /// OpenSSL refused the server's choice locally (reason code, e.g. 258 unsupported protocol).
     Refused {
         /// The `SSL_R_*` reason code.
@@ -102,7 +104,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// A short word for tables and JSON: `ok`, `closed`, `reset`, `timeout`, `alert:70`,
+    /// A short word for tables and JSON: `ok`, `closed`, `reset`, `timeout`, `stalled`, `alert:70`,
     /// `refused:258`, `certificate`, `not_tls`, `connect`, `error`.
     pub fn short(&self) -> String {
         match self {
@@ -110,6 +112,7 @@ impl Outcome {
             Outcome::Closed => "closed".into(),
             Outcome::Reset => "reset".into(),
             Outcome::Timeout { .. } => "timeout".into(),
+            Outcome::Stalled => "stalled".into(),
             Outcome::Alert(n) => format!("alert:{n}"),
             Outcome::Refused { reason } => format!("refused:{reason}"),
             Outcome::Certificate { .. } => "certificate".into(),
@@ -171,6 +174,9 @@ impl fmt::Display for Outcome {
             Outcome::Timeout { answered: false } => f.write_str("no answer before the timeout"),
             Outcome::Timeout { answered: true } => f.write_str("handshake timed out mid-way"),
             Outcome::Alert(n) => write!(f, "alert {n} ({})", alert_name(*n)),
+            Outcome::Stalled => {
+                f.write_str("no answer within the stall time; abandoned for a raced rung")
+            }
             Outcome::Refused { reason } => {
                 write!(
                     f,

@@ -4,10 +4,9 @@
 //! timeout, classify, fall back or stop, learn.
 
 use std::future::{poll_fn, Future};
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,101 +15,35 @@ use http::Uri;
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use openssl::ssl::{SslConnector, SslMethod, SslMode, SslOptions};
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::X509;
-use serde::Serialize;
 use tokio_openssl::SslStream;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::cache::{
-    self, Decision, DecisionStore, FileStore, FlightOutcome, Flights, Join, MemoryStore,
-};
+use crate::builder::BuiltRung;
+pub use crate::builder::FallbackLayerBuilder;
+use crate::cache::{self, Decision, DecisionStore, FlightOutcome, Flights, Join};
 use crate::classify::{classify, signal_of, Outcome, Signal, Verdict};
 use crate::error::{Attempt, Attempts, Error};
-use crate::policy::{HostKey, HostPattern, Pin as HostPin, Policy};
-use crate::profile::{Ladder, Profile, TlsVersion};
+use crate::policy::{HostKey, HostPattern, Policy};
+use crate::profile::TlsVersion;
+use crate::session::{SessionCache, SessionKey};
+use crate::stats::{Counters, HostStats, Stats};
 use crate::stream::{MaybeHttpsStream, ReadWatch, TlsInfo, TlsStream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `SSL_OP_TLSEXT_PADDING`: RFC 7685 padding, part of OpenSSL 3's default options.
-const PADDING: SslOptions = SslOptions::from_bits_retain(openssl_sys::SSL_OP_TLSEXT_PADDING as _);
-/// `SSL_OP_LEGACY_SERVER_CONNECT`: talk to servers without secure renegotiation.
-const LEGACY_SERVER_CONNECT: SslOptions =
-    SslOptions::from_bits_retain(openssl_sys::SSL_OP_LEGACY_SERVER_CONNECT as _);
-
-/// A rung built into its OpenSSL contexts, once.
-struct BuiltRung {
-    profile: Profile,
-    name: Arc<str>,
-    plain: SslConnector,
-    /// The same context with TLS_FALLBACK_SCSV; `None` for pins (never a fallback).
-    scsv: Option<SslConnector>,
-}
-
-#[derive(Default)]
-struct Counters {
-    connections: AtomicU64,
-    handshakes: AtomicU64,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    single_flight_waits: AtomicU64,
-    downgrades: AtomicU64,
-    learned: AtomicU64,
-    expired: AtomicU64,
-    fallbacks: Mutex<std::collections::BTreeMap<String, u64>>,
-}
-
-struct Shared {
-    rungs: Vec<BuiltRung>,
-    pins: Vec<(HostPattern, BuiltRung)>,
-    policy: Policy,
-    store: Arc<dyn DecisionStore>,
-    ttl: Duration,
-    flights: Flights,
-    stats: Counters,
-}
-
-/// Counters and learned hosts of a connector; see [`FallbackConnector::stats`].
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    /// `https://` connections requested.
-    pub connections: u64,
-    /// Handshakes attempted (every rung of every connection).
-    pub handshakes: u64,
-    /// Fallbacks, by the outcome that caused them (`closed`, `reset`, `alert:70`...).
-    pub fallbacks: std::collections::BTreeMap<String, u64>,
-    /// Connections that started from a cached decision.
-    pub cache_hits: u64,
-    /// Connections with no (or an expired) decision.
-    pub cache_misses: u64,
-    /// Connections that waited for another connection's learning walk.
-    pub single_flight_waits: u64,
-    /// Downgrade signals seen.
-    pub downgrades: u64,
-    /// Decisions learned (fallbacks recorded).
-    pub learned: u64,
-    /// Decisions that expired and were re-probed.
-    pub expired: u64,
-    /// Hosts that needed a fallback, with what was learned.
-    pub hosts: Vec<HostStats>,
-}
-
-/// One learned host in [`Stats`].
-#[derive(Debug, Clone, Serialize)]
-pub struct HostStats {
-    /// `host:port`.
-    pub host: String,
-    /// The rung that works.
-    pub profile: String,
-    /// Why the rungs above it failed.
-    pub reason: String,
-    /// When it was learned (ms since the Unix epoch).
-    pub learned_at_ms: u64,
-    /// Connections that started from it.
-    pub uses: u64,
+/// Everything a layer and its connectors share: built once, read-only but for the caches and
+/// counters.
+pub(crate) struct Shared {
+    pub(crate) rungs: Vec<BuiltRung>,
+    pub(crate) pins: Vec<(HostPattern, BuiltRung)>,
+    pub(crate) policy: Policy,
+    pub(crate) store: Arc<dyn DecisionStore>,
+    pub(crate) ttl: Duration,
+    pub(crate) flights: Flights,
+    pub(crate) stats: Counters,
+    pub(crate) sessions: Option<SessionCache>,
+    pub(crate) stall: Option<Duration>,
 }
 
 /// A `tower::Layer` that adds safe, per-host TLS fallback to a TCP connector.
@@ -138,7 +71,7 @@ pub struct HostStats {
 /// ```
 #[derive(Clone)]
 pub struct FallbackLayer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for FallbackLayer {
@@ -156,300 +89,6 @@ impl std::fmt::Debug for FallbackLayer {
             .field("policy", &self.shared.policy)
             .finish()
     }
-}
-
-/// Configures a [`FallbackLayer`].
-#[derive(Debug)]
-pub struct FallbackLayerBuilder {
-    system_roots: bool,
-    ca_files: Vec<PathBuf>,
-    roots: Vec<X509>,
-    ladder: Ladder,
-    floor: TlsVersion,
-    legacy: Vec<String>,
-    pins: Vec<(String, HostPin)>,
-    timeout: Duration,
-    h2: bool,
-    ttl: Duration,
-    capacity: u64,
-    store: Option<Arc<dyn DecisionStore>>,
-    cache_file: Option<PathBuf>,
-}
-
-impl Default for FallbackLayerBuilder {
-    fn default() -> Self {
-        FallbackLayerBuilder {
-            system_roots: true,
-            ca_files: Vec::new(),
-            roots: Vec::new(),
-            ladder: Ladder::default(),
-            floor: TlsVersion::Tls1_2,
-            legacy: Vec::new(),
-            pins: Vec::new(),
-            timeout: Duration::from_secs(10),
-            h2: false,
-            ttl: Duration::from_secs(3600),
-            capacity: 10_000,
-            store: None,
-            cache_file: None,
-        }
-    }
-}
-
-impl FallbackLayerBuilder {
-    /// Also trusts the roots in this PEM file.
-    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca_files.push(path.into());
-        self
-    }
-
-    /// Also trusts this root certificate.
-    pub fn add_root_certificate(mut self, cert: X509) -> Self {
-        self.roots.push(cert);
-        self
-    }
-
-    /// Whether to trust the system roots (default: yes).
-    pub fn system_roots(mut self, on: bool) -> Self {
-        self.system_roots = on;
-        self
-    }
-
-    /// Replaces the default ladder.
-    pub fn ladder(mut self, ladder: Ladder) -> Self {
-        self.ladder = ladder;
-        self
-    }
-
-    /// The lowest version for hosts outside the legacy gate (default TLS 1.2). A floor below
-    /// TLS 1.2 allows legacy TLS for every host.
-    pub fn floor(mut self, v: TlsVersion) -> Self {
-        self.floor = v;
-        self
-    }
-
-    /// Lets hosts matching this pattern go below TLS 1.2 with legacy settings
-    /// (`host`, `*.suffix`, either with `:port`, or `*`). Checked at [`build`](Self::build).
-    pub fn allow_legacy(mut self, pattern: impl Into<String>) -> Self {
-        self.legacy.push(pattern.into());
-        self
-    }
-
-    /// Pins hosts matching the pattern to a version or a whole [`Profile`]: one attempt, no
-    /// SCSV, no learning. The most specific pattern wins. Checked at [`build`](Self::build).
-    pub fn pin(mut self, pattern: impl Into<String>, pin: impl Into<HostPin>) -> Self {
-        self.pins.push((pattern.into(), pin.into()));
-        self
-    }
-
-    /// Time allowed for the TCP connect and for each handshake (default 10 s). A silent
-    /// server past it counts as intolerant.
-    pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
-
-    /// Offers `h2` in ALPN (only if the hyper client is built with HTTP/2).
-    pub fn enable_http2(mut self, on: bool) -> Self {
-        self.h2 = on;
-        self
-    }
-
-    /// How long a learned decision lives before the host is re-probed (default 1 hour).
-    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// At most this many hosts are remembered (default 10,000).
-    pub fn cache_capacity(mut self, n: u64) -> Self {
-        self.capacity = n;
-        self
-    }
-
-    /// Uses this store for decisions instead of the in-memory default.
-    pub fn decision_store(mut self, store: Arc<dyn DecisionStore>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// Keeps decisions in this JSON file ([`FileStore`]).
-    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.cache_file = Some(path.into());
-        self
-    }
-
-    /// Builds every rung's OpenSSL contexts and checks patterns, pins and the ladder.
-    pub fn build(self) -> Result<FallbackLayer, Error> {
-        self.ladder.validate().map_err(Error::Config)?;
-        if self.timeout.is_zero() {
-            return Err(Error::Config(
-                "the handshake timeout must be above zero".into(),
-            ));
-        }
-        let mut roots = self.roots.clone();
-        for path in &self.ca_files {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::Config(format!("cannot read CA file {}: {e}", path.display()))
-            })?;
-            let certs = X509::stack_from_pem(&pem).map_err(|e| {
-                Error::Config(format!(
-                    "CA file {} is not PEM certificates: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(Error::Config(format!(
-                    "CA file {} holds no certificate",
-                    path.display()
-                )));
-            }
-            roots.extend(certs);
-        }
-        let parse = |p: &str| {
-            p.parse::<HostPattern>()
-                .map_err(|e| Error::Config(e.to_string()))
-        };
-        let legacy_hosts = self
-            .legacy
-            .iter()
-            .map(|p| parse(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let roots = Roots {
-            system: self.system_roots,
-            extra: roots,
-        };
-        let mut pins = Vec::new();
-        let mut policy_pins = Vec::new();
-        for (pattern, pin) in &self.pins {
-            let pat = parse(pattern)?;
-            let profile = pin.profile();
-            let built = build_rung(profile, &roots, self.h2, false)?;
-            policy_pins.push((pat.clone(), pin.clone()));
-            pins.push((pat, built));
-        }
-        let rungs = self
-            .ladder
-            .into_rungs()
-            .into_iter()
-            .map(|p| build_rung(p, &roots, self.h2, true))
-            .collect::<Result<Vec<_>, _>>()?;
-        if rungs.len() > usize::from(u8::MAX) {
-            return Err(Error::Config("a ladder has at most 255 rungs".into()));
-        }
-        let store: Arc<dyn DecisionStore> = match (self.store, self.cache_file) {
-            (Some(s), _) => s,
-            (None, Some(path)) => Arc::new(FileStore::open(
-                path,
-                self.capacity,
-                self.ttl.saturating_add(Duration::from_secs(60)),
-            )),
-            (None, None) => Arc::new(MemoryStore::new(
-                self.capacity,
-                self.ttl.saturating_add(Duration::from_secs(60)),
-            )),
-        };
-        Ok(FallbackLayer {
-            shared: Arc::new(Shared {
-                rungs,
-                pins,
-                policy: Policy {
-                    floor: self.floor,
-                    legacy_hosts,
-                    pins: policy_pins,
-                    handshake_timeout: self.timeout,
-                },
-                store,
-                ttl: self.ttl,
-                flights: Flights::default(),
-                stats: Counters::default(),
-            }),
-        })
-    }
-}
-
-struct Roots {
-    system: bool,
-    extra: Vec<X509>,
-}
-
-fn build_rung(
-    profile: Profile,
-    roots: &Roots,
-    h2: bool,
-    with_scsv: bool,
-) -> Result<BuiltRung, Error> {
-    let ctx_err = |what: &str, e: openssl::error::ErrorStack| {
-        Error::Config(format!("profile {:?}: {what}: {e}", profile.name()))
-    };
-    let build = |scsv: bool| -> Result<SslConnector, Error> {
-        let mut b = SslConnector::builder(SslMethod::tls_client())
-            .map_err(|e| ctx_err("cannot create an OpenSSL context", e))?;
-        if !roots.system {
-            let store = X509StoreBuilder::new().map_err(|e| ctx_err("cert store", e))?;
-            b.set_cert_store(store.build());
-        }
-        for cert in &roots.extra {
-            b.cert_store_mut()
-                .add_cert(cert.clone())
-                .map_err(|e| ctx_err("cannot add a root certificate", e))?;
-        }
-        b.set_max_proto_version(Some(profile.max_version().to_ssl()))
-            .map_err(|e| ctx_err("max version", e))?;
-        b.set_min_proto_version(Some(
-            profile
-                .min_version_opt()
-                .unwrap_or(TlsVersion::Tls1_0)
-                .to_ssl(),
-        ))
-        .map_err(|e| ctx_err("min version", e))?;
-        if profile.is_legacy() {
-            b.set_security_level(0);
-            b.set_options(LEGACY_SERVER_CONNECT);
-        }
-        if let Some(list) = profile.cipher_list_opt() {
-            b.set_cipher_list(list)
-                .map_err(|e| ctx_err("cipher list", e))?;
-        }
-        if profile.is_legacy() {
-            // A cipher string may carry its own @SECLEVEL; legacy means level 0 regardless.
-            b.set_security_level(0);
-        }
-        if let Some(list) = profile.ciphersuites_opt() {
-            b.set_ciphersuites(list)
-                .map_err(|e| ctx_err("TLS 1.3 suites", e))?;
-        }
-        if let Some(list) = profile.groups_opt() {
-            b.set_groups_list(list).map_err(|e| ctx_err("groups", e))?;
-        }
-        if let Some(list) = profile.sigalgs_opt() {
-            b.set_sigalgs_list(list)
-                .map_err(|e| ctx_err("signature algorithms", e))?;
-        }
-        if profile.has_padding() {
-            b.set_options(PADDING);
-        } else {
-            b.clear_options(PADDING);
-        }
-        if profile.has_alpn() {
-            let protos: &[u8] = if h2 {
-                b"\x02h2\x08http/1.1"
-            } else {
-                b"\x08http/1.1"
-            };
-            b.set_alpn_protos(protos).map_err(|e| ctx_err("ALPN", e))?;
-        }
-        if scsv {
-            b.set_mode(SslMode::SEND_FALLBACK_SCSV);
-        }
-        Ok(b.build())
-    };
-    Ok(BuiltRung {
-        name: Arc::from(profile.name()),
-        plain: build(false)?,
-        scsv: if with_scsv { Some(build(true)?) } else { None },
-        profile,
-    })
 }
 
 impl FallbackLayer {
@@ -600,6 +239,23 @@ enum AttemptError {
     Handshake(Verdict),
 }
 
+/// One attempt's record and result.
+struct Tried<T> {
+    attempt: Attempt,
+    result: Result<TlsStream<T>, AttemptError>,
+}
+
+type AttemptFuture<'a, T> = Pin<Box<dyn Future<Output = Tried<T>> + Send + 'a>>;
+
+/// An attempt in progress (at most two at once: a silent rung and its racer).
+struct InFlight<'a, T> {
+    idx: usize,
+    scsv: bool,
+    started: Instant,
+    answered: Arc<AtomicBool>,
+    future: AttemptFuture<'a, T>,
+}
+
 /// How a walk failed.
 enum WalkError {
     /// Stop with this error.
@@ -614,6 +270,12 @@ struct Start {
     from_cache: bool,
 }
 
+/// What woke the walk up.
+enum Event<T> {
+    Done(usize, Tried<T>),
+    Stall,
+}
+
 /// One connection's walk down the ladder.
 struct Walk<'a, S> {
     shared: &'a Shared,
@@ -623,10 +285,124 @@ struct Walk<'a, S> {
     attempts: Vec<Attempt>,
 }
 
-impl<S> Walk<'_, S>
+/// One TCP connect and one handshake with a rung: the unit the walk runs, alone or raced.
+#[allow(clippy::too_many_arguments)]
+async fn attempt<S>(
+    shared: &Shared,
+    mut inner: S,
+    uri: &Uri,
+    key: &HostKey,
+    rung: &BuiltRung,
+    fallback: bool,
+    min: TlsVersion,
+    answered: Arc<AtomicBool>,
+) -> Tried<S::Response>
 where
-    S: Service<Uri> + Send,
+    S: Service<Uri>,
+    S::Response: Read + Write + Unpin,
+    S::Error: Into<BoxError>,
+{
+    let timeout = shared.policy.handshake_timeout;
+    let started = Instant::now();
+    let scsv = fallback && rung.scsv.is_some();
+    let record = |outcome: Outcome| Attempt {
+        profile: Arc::clone(&rung.name),
+        max_version: rung.profile.max_version(),
+        scsv,
+        outcome,
+        elapsed: started.elapsed(),
+    };
+    let tcp = tokio::time::timeout(timeout, async {
+        poll_fn(|cx| inner.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
+        inner.call(uri.clone()).await.map_err(Into::into)
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("TCP connect timed out after {timeout:?}").into()));
+    let tcp = match tcp {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            return Tried {
+                attempt: record(Outcome::Connect {
+                    detail: e.to_string(),
+                }),
+                result: Err(AttemptError::Connect(e)),
+            }
+        }
+    };
+    shared.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+    let (connector, context) = match (&rung.scsv, scsv) {
+        (Some(c), true) => (c, rung.ids.1),
+        _ => (&rung.plain, rung.ids.0),
+    };
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ssl = connector
+        .configure()
+        .and_then(|mut cfg| {
+            cfg.set_min_proto_version(Some(min.to_ssl()))?;
+            cfg.into_ssl(host)
+        })
+        .and_then(|mut ssl| {
+            if let Some(sessions) = &shared.sessions {
+                let key = SessionKey {
+                    host: key.clone(),
+                    context,
+                };
+                sessions.prepare(&mut ssl, key);
+            }
+            SslStream::new(ssl, ReadWatch::new(TokioIo::new(tcp), answered))
+        });
+    let mut stream = match ssl {
+        Ok(s) => s,
+        Err(e) => {
+            return Tried {
+                attempt: record(Outcome::Other {
+                    detail: format!("cannot set up the handshake: {e}"),
+                }),
+                result: Err(AttemptError::Handshake(Verdict::Fatal)),
+            }
+        }
+    };
+    let signal = match tokio::time::timeout(timeout, Pin::new(&mut stream).connect()).await {
+        Ok(Ok(())) => {
+            if stream.ssl().session_reused() {
+                shared.stats.resumed.fetch_add(1, Ordering::Relaxed);
+            }
+            return Tried {
+                attempt: record(Outcome::Ok),
+                result: Ok(stream),
+            };
+        }
+        Ok(Err(e)) => signal_of(&e),
+        Err(_) => Signal::Timeout {
+            answered: stream.get_ref().answered(),
+        },
+    };
+    let (mut outcome, verdict) = classify(&signal);
+    if let Outcome::Certificate { detail } = &mut outcome {
+        *detail = stream.ssl().verify_result().error_string().to_string();
+    }
+    tracing::debug!(host = %key, rung = %rung.name, scsv, outcome = %outcome, ?verdict, "handshake failed");
+    Tried {
+        attempt: record(outcome),
+        result: Err(AttemptError::Handshake(verdict)),
+    }
+}
+
+/// Whether the next rung can start: it exists and the policy allows it.
+enum Next {
+    Go,
+    Policy,
+    End,
+}
+
+impl<'a, S> Walk<'a, S>
+where
+    S: Service<Uri> + Clone + Send + 'a,
     S::Response: Read + Write + Unpin + Send + 'static,
+    S::Future: Send,
     S::Error: Into<BoxError>,
 {
     async fn run(&mut self) -> Result<MaybeHttpsStream<S::Response>, Error> {
@@ -672,40 +448,46 @@ where
                 }
             }
         }
-        self.walk(
-            Start {
-                rung: 0,
-                from_cache: false,
-            },
-            None,
-        )
-        .await
+        let top = Start {
+            rung: 0,
+            from_cache: false,
+        };
+        self.walk(top, None).await
     }
 
     /// A pinned host: one attempt with its profile, no SCSV, no learning.
-    async fn pinned(&mut self, rung: &BuiltRung) -> Result<MaybeHttpsStream<S::Response>, Error> {
+    async fn pinned(
+        &mut self,
+        rung: &'a BuiltRung,
+    ) -> Result<MaybeHttpsStream<S::Response>, Error> {
         let min = rung.profile.min_version_opt().unwrap_or(TlsVersion::Tls1_0);
-        match self.attempt(rung, false, min).await {
+        let answered = Arc::new(AtomicBool::new(false));
+        let tried = attempt(
+            self.shared,
+            self.inner.clone(),
+            self.uri,
+            self.key,
+            rung,
+            false,
+            min,
+            answered,
+        )
+        .await;
+        self.attempts.push(tried.attempt);
+        match tried.result {
             Ok(stream) => Ok(self.finish(stream, rung, false, true)),
             Err(AttemptError::Connect(e)) => Err(self.connect_err(e)),
-            Err(AttemptError::Handshake(verdict)) => Err(match verdict {
-                Verdict::Certificate => Error::Certificate {
-                    host: self.key.to_string(),
-                    attempts: self.take_attempts(),
-                },
-                Verdict::Downgrade => Error::DowngradeDetected {
-                    host: self.key.to_string(),
-                    attempts: self.take_attempts(),
-                },
-                _ if self.last_outcome_is_timeout() => Error::Timeout {
-                    host: self.key.to_string(),
-                    attempts: self.take_attempts(),
-                },
-                _ => Error::Handshake {
-                    host: self.key.to_string(),
-                    attempts: self.take_attempts(),
-                },
-            }),
+            Err(AttemptError::Handshake(verdict)) => {
+                let host = self.key.to_string();
+                let timed_out = self.last_outcome_is_timeout();
+                let attempts = self.take_attempts();
+                Err(match verdict {
+                    Verdict::Certificate => Error::Certificate { host, attempts },
+                    Verdict::Downgrade => Error::DowngradeDetected { host, attempts },
+                    _ if timed_out => Error::Timeout { host, attempts },
+                    _ => Error::Handshake { host, attempts },
+                })
+            }
         }
     }
 
@@ -733,21 +515,68 @@ where
                 attempts: self.take_attempts(),
             },
         });
-        match &result {
-            Ok((_, idx)) => {
-                if let Some(l) = leader {
-                    l.finish(FlightOutcome::Rung(*idx));
-                }
-            }
-            Err(e) => {
-                if let Some(l) = leader {
-                    l.finish(FlightOutcome::Failed(e.clone()));
-                }
-            }
+        if let Some(leader) = leader {
+            leader.finish(match &result {
+                Ok((_, idx)) => FlightOutcome::Rung(*idx),
+                Err(e) => FlightOutcome::Failed(e.clone()),
+            });
         }
         result.map(|(s, _)| s)
     }
 
+    fn next_rung(&self, idx: usize) -> Next {
+        match self.shared.rungs.get(idx) {
+            None => Next::End,
+            Some(r) if self.shared.policy.rung_allowed(self.key, &r.profile) => Next::Go,
+            Some(_) => Next::Policy,
+        }
+    }
+
+    fn launch(&self, idx: usize) -> InFlight<'a, S::Response> {
+        let shared = self.shared;
+        let rung = &shared.rungs[idx];
+        let floor = shared.policy.floor_for(self.key);
+        let min = rung
+            .profile
+            .min_version_opt()
+            .map_or(floor, |m| m.max(floor));
+        let answered = Arc::new(AtomicBool::new(false));
+        let future = attempt(
+            shared,
+            self.inner.clone(),
+            self.uri,
+            self.key,
+            rung,
+            idx > 0,
+            min,
+            Arc::clone(&answered),
+        );
+        InFlight {
+            idx,
+            scsv: idx > 0 && rung.scsv.is_some(),
+            started: Instant::now(),
+            answered,
+            future: Box::pin(future),
+        }
+    }
+
+    /// Records attempts that were still running when the walk ended elsewhere.
+    fn abandon(&mut self, inflight: &mut Vec<InFlight<'a, S::Response>>) {
+        for f in inflight.drain(..) {
+            let rung = &self.shared.rungs[f.idx];
+            self.attempts.push(Attempt {
+                profile: Arc::clone(&rung.name),
+                max_version: rung.profile.max_version(),
+                scsv: f.scsv,
+                outcome: Outcome::Stalled,
+                elapsed: f.started.elapsed(),
+            });
+        }
+    }
+
+    /// The walk: rungs in order from `start`, each one connection and one handshake. A rung
+    /// that stays silent for the stall time is raced by the next rung; the first handshake to
+    /// finish wins (the higher rung when both are ready together).
     async fn walk_inner(
         &mut self,
         start: &Start,
@@ -755,87 +584,157 @@ where
         let shared = self.shared;
         let policy = &shared.policy;
         let floor = policy.floor_for(self.key);
-        let mut idx = start.rung;
+        let mut next = start.rung;
+        let mut inflight: Vec<InFlight<'a, S::Response>> = Vec::with_capacity(2);
+        let mut no_race: Option<usize> = None;
         let mut last = None;
         let mut stopped_by_policy = false;
-        while let Some(rung) = shared.rungs.get(idx) {
-            if !policy.rung_allowed(self.key, &rung.profile) {
-                stopped_by_policy = true;
-                break;
+        loop {
+            if inflight.is_empty() {
+                match self.next_rung(next) {
+                    Next::Go => {
+                        inflight.push(self.launch(next));
+                        next += 1;
+                    }
+                    Next::Policy => {
+                        stopped_by_policy = true;
+                        break;
+                    }
+                    Next::End => break,
+                }
             }
-            let min = rung
-                .profile
-                .min_version_opt()
-                .map_or(floor, |m| m.max(floor));
-            match self.attempt(rung, idx > 0, min).await {
+            let race_at = match (shared.stall, inflight.as_slice()) {
+                (Some(stall), [only]) if no_race != Some(only.idx) => {
+                    matches!(self.next_rung(next), Next::Go).then(|| only.started + stall)
+                }
+                _ => None,
+            };
+            let done = poll_fn(|cx| {
+                // In rung order, so the higher rung wins when both are ready.
+                for (i, f) in inflight.iter_mut().enumerate() {
+                    if let Poll::Ready(t) = f.future.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Done(i, t));
+                    }
+                }
+                Poll::Pending
+            });
+            let event = match race_at {
+                Some(at) => tokio::select! {
+                    biased;
+                    e = done => e,
+                    _ = tokio::time::sleep_until(at.into()) => Event::Stall,
+                },
+                None => done.await,
+            };
+            let (i, tried) = match event {
+                Event::Stall => {
+                    let first = &inflight[0];
+                    if first.answered.load(Ordering::Relaxed) {
+                        // A slow server, not a silent box: let it finish.
+                        no_race = Some(first.idx);
+                    } else {
+                        shared.stats.races.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(host = %self.key, silent = %shared.rungs[first.idx].name,
+                            "no answer within the stall time; racing the next rung");
+                        inflight.push(self.launch(next));
+                        next += 1;
+                    }
+                    continue;
+                }
+                Event::Done(i, tried) => (i, tried),
+            };
+            let done = inflight.remove(i);
+            let idx = done.idx;
+            self.attempts.push(tried.attempt);
+            let verdict = match tried.result {
                 Ok(stream) => {
+                    if !inflight.is_empty() {
+                        self.count_fallback_as("stalled");
+                        // Keep the record in rung order: the abandoned rung, then the winner.
+                        let won = self.attempts.pop();
+                        self.abandon(&mut inflight);
+                        self.attempts.extend(won);
+                    }
                     self.learn(idx, start);
+                    let rung = &shared.rungs[idx];
                     let out = self.finish(stream, rung, start.from_cache, false);
                     return Ok((out, idx));
                 }
-                Err(AttemptError::Connect(e)) => return Err(WalkError::Fail(self.connect_err(e))),
-                Err(AttemptError::Handshake(verdict)) => {
-                    last = Some(verdict);
-                    match verdict {
-                        Verdict::Intolerant => {
-                            self.count_fallback();
-                            idx += 1;
-                        }
-                        Verdict::LegacyServer => {
-                            self.count_fallback();
-                            // Only a legacy rung can help; skip the modern ones below this.
-                            match shared.rungs[idx + 1..]
-                                .iter()
-                                .position(|r| r.profile.is_legacy())
-                            {
-                                Some(off) => idx += 1 + off,
-                                None => break,
-                            }
-                        }
-                        Verdict::Downgrade if start.from_cache && idx == start.rung => {
-                            shared.store.remove(self.key);
-                            tracing::info!(
-                                host = %self.key,
-                                was = %rung.name,
-                                "the learned TLS fallback is no longer needed (the server refused \
-                                 it as an inappropriate fallback); re-probing from the top"
-                            );
-                            return Err(WalkError::Reprobe);
-                        }
-                        Verdict::Downgrade => {
-                            shared.stats.downgrades.fetch_add(1, Ordering::Relaxed);
-                            shared.store.remove(self.key);
-                            tracing::error!(
-                                host = %self.key,
-                                attempts = %Attempts(self.attempts.clone()),
-                                "downgrade signal (inappropriate_fallback / RFC 8446 sentinel): \
-                                 refusing to continue; the host's cached decision was forgotten"
-                            );
-                            return Err(WalkError::Fail(Error::DowngradeDetected {
-                                host: self.key.to_string(),
-                                attempts: self.take_attempts(),
-                            }));
-                        }
-                        Verdict::Certificate => {
-                            return Err(WalkError::Fail(Error::Certificate {
-                                host: self.key.to_string(),
-                                attempts: self.take_attempts(),
-                            }))
-                        }
-                        Verdict::Fatal => {
-                            return Err(WalkError::Fail(if self.last_outcome_is_timeout() {
-                                Error::Timeout {
-                                    host: self.key.to_string(),
-                                    attempts: self.take_attempts(),
-                                }
-                            } else {
-                                Error::Handshake {
-                                    host: self.key.to_string(),
-                                    attempts: self.take_attempts(),
-                                }
-                            }))
-                        }
+                Err(AttemptError::Connect(e)) => {
+                    self.abandon(&mut inflight);
+                    return Err(WalkError::Fail(self.connect_err(e)));
+                }
+                Err(AttemptError::Handshake(verdict)) => verdict,
+            };
+            if verdict == Verdict::Downgrade && !inflight.is_empty() {
+                // A racer offered less than the server supports while the higher rung is still
+                // running: the server is slow, not intolerant. Wait for the higher rung.
+                no_race = inflight.first().map(|f| f.idx);
+                continue;
+            }
+            last = Some(verdict);
+            match verdict {
+                Verdict::Intolerant => self.count_fallback(),
+                Verdict::LegacyServer => {
+                    self.count_fallback();
+                    // Only a legacy rung can help: drop modern racers, skip to the first legacy
+                    // rung below this one (the policy check happens when it is launched).
+                    self.abandon(&mut inflight);
+                    match shared.rungs[idx + 1..]
+                        .iter()
+                        .position(|r| r.profile.is_legacy())
+                    {
+                        Some(off) => next = next.max(idx + 1 + off),
+                        None => break,
                     }
+                }
+                Verdict::Downgrade
+                    if start.from_cache && idx == start.rung && self.attempts.len() == 1 =>
+                {
+                    self.abandon(&mut inflight);
+                    shared.store.remove(self.key);
+                    self.forget_sessions();
+                    tracing::info!(
+                        host = %self.key,
+                        was = %shared.rungs[idx].name,
+                        "the learned TLS fallback is no longer needed (the server refused it \
+                         as an inappropriate fallback); re-probing from the top"
+                    );
+                    return Err(WalkError::Reprobe);
+                }
+                Verdict::Downgrade => {
+                    self.abandon(&mut inflight);
+                    shared.stats.downgrades.fetch_add(1, Ordering::Relaxed);
+                    shared.store.remove(self.key);
+                    self.forget_sessions();
+                    tracing::error!(
+                        host = %self.key,
+                        attempts = %Attempts(self.attempts.clone()),
+                        "downgrade signal (inappropriate_fallback / RFC 8446 sentinel): \
+                         refusing to continue; the host's cached decision was forgotten"
+                    );
+                    return Err(WalkError::Fail(Error::DowngradeDetected {
+                        host: self.key.to_string(),
+                        attempts: self.take_attempts(),
+                    }));
+                }
+                Verdict::Certificate => {
+                    self.abandon(&mut inflight);
+                    return Err(WalkError::Fail(Error::Certificate {
+                        host: self.key.to_string(),
+                        attempts: self.take_attempts(),
+                    }));
+                }
+                Verdict::Fatal => {
+                    self.abandon(&mut inflight);
+                    let host = self.key.to_string();
+                    let timed_out = self.last_outcome_is_timeout();
+                    let attempts = self.take_attempts();
+                    return Err(WalkError::Fail(if timed_out {
+                        Error::Timeout { host, attempts }
+                    } else {
+                        Error::Handshake { host, attempts }
+                    }));
                 }
             }
         }
@@ -860,81 +759,6 @@ where
             },
             _ => Error::Handshake { host, attempts },
         }))
-    }
-
-    /// One TCP connect and one handshake with this rung.
-    async fn attempt(
-        &mut self,
-        rung: &BuiltRung,
-        fallback: bool,
-        min: TlsVersion,
-    ) -> Result<TlsStream<S::Response>, AttemptError> {
-        let shared = self.shared;
-        let timeout = shared.policy.handshake_timeout;
-        let started = Instant::now();
-        let tcp = tokio::time::timeout(timeout, async {
-            poll_fn(|cx| self.inner.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            self.inner.call(self.uri.clone()).await.map_err(Into::into)
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("TCP connect timed out after {timeout:?}").into()))
-        .map_err(AttemptError::Connect)?;
-
-        shared.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let scsv = fallback && rung.scsv.is_some();
-        let connector = match (&rung.scsv, scsv) {
-            (Some(c), true) => c,
-            _ => &rung.plain,
-        };
-        let record = |this: &mut Self, outcome: Outcome| {
-            this.attempts.push(Attempt {
-                profile: Arc::clone(&rung.name),
-                max_version: rung.profile.max_version(),
-                scsv,
-                outcome,
-                elapsed: started.elapsed(),
-            });
-        };
-        let host = self.uri.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let ssl = connector
-            .configure()
-            .and_then(|mut cfg| {
-                cfg.set_min_proto_version(Some(min.to_ssl()))?;
-                cfg.into_ssl(host)
-            })
-            .and_then(|ssl| SslStream::new(ssl, ReadWatch::new(TokioIo::new(tcp))));
-        let mut stream = match ssl {
-            Ok(s) => s,
-            Err(e) => {
-                record(
-                    self,
-                    Outcome::Other {
-                        detail: format!("cannot set up the handshake: {e}"),
-                    },
-                );
-                return Err(AttemptError::Handshake(Verdict::Fatal));
-            }
-        };
-        let signal = match tokio::time::timeout(timeout, Pin::new(&mut stream).connect()).await {
-            Ok(Ok(())) => {
-                record(self, Outcome::Ok);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => signal_of(&e),
-            Err(_) => Signal::Timeout {
-                answered: stream.get_ref().answered(),
-            },
-        };
-        let (mut outcome, verdict) = classify(&signal);
-        if let Outcome::Certificate { detail } = &mut outcome {
-            *detail = stream.ssl().verify_result().error_string().to_string();
-        }
-        tracing::debug!(host = %self.key, rung = %rung.name, scsv, outcome = %outcome, ?verdict, "handshake failed");
-        record(self, outcome);
-        Err(AttemptError::Handshake(verdict))
     }
 
     fn finish(
@@ -995,11 +819,21 @@ where
         shared.store.put(self.key.clone(), Arc::new(decision));
     }
 
+    fn forget_sessions(&self) {
+        if let Some(sessions) = &self.shared.sessions {
+            sessions.forget_host(self.key);
+        }
+    }
+
     fn count_fallback(&self) {
         if let Some(a) = self.attempts.last() {
-            if let Ok(mut m) = self.shared.stats.fallbacks.lock() {
-                *m.entry(a.outcome.short()).or_insert(0) += 1;
-            }
+            self.count_fallback_as(&a.outcome.short());
+        }
+    }
+
+    fn count_fallback_as(&self, why: &str) {
+        if let Ok(mut m) = self.shared.stats.fallbacks.lock() {
+            *m.entry(why.to_string()).or_insert(0) += 1;
         }
     }
 
@@ -1074,6 +908,8 @@ impl Shared {
             downgrades: c.downgrades.load(Ordering::Relaxed),
             learned: c.learned.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
+            resumed: c.resumed.load(Ordering::Relaxed),
+            races: c.races.load(Ordering::Relaxed),
             hosts,
         }
     }

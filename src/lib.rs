@@ -38,13 +38,14 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod builder;
 pub mod cache;
 pub mod classify;
 mod connector;
@@ -52,6 +53,8 @@ mod error;
 pub mod policy;
 pub mod probe;
 mod profile;
+mod session;
+mod stats;
 mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -61,9 +64,10 @@ pub mod wire;
 pub use cache::{Decision, DecisionStore, FileStore, MemoryStore};
 #[doc(inline)]
 pub use classify::{Outcome, Verdict};
-pub use connector::{FallbackConnector, FallbackLayer, FallbackLayerBuilder, HostStats, Stats};
+pub use connector::{FallbackConnector, FallbackLayer, FallbackLayerBuilder};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, Pin};
 pub use profile::{Ladder, ParseVersionError, Profile, TlsVersion};
+pub use stats::{HostStats, Stats};
 pub use stream::{MaybeHttpsStream, ReadWatch, TlsInfo, TlsStream};

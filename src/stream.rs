@@ -3,6 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -46,22 +47,27 @@ impl TlsInfo {
 
 /// Wraps the TCP stream under TLS and remembers whether the server sent any byte, which tells
 /// a silent hang (intolerance) from a slow handshake.
+///
+/// The flag is shared so the connector can see it while the handshake runs (to decide whether
+/// to race a silent rung); it is written once, on the first byte.
 #[derive(Debug)]
 pub struct ReadWatch<S> {
     inner: S,
-    answered: bool,
+    seen: bool,
+    answered: Arc<AtomicBool>,
 }
 
 impl<S> ReadWatch<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S, answered: Arc<AtomicBool>) -> Self {
         ReadWatch {
             inner,
-            answered: false,
+            seen: false,
+            answered,
         }
     }
     /// Whether the server has sent at least one byte.
     pub fn answered(&self) -> bool {
-        self.answered
+        self.seen
     }
 }
 
@@ -73,8 +79,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadWatch<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.answered = true;
+        if !self.seen && buf.filled().len() > before {
+            self.seen = true;
+            self.answered.store(true, Ordering::Relaxed);
         }
         r
     }

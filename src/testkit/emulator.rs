@@ -37,6 +37,14 @@ pub enum Action {
     Alert(u8),
     /// Send bytes that are not TLS, then close.
     Garbage,
+    /// Rewrite the ClientHello without its `supported_versions` extension (lengths fixed up)
+    /// and forward it: a TLS 1.3 server then negotiates TLS 1.2 and puts the RFC 8446
+    /// downgrade sentinel in its random, which a TLS 1.3 client must refuse. An attacker who
+    /// can rewrite the hello; the client and server transcripts then differ, so nothing but
+    /// the sentinel check can be learned from it.
+    StripTls13,
+    /// Wait this many milliseconds, then forward (a slow but healthy server).
+    DelayMs(u64),
 }
 
 /// When a rule applies.
@@ -122,11 +130,25 @@ impl Rule {
             action: Action::Reset,
         }
     }
+    /// Hold every hello this long before forwarding it: a slow server.
+    pub fn delay(d: Duration) -> Rule {
+        Rule {
+            trigger: Trigger::Always,
+            action: Action::DelayMs(d.as_millis() as u64),
+        }
+    }
     /// Answer every hello with garbage.
     pub fn garbage() -> Rule {
         Rule {
             trigger: Trigger::Always,
             action: Action::Garbage,
+        }
+    }
+    /// Strip `supported_versions` from every hello and forward it ([`Action::StripTls13`]).
+    pub fn strip_tls13() -> Rule {
+        Rule {
+            trigger: Trigger::Always,
+            action: Action::StripTls13,
         }
     }
 
@@ -323,17 +345,17 @@ async fn handle(
         });
     }
     match action {
-        Action::Pass => {
-            let Ok(mut up) = TcpStream::connect(backend).await else {
-                return;
-            };
-            let _ = up.set_nodelay(true);
-            let _ = tcp.set_nodelay(true);
-            if up.write_all(&buf).await.is_err() {
-                return;
-            }
-            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+        Action::Pass => forward(tcp, backend, &buf).await,
+        Action::DelayMs(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            forward(tcp, backend, &buf).await
         }
+        Action::StripTls13 => match strip_supported_versions(&buf) {
+            Some(rewritten) => forward(tcp, backend, &rewritten).await,
+            None => {
+                let _ = tcp.shutdown().await;
+            }
+        },
         Action::Close => {
             let _ = tcp.shutdown().await;
         }
@@ -362,5 +384,135 @@ async fn handle(
                 .await;
             let _ = tcp.shutdown().await;
         }
+    }
+}
+
+/// Connects to `backend`, sends `first` (the hello as read, or rewritten), then relays both ways.
+async fn forward(mut tcp: TcpStream, backend: SocketAddr, first: &[u8]) {
+    let Ok(mut up) = TcpStream::connect(backend).await else {
+        return;
+    };
+    let _ = up.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    if up.write_all(first).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+}
+
+/// A bounds-checked cursor over a ClientHello body.
+struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Some(a)
+    }
+    fn len_prefixed(&mut self, width: usize) -> Option<&'a [u8]> {
+        let len = self
+            .take(width)?
+            .iter()
+            .fold(0usize, |n, &b| n << 8 | usize::from(b));
+        self.take(len)
+    }
+}
+
+/// `buf` (the client's first bytes: a ClientHello in one or more records, maybe more) with the
+/// `supported_versions` extension removed from the hello and every length fixed up; `None` if
+/// the hello cannot be parsed.
+fn strip_supported_versions(buf: &[u8]) -> Option<Vec<u8>> {
+    let (msg, record_version, used) = wire::reassemble_handshake(buf).ok()?;
+    let mut r = Cursor { buf: msg.get(4..)? };
+    let version = r.take(2)?;
+    let random = r.take(32)?;
+    let session_id = r.len_prefixed(1)?;
+    let suites = r.len_prefixed(2)?;
+    let compression = r.len_prefixed(1)?;
+    let mut exts = Cursor {
+        buf: r.len_prefixed(2)?,
+    };
+    let mut kept = Vec::new();
+    while !exts.buf.is_empty() {
+        let header = exts.take(2)?;
+        let data = exts.len_prefixed(2)?;
+        if u16::from_be_bytes([header[0], header[1]]) == wire::EXT_SUPPORTED_VERSIONS {
+            continue;
+        }
+        kept.extend_from_slice(header);
+        kept.extend_from_slice(&u16::try_from(data.len()).ok()?.to_be_bytes());
+        kept.extend_from_slice(data);
+    }
+    let mut body = Vec::with_capacity(msg.len());
+    body.extend_from_slice(version);
+    body.extend_from_slice(random);
+    body.push(u8::try_from(session_id.len()).ok()?);
+    body.extend_from_slice(session_id);
+    body.extend_from_slice(&u16::try_from(suites.len()).ok()?.to_be_bytes());
+    body.extend_from_slice(suites);
+    body.push(u8::try_from(compression.len()).ok()?);
+    body.extend_from_slice(compression);
+    body.extend_from_slice(&u16::try_from(kept.len()).ok()?.to_be_bytes());
+    body.extend_from_slice(&kept);
+    let body_len = u32::try_from(body.len()).ok()?.to_be_bytes();
+    let mut hello = vec![1, body_len[1], body_len[2], body_len[3]];
+    hello.extend_from_slice(&body);
+    let mut out = Vec::with_capacity(hello.len() + 16);
+    for chunk in hello.chunks(16_384) {
+        out.push(22);
+        out.extend_from_slice(&record_version.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(chunk.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out.extend_from_slice(buf.get(used..)?);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record with a hello offering supported_versions [1.3, 1.2] and SNI.
+    fn hello_with_versions() -> Vec<u8> {
+        let mut exts = Vec::new();
+        exts.extend_from_slice(&[0, 43, 0, 5, 4, 3, 4, 3, 3]);
+        exts.extend_from_slice(&[0, 0, 0, 8, 0, 6, 0, 0, 3, b'a', b'.', b'b']);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[9; 32]);
+        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut msg = vec![1, 0, 0, body.len() as u8];
+        msg.extend_from_slice(&body);
+        let mut rec = vec![22, 3, 1, 0, msg.len() as u8];
+        rec.extend_from_slice(&msg);
+        rec
+    }
+
+    #[test]
+    fn stripping_supported_versions_leaves_a_valid_tls12_hello() {
+        let before = wire::parse_client_hello(&hello_with_versions()).unwrap();
+        assert_eq!(before.offered_max, 0x0304);
+        let after = strip_supported_versions(&hello_with_versions()).unwrap();
+        let parsed = wire::parse_client_hello(&after).unwrap();
+        assert_eq!(parsed.supported_versions, None);
+        assert_eq!(parsed.offered_max, 0x0303);
+        assert_eq!(parsed.extensions, vec![0]);
+        assert_eq!(parsed.sni.as_deref(), Some("a.b"));
+        assert_eq!(parsed.hello_len, before.hello_len - 9);
+    }
+
+    #[test]
+    fn stripping_garbage_gives_none_not_a_panic() {
+        let good = hello_with_versions();
+        for n in 0..good.len() {
+            assert_eq!(strip_supported_versions(&good[..n]), None, "prefix {n}");
+        }
+        assert_eq!(strip_supported_versions(b"GET / HTTP/1.1\r\n\r\n"), None);
     }
 }

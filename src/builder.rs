@@ -1,0 +1,375 @@
+//! Configuration: [`FallbackLayerBuilder`] checks the policy and builds every rung into its
+//! OpenSSL contexts, once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslMethod, SslMode, SslOptions};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::X509;
+
+use crate::cache::{DecisionStore, FileStore, Flights, MemoryStore};
+use crate::connector::{FallbackLayer, Shared};
+use crate::error::Error;
+use crate::policy::{HostPattern, Pin as HostPin, Policy};
+use crate::profile::{Ladder, Profile, TlsVersion};
+use crate::session::{ContextId, SessionCache};
+use crate::stats::Counters;
+
+/// `SSL_OP_TLSEXT_PADDING`: RFC 7685 padding, part of OpenSSL 3's default options.
+const PADDING: SslOptions = SslOptions::from_bits_retain(openssl_sys::SSL_OP_TLSEXT_PADDING as _);
+/// `SSL_OP_LEGACY_SERVER_CONNECT`: talk to servers without secure renegotiation.
+const LEGACY_SERVER_CONNECT: SslOptions =
+    SslOptions::from_bits_retain(openssl_sys::SSL_OP_LEGACY_SERVER_CONNECT as _);
+
+/// A rung built into its OpenSSL contexts, once.
+pub(crate) struct BuiltRung {
+    pub(crate) profile: Profile,
+    pub(crate) name: Arc<str>,
+    pub(crate) plain: SslConnector,
+    /// The same context with TLS_FALLBACK_SCSV; `None` for pins (never a fallback).
+    pub(crate) scsv: Option<SslConnector>,
+    /// Session-cache identities of `plain` and `scsv`.
+    pub(crate) ids: (ContextId, ContextId),
+}
+
+/// Configures a [`FallbackLayer`].
+#[derive(Debug)]
+pub struct FallbackLayerBuilder {
+    system_roots: bool,
+    ca_files: Vec<PathBuf>,
+    roots: Vec<X509>,
+    ladder: Ladder,
+    floor: TlsVersion,
+    legacy: Vec<String>,
+    pins: Vec<(String, HostPin)>,
+    timeout: Duration,
+    h2: bool,
+    ttl: Duration,
+    capacity: u64,
+    store: Option<Arc<dyn DecisionStore>>,
+    cache_file: Option<PathBuf>,
+    stall: Option<Duration>,
+    session_capacity: u64,
+}
+
+impl Default for FallbackLayerBuilder {
+    fn default() -> Self {
+        FallbackLayerBuilder {
+            system_roots: true,
+            ca_files: Vec::new(),
+            roots: Vec::new(),
+            ladder: Ladder::default(),
+            floor: TlsVersion::Tls1_2,
+            legacy: Vec::new(),
+            pins: Vec::new(),
+            timeout: Duration::from_secs(10),
+            h2: false,
+            ttl: Duration::from_secs(3600),
+            capacity: 10_000,
+            store: None,
+            cache_file: None,
+            stall: Some(Duration::from_millis(1500)),
+            session_capacity: 1024,
+        }
+    }
+}
+
+impl FallbackLayerBuilder {
+    /// Also trusts the roots in this PEM file.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_files.push(path.into());
+        self
+    }
+
+    /// Also trusts this root certificate.
+    pub fn add_root_certificate(mut self, cert: X509) -> Self {
+        self.roots.push(cert);
+        self
+    }
+
+    /// Whether to trust the system roots (default: yes).
+    pub fn system_roots(mut self, on: bool) -> Self {
+        self.system_roots = on;
+        self
+    }
+
+    /// Replaces the default ladder.
+    pub fn ladder(mut self, ladder: Ladder) -> Self {
+        self.ladder = ladder;
+        self
+    }
+
+    /// The lowest version for hosts outside the legacy gate (default TLS 1.2). A floor below
+    /// TLS 1.2 allows legacy TLS for every host.
+    pub fn floor(mut self, v: TlsVersion) -> Self {
+        self.floor = v;
+        self
+    }
+
+    /// Lets hosts matching this pattern go below TLS 1.2 with legacy settings
+    /// (`host`, `*.suffix`, either with `:port`, or `*`). Checked at [`build`](Self::build).
+    pub fn allow_legacy(mut self, pattern: impl Into<String>) -> Self {
+        self.legacy.push(pattern.into());
+        self
+    }
+
+    /// Pins hosts matching the pattern to a version or a whole [`Profile`]: one attempt, no
+    /// SCSV, no learning. The most specific pattern wins. Checked at [`build`](Self::build).
+    pub fn pin(mut self, pattern: impl Into<String>, pin: impl Into<HostPin>) -> Self {
+        self.pins.push((pattern.into(), pin.into()));
+        self
+    }
+
+    /// Time allowed for the TCP connect and for each handshake (default 10 s). A silent
+    /// server past it counts as intolerant.
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Offers `h2` in ALPN (only if the hyper client is built with HTTP/2).
+    pub fn enable_http2(mut self, on: bool) -> Self {
+        self.h2 = on;
+        self
+    }
+
+    /// How long a learned decision lives before the host is re-probed (default 1 hour).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// At most this many hosts are remembered (default 10,000).
+    pub fn cache_capacity(mut self, n: u64) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// Uses this store for decisions instead of the in-memory default.
+    pub fn decision_store(mut self, store: Arc<dyn DecisionStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Races a silent rung: when a rung has had no byte back for this long, the next rung
+    /// starts in parallel and whichever handshake completes first is used (the higher rung if
+    /// both do). Default 1.5 s; `None` waits for the full handshake timeout instead.
+    pub fn stall_timeout(mut self, stall: Option<Duration>) -> Self {
+        self.stall = stall;
+        self
+    }
+
+    /// How many TLS sessions to keep for resumption, keyed by host, port and rung (default
+    /// 1,024; 0 turns resumption off).
+    pub fn session_cache_capacity(mut self, n: u64) -> Self {
+        self.session_capacity = n;
+        self
+    }
+
+    /// Keeps decisions in this JSON file ([`FileStore`]).
+    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cache_file = Some(path.into());
+        self
+    }
+
+    /// Builds every rung's OpenSSL contexts and checks patterns, pins and the ladder.
+    pub fn build(self) -> Result<FallbackLayer, Error> {
+        self.ladder.validate().map_err(Error::Config)?;
+        if self.timeout.is_zero() {
+            return Err(Error::Config(
+                "the handshake timeout must be above zero".into(),
+            ));
+        }
+        let mut roots = self.roots.clone();
+        for path in &self.ca_files {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            let certs = X509::stack_from_pem(&pem).map_err(|e| {
+                Error::Config(format!(
+                    "CA file {} is not PEM certificates: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Config(format!(
+                    "CA file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            roots.extend(certs);
+        }
+        let parse = |p: &str| {
+            p.parse::<HostPattern>()
+                .map_err(|e| Error::Config(e.to_string()))
+        };
+        let legacy_hosts = self
+            .legacy
+            .iter()
+            .map(|p| parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let roots = Roots {
+            system: self.system_roots,
+            extra: roots,
+        };
+        if self.ladder.len() > usize::from(u8::MAX) || self.pins.len() > usize::from(u16::MAX) {
+            return Err(Error::Config("at most 255 rungs and 65535 pins".into()));
+        }
+        if self.stall.is_some_and(|s| s.is_zero()) {
+            return Err(Error::Config("the stall time must be above zero".into()));
+        }
+        let sessions = SessionCache::new(self.session_capacity.max(1));
+        let session_ref = (self.session_capacity > 0).then_some(&sessions);
+        let mut pins = Vec::new();
+        let mut policy_pins = Vec::new();
+        for (i, (pattern, pin)) in self.pins.iter().enumerate() {
+            let pat = parse(pattern)?;
+            let profile = pin.profile();
+            let id = ContextId::Pin(i as u16);
+            let built = build_rung(profile, &roots, self.h2, session_ref, (id, None))?;
+            policy_pins.push((pat.clone(), pin.clone()));
+            pins.push((pat, built));
+        }
+        let rungs = self
+            .ladder
+            .into_rungs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let plain = ContextId::Rung {
+                    index: i as u8,
+                    scsv: false,
+                };
+                let scsv = ContextId::Rung {
+                    index: i as u8,
+                    scsv: true,
+                };
+                build_rung(p, &roots, self.h2, session_ref, (plain, Some(scsv)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let store: Arc<dyn DecisionStore> = match (self.store, self.cache_file) {
+            (Some(s), _) => s,
+            (None, Some(path)) => Arc::new(FileStore::open(
+                path,
+                self.capacity,
+                self.ttl.saturating_add(Duration::from_secs(60)),
+            )),
+            (None, None) => Arc::new(MemoryStore::new(
+                self.capacity,
+                self.ttl.saturating_add(Duration::from_secs(60)),
+            )),
+        };
+        Ok(FallbackLayer {
+            shared: Arc::new(Shared {
+                rungs,
+                pins,
+                policy: Policy {
+                    floor: self.floor,
+                    legacy_hosts,
+                    pins: policy_pins,
+                    handshake_timeout: self.timeout,
+                },
+                store,
+                ttl: self.ttl,
+                flights: Flights::default(),
+                stats: Counters::default(),
+                sessions: session_ref.cloned(),
+                stall: self.stall,
+            }),
+        })
+    }
+}
+
+struct Roots {
+    system: bool,
+    extra: Vec<X509>,
+}
+
+fn build_rung(
+    profile: Profile,
+    roots: &Roots,
+    h2: bool,
+    sessions: Option<&SessionCache>,
+    ids: (ContextId, Option<ContextId>),
+) -> Result<BuiltRung, Error> {
+    let ctx_err = |what: &str, e: openssl::error::ErrorStack| {
+        Error::Config(format!("profile {:?}: {what}: {e}", profile.name()))
+    };
+    let build = |scsv: bool| -> Result<SslConnector, Error> {
+        let mut b = SslConnector::builder(SslMethod::tls_client())
+            .map_err(|e| ctx_err("cannot create an OpenSSL context", e))?;
+        if !roots.system {
+            let store = X509StoreBuilder::new().map_err(|e| ctx_err("cert store", e))?;
+            b.set_cert_store(store.build());
+        }
+        for cert in &roots.extra {
+            b.cert_store_mut()
+                .add_cert(cert.clone())
+                .map_err(|e| ctx_err("cannot add a root certificate", e))?;
+        }
+        b.set_max_proto_version(Some(profile.max_version().to_ssl()))
+            .map_err(|e| ctx_err("max version", e))?;
+        b.set_min_proto_version(Some(
+            profile
+                .min_version_opt()
+                .unwrap_or(TlsVersion::Tls1_0)
+                .to_ssl(),
+        ))
+        .map_err(|e| ctx_err("min version", e))?;
+        if profile.is_legacy() {
+            b.set_security_level(0);
+            b.set_options(LEGACY_SERVER_CONNECT);
+        }
+        if let Some(list) = profile.cipher_list_opt() {
+            b.set_cipher_list(list)
+                .map_err(|e| ctx_err("cipher list", e))?;
+        }
+        if profile.is_legacy() {
+            // A cipher string may carry its own @SECLEVEL; legacy means level 0 regardless.
+            b.set_security_level(0);
+        }
+        if let Some(list) = profile.ciphersuites_opt() {
+            b.set_ciphersuites(list)
+                .map_err(|e| ctx_err("TLS 1.3 suites", e))?;
+        }
+        if let Some(list) = profile.groups_opt() {
+            b.set_groups_list(list).map_err(|e| ctx_err("groups", e))?;
+        }
+        if let Some(list) = profile.sigalgs_opt() {
+            b.set_sigalgs_list(list)
+                .map_err(|e| ctx_err("signature algorithms", e))?;
+        }
+        if profile.has_padding() {
+            b.set_options(PADDING);
+        } else {
+            b.clear_options(PADDING);
+        }
+        if profile.has_alpn() {
+            let protos: &[u8] = if h2 {
+                b"\x02h2\x08http/1.1"
+            } else {
+                b"\x08http/1.1"
+            };
+            b.set_alpn_protos(protos).map_err(|e| ctx_err("ALPN", e))?;
+        }
+        if scsv {
+            b.set_mode(SslMode::SEND_FALLBACK_SCSV);
+        }
+        if let Some(cache) = sessions {
+            cache.install(&mut b);
+        }
+        Ok(b.build())
+    };
+    Ok(BuiltRung {
+        name: Arc::from(profile.name()),
+        plain: build(false)?,
+        scsv: match ids.1 {
+            Some(_) => Some(build(true)?),
+            None => None,
+        },
+        ids: (ids.0, ids.1.unwrap_or(ids.0)),
+        profile,
+    })
+}

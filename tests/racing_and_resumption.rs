@@ -1,0 +1,152 @@
+//! Racing a silent rung instead of waiting for the full timeout, and TLS session resumption
+//! keyed by host and rung.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tls_fallback::testkit::{Emulator, Rule, TlsServer};
+use tls_fallback::TlsVersion::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_rung_costs_the_stall_time_not_the_handshake_timeout() {
+    let server = TlsServer::only(Tls1_2).await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::hang_above(Tls1_2)])
+        .await
+        .unwrap();
+    let stall = Duration::from_millis(300);
+    let layer = builder()
+        .handshake_timeout(Duration::from_secs(10))
+        .stall_timeout(Some(stall))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    let took = started.elapsed();
+    let info = tls(&res);
+    assert_eq!(info.version, Tls1_2);
+    let outcomes: Vec<String> = info.attempts.iter().map(|a| a.outcome.short()).collect();
+    assert_eq!(outcomes, ["stalled", "ok"]);
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_3), false), (Some(Tls1_2), true)]
+    );
+    // Stall plus one handshake, far from the 10 s timeout (bound generous for a busy machine).
+    assert!(took >= stall, "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let stats = layer.stats();
+    assert_eq!(stats.races, 1);
+    assert_eq!(stats.fallbacks.get("stalled"), Some(&1));
+    // Learned like any fallback: the next connection goes straight to TLS 1.2.
+    em.clear();
+    let (res, _) = get(&common::client(&layer), &em.url()).await.unwrap();
+    assert_eq!(tls(&res).handshakes(), 1);
+    assert_eq!(ladder_seen(&em), [(Some(Tls1_2), true)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_healthy_server_still_wins_on_its_best_version() {
+    let server = TlsServer::modern().await.unwrap();
+    // Every hello waits 800 ms before reaching the server: the top rung is silent past the
+    // 200 ms stall, so the next rung races it, gets inappropriate_fallback (SCSV), and the
+    // connector keeps waiting for the top rung.
+    let em = Emulator::start(server.addr(), vec![Rule::delay(Duration::from_millis(800))])
+        .await
+        .unwrap();
+    let layer = builder()
+        .stall_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    let info = tls(&res);
+    assert_eq!(info.version, Tls1_3);
+    assert_eq!(&*info.profile, "modern");
+    assert!(layer.stats().hosts.is_empty(), "nothing learned");
+    assert_eq!(
+        layer.stats().downgrades,
+        0,
+        "a racer's refusal is not a downgrade"
+    );
+    let seen = ladder_seen(&em);
+    assert_eq!(seen[0], (Some(Tls1_3), false));
+    assert!(seen[1..].iter().all(|(_, scsv)| *scsv), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_racing_a_hang_costs_the_full_timeout() {
+    let server = TlsServer::only(Tls1_2).await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::hang_above(Tls1_2)])
+        .await
+        .unwrap();
+    let timeout = Duration::from_millis(1200);
+    let layer = builder()
+        .handshake_timeout(timeout)
+        .stall_timeout(None)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert!(started.elapsed() >= timeout);
+    let outcomes: Vec<String> = tls(&res)
+        .attempts
+        .iter()
+        .map(|a| a.outcome.short())
+        .collect();
+    assert_eq!(outcomes, ["timeout", "ok"]);
+    assert_eq!(layer.stats().races, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_connections_resume_their_tls_session() {
+    let server = TlsServer::modern().await.unwrap();
+    let layer = builder().build().unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(tower_layer::Layer::layer(
+            &layer,
+            tls_fallback::FallbackLayer::http_connector(),
+        ));
+    let (first, _) = get(&client, &server.url()).await.unwrap();
+    assert!(!tls(&first).resumed);
+    let (second, _) = get(&client, &server.url()).await.unwrap();
+    assert!(tls(&second).resumed, "second connection resumed");
+    assert_eq!(layer.stats().resumed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_session_resumes_on_its_rung_and_is_never_offered_on_a_modern_one() {
+    let legacy = TlsServer::only(Tls1_0).await.unwrap();
+    let modern = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(legacy.addr(), vec![Rule::close_above(Tls1_0)])
+        .await
+        .unwrap();
+    let layer = builder().allow_legacy("localhost").build().unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(tower_layer::Layer::layer(
+            &layer,
+            tls_fallback::FallbackLayer::http_connector(),
+        ));
+    get(&client, &em.url()).await.unwrap();
+    let (again, _) = get(&client, &em.url()).await.unwrap();
+    assert!(tls(&again).resumed, "the learned TLS 1.0 rung resumes");
+    assert_eq!(tls(&again).version, Tls1_0);
+    // The gateway is replaced by a modern one: the TLS 1.0 hello (with its session) is refused
+    // as a fallback and the walk restarts at the top, which must not offer that session.
+    em.set_backend(modern.addr());
+    em.set_rules(vec![]);
+    em.clear();
+    let (fixed, _) = get(&client, &em.url()).await.unwrap();
+    assert_eq!(tls(&fixed).version, Tls1_3);
+    assert!(!tls(&fixed).resumed);
+    let seen = em.hellos();
+    let modern_hello = seen.last().and_then(|h| h.hello.clone()).unwrap();
+    assert_eq!(modern_hello.offered_max, 0x0304);
+    // 41 = pre_shared_key: a TLS 1.3 resumption offer.
+    assert!(
+        !modern_hello.extensions.contains(&41),
+        "{:?}",
+        modern_hello.extensions
+    );
+}
