@@ -1,0 +1,429 @@
+//! Certificate failures behind every intolerance mode: an unknown CA, an expired certificate
+//! and a wrong host name, each reached after the ladder walked past a close, reset, alert 70,
+//! hang (waited out or raced), the F5 length bug or cipher-count intolerance. The rule under
+//! test: certificates are checked the same way on every rung, a certificate error is final, and
+//! the walk costs exactly one hello per rung reached, none after the certificate error.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tls_fallback::testkit::{Action, Emulator, Identity, Rule, TestPki, TlsServer};
+use tls_fallback::{ErrorKind, Ladder, Profile, TlsVersion};
+use TlsVersion::*;
+
+/// Which bad certificate the server presents.
+#[derive(Clone, Copy, Debug)]
+enum Cert {
+    /// Signed by a CA the client does not trust.
+    Untrusted,
+    /// Expired yesterday.
+    Expired,
+    /// Valid, but for `wrong.example`.
+    WrongName,
+}
+
+impl Cert {
+    fn identity(self) -> Identity {
+        let pki = TestPki::shared();
+        match self {
+            Cert::Untrusted => pki.untrusted.clone(),
+            Cert::Expired => pki.expired.clone(),
+            Cert::WrongName => pki.wrong_name.clone(),
+        }
+    }
+
+    /// What OpenSSL's verification says (X509_verify_cert_error_string).
+    fn detail(self) -> &'static str {
+        match self {
+            Cert::Untrusted => "unable to get local issuer certificate",
+            Cert::Expired => "certificate has expired",
+            Cert::WrongName => "hostname mismatch",
+        }
+    }
+}
+
+/// The intolerance in front of the server.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    CloseAbove12,
+    ResetAbove12,
+    Alert70Above12,
+    HangAbove12,
+    /// A hang with a stall time shorter than the handshake timeout: the next rung races it.
+    HangAbove12Raced,
+    CloseAbove10,
+    ResetAbove10,
+    Alert70Above10,
+    HangAbove10,
+    /// Hang on a 256..=511-byte hello, with a ladder whose top rung does not pad.
+    F5,
+    /// Close on more than 16 suites.
+    CipherCount,
+}
+
+/// Hang modes wait out this timeout on every silent rung.
+const HANG_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Setup {
+    /// What the server speaks.
+    server: Option<TlsVersion>,
+    rule: Rule,
+    legacy: bool,
+    ladder: Option<Ladder>,
+    stall: Option<Duration>,
+    /// The rungs tried, in order; the last one meets the certificate.
+    rungs: &'static [&'static str],
+    /// The outcome of every rung before the last.
+    failed_as: &'static str,
+    /// (offered max, SCSV) of every hello the emulator must see.
+    wire: &'static [(TlsVersion, bool)],
+}
+
+const WALK_TO_12: &[&str] = &["modern", "tls12"];
+const WIRE_TO_12: &[(TlsVersion, bool)] = &[(Tls1_3, false), (Tls1_2, true)];
+const WALK_TO_10: &[&str] = &[
+    "modern",
+    "tls12",
+    "modern-compact",
+    "tls12-compact",
+    "tls11-legacy",
+    "tls10-legacy",
+];
+const WIRE_TO_10: &[(TlsVersion, bool)] = &[
+    (Tls1_3, false),
+    (Tls1_2, true),
+    (Tls1_3, true),
+    (Tls1_2, true),
+    (Tls1_1, true),
+    (Tls1_0, true),
+];
+
+impl Mode {
+    fn setup(self) -> Setup {
+        let to_12 = |rule, failed_as| Setup {
+            server: Some(Tls1_2),
+            rule,
+            legacy: false,
+            ladder: None,
+            stall: None,
+            rungs: WALK_TO_12,
+            failed_as,
+            wire: WIRE_TO_12,
+        };
+        let to_10 = |rule, failed_as| Setup {
+            server: Some(Tls1_0),
+            rule,
+            legacy: true,
+            ladder: None,
+            stall: None,
+            rungs: WALK_TO_10,
+            failed_as,
+            wire: WIRE_TO_10,
+        };
+        match self {
+            Mode::CloseAbove12 => to_12(Rule::close_above(Tls1_2), "closed"),
+            Mode::ResetAbove12 => to_12(Rule::reset_above(Tls1_2), "reset"),
+            Mode::Alert70Above12 => to_12(Rule::alert_above(Tls1_2, 70), "alert:70"),
+            Mode::HangAbove12 => to_12(Rule::hang_above(Tls1_2), "timeout"),
+            Mode::HangAbove12Raced => Setup {
+                stall: Some(Duration::from_millis(200)),
+                ..to_12(Rule::hang_above(Tls1_2), "stalled")
+            },
+            Mode::CloseAbove10 => to_10(Rule::close_above(Tls1_0), "closed"),
+            Mode::ResetAbove10 => to_10(Rule::reset_above(Tls1_0), "reset"),
+            Mode::Alert70Above10 => to_10(Rule::alert_above(Tls1_0, 70), "alert:70"),
+            Mode::HangAbove10 => to_10(Rule::hang_above(Tls1_0), "timeout"),
+            Mode::F5 => Setup {
+                server: None,
+                rule: Rule::f5_hang(),
+                legacy: false,
+                // Two classic groups keep the unpadded hello at ~300 bytes on OpenSSL 3.0 and
+                // 3.5+ alike.
+                ladder: Some(Ladder::new(vec![
+                    Profile::new("modern-unpadded", Tls1_3)
+                        .padding(false)
+                        .groups("X25519:P-256"),
+                    Profile::compact(),
+                ])),
+                stall: None,
+                rungs: &["modern-unpadded", "modern-compact"],
+                failed_as: "timeout",
+                wire: &[(Tls1_3, false), (Tls1_3, true)],
+            },
+            Mode::CipherCount => Setup {
+                server: None,
+                rule: Rule::close_if_ciphers_above(16),
+                legacy: false,
+                ladder: None,
+                stall: None,
+                rungs: &["modern", "tls12", "modern-compact"],
+                failed_as: "closed",
+                wire: &[(Tls1_3, false), (Tls1_2, true), (Tls1_3, true)],
+            },
+        }
+    }
+}
+
+async fn certificate_error_behind(cert: Cert, mode: Mode) {
+    let setup = mode.setup();
+    let mut server = TlsServer::builder().identity(cert.identity());
+    if let Some(v) = setup.server {
+        server = server.only(v);
+    }
+    let server = server.start().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![setup.rule.clone()])
+        .await
+        .unwrap();
+    // Hang modes wait out the timeout; the stall time is above it unless the mode races.
+    let mut b = builder()
+        .handshake_timeout(HANG_TIMEOUT)
+        .stall_timeout(setup.stall.or(Some(HANG_TIMEOUT * 2)));
+    if setup.legacy {
+        b = b.allow_legacy("localhost");
+    }
+    if let Some(ladder) = setup.ladder.clone() {
+        b = b.ladder(ladder);
+    }
+    let layer = b.build().unwrap();
+    let err = tls_error(&get(&client(&layer), &em.url()).await.unwrap_err());
+    let ctx = format!("{cert:?} behind {mode:?}: {err}");
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{ctx}");
+    assert!(err
+        .to_string()
+        .contains("no fallback is tried after a certificate error"));
+
+    // One attempt per rung, in ladder order (a raced, abandoned rung is listed once too).
+    let mut tried: Vec<(&str, String)> = err
+        .attempts()
+        .iter()
+        .map(|a| (&*a.profile, a.outcome.short()))
+        .collect();
+    tried.sort_by_key(|(name, _)| setup.rungs.iter().position(|r| r == name));
+    let expected: Vec<(&str, String)> = setup
+        .rungs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let last = i + 1 == setup.rungs.len();
+            let outcome = if last { "certificate" } else { setup.failed_as };
+            (*r, outcome.to_string())
+        })
+        .collect();
+    assert_eq!(tried, expected, "{ctx}");
+    let last = err
+        .attempts()
+        .iter()
+        .find(|a| a.outcome.short() == "certificate")
+        .unwrap();
+    assert!(
+        last.outcome.to_string().contains(cert.detail()),
+        "{ctx}: {}",
+        last.outcome
+    );
+
+    // On the wire: exactly one hello per rung reached, and the last one reached the server.
+    let seen = em.hellos();
+    let wire: Vec<(TlsVersion, bool)> = seen
+        .iter()
+        .map(|h| (h.offered().unwrap(), h.scsv()))
+        .collect();
+    assert_eq!(wire, setup.wire, "{ctx}");
+    assert_eq!(seen.last().unwrap().action, Action::Pass, "{ctx}");
+    assert_eq!(
+        seen.iter().filter(|h| h.action == Action::Pass).count(),
+        1,
+        "{ctx}"
+    );
+    if matches!(mode, Mode::F5) {
+        assert!(
+            (256..=511).contains(&seen[0].len()),
+            "{ctx}: {}",
+            seen[0].len()
+        );
+        assert!(seen[1].len() < 256, "{ctx}: {}", seen[1].len());
+    }
+    assert_eq!(server.handshakes(), 0, "{ctx}");
+    let stats = layer.stats();
+    assert!(stats.hosts.is_empty(), "{ctx}: learned {:?}", stats.hosts);
+    if matches!(mode, Mode::HangAbove12Raced) {
+        assert_eq!(stats.races, 1, "{ctx}");
+    }
+
+    // Nothing was learned: the next connection walks the same rungs again, no further.
+    em.clear();
+    let again = tls_error(&get(&client(&layer), &em.url()).await.unwrap_err());
+    assert_eq!(again.kind(), ErrorKind::Certificate, "{ctx}");
+    assert_eq!(em.count(), setup.wire.len(), "{ctx}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_close_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::CloseAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_reset_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::ResetAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_alert70_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::Alert70Above12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_hang_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::HangAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_hang_above_tls12_raced_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::HangAbove12Raced).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_close_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::CloseAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_reset_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::ResetAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_alert70_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::Alert70Above10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_hang_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::HangAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_f5_length_hang_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::F5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_behind_cipher_count_intolerance_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Untrusted, Mode::CipherCount).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_close_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Expired, Mode::CloseAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_reset_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Expired, Mode::ResetAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_alert70_above_tls12_fails_as_certificate_with_no_rung_after_it()
+{
+    certificate_error_behind(Cert::Expired, Mode::Alert70Above12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_hang_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Expired, Mode::HangAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_hang_above_tls12_raced_fails_as_certificate_with_no_rung_after_it(
+) {
+    certificate_error_behind(Cert::Expired, Mode::HangAbove12Raced).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_close_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Expired, Mode::CloseAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_reset_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Expired, Mode::ResetAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_alert70_above_tls10_fails_as_certificate_with_no_rung_after_it()
+{
+    certificate_error_behind(Cert::Expired, Mode::Alert70Above10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_hang_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Expired, Mode::HangAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_f5_length_hang_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::Expired, Mode::F5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_behind_cipher_count_intolerance_fails_as_certificate_with_no_rung_after_it(
+) {
+    certificate_error_behind(Cert::Expired, Mode::CipherCount).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_close_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::CloseAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_reset_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::ResetAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_alert70_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::Alert70Above12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_hang_above_tls12_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::HangAbove12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_hang_above_tls12_raced_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::HangAbove12Raced).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_close_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::CloseAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_reset_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::ResetAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_alert70_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::Alert70Above10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_hang_above_tls10_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::HangAbove10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_f5_length_hang_fails_as_certificate_with_no_rung_after_it() {
+    certificate_error_behind(Cert::WrongName, Mode::F5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hostname_behind_cipher_count_intolerance_fails_as_certificate_with_no_rung_after_it()
+{
+    certificate_error_behind(Cert::WrongName, Mode::CipherCount).await;
+}
