@@ -52,6 +52,7 @@ pub struct FallbackLayerBuilder {
     cache_file: Option<PathBuf>,
     stall: Option<Duration>,
     session_capacity: u64,
+    single_flight: bool,
 }
 
 impl Default for FallbackLayerBuilder {
@@ -72,6 +73,7 @@ impl Default for FallbackLayerBuilder {
             cache_file: None,
             stall: Some(Duration::from_millis(1500)),
             session_capacity: 1024,
+            single_flight: true,
         }
     }
 }
@@ -168,6 +170,13 @@ impl FallbackLayerBuilder {
         self
     }
 
+    /// Whether concurrent first contacts to one host share one learning walk (default: yes).
+    /// Off, each connection walks on its own (the naive behaviour, kept for comparison).
+    pub fn single_flight(mut self, on: bool) -> Self {
+        self.single_flight = on;
+        self
+    }
+
     /// Keeps decisions in this JSON file ([`FileStore`]).
     pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.cache_file = Some(path.into());
@@ -251,15 +260,8 @@ impl FallbackLayerBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         let store: Arc<dyn DecisionStore> = match (self.store, self.cache_file) {
             (Some(s), _) => s,
-            (None, Some(path)) => Arc::new(FileStore::open(
-                path,
-                self.capacity,
-                self.ttl.saturating_add(Duration::from_secs(60)),
-            )),
-            (None, None) => Arc::new(MemoryStore::new(
-                self.capacity,
-                self.ttl.saturating_add(Duration::from_secs(60)),
-            )),
+            (None, Some(path)) => Arc::new(FileStore::open(path, self.capacity, self.ttl)),
+            (None, None) => Arc::new(MemoryStore::new(self.capacity)),
         };
         Ok(FallbackLayer {
             shared: Arc::new(Shared {
@@ -277,6 +279,7 @@ impl FallbackLayerBuilder {
                 stats: Counters::default(),
                 sessions: session_ref.cloned(),
                 stall: self.stall,
+                single_flight: self.single_flight,
             }),
         })
     }

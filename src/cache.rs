@@ -75,27 +75,40 @@ pub trait DecisionStore: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// The default store: a bounded, concurrent in-memory cache (moka, TinyLFU eviction).
-#[derive(Debug, Clone)]
+/// The default store: a bounded, concurrent in-memory cache (`quick_cache`: sharded, CLOCK-Pro
+/// style eviction that keeps frequently used hosts, no global lock).
+///
+/// `quick_cache` rather than `moka`: at 1,000,000 hosts it takes about 200 bytes per entry
+/// against moka's 450, and looks up two to three times faster (docs/BENCHMARKS.md).
+#[derive(Clone)]
 pub struct MemoryStore {
-    cache: moka::sync::Cache<HostKey, Arc<Decision>>,
+    cache: Arc<quick_cache::sync::Cache<HostKey, Arc<Decision>>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("len", &self.cache.len())
+            .field("capacity", &self.cache.capacity())
+            .finish()
+    }
 }
 
 impl MemoryStore {
-    /// A store holding at most `capacity` hosts; entries also leave after `ttl` idle-or-not.
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+    /// A store holding at most about `capacity` hosts.
+    ///
+    /// Expiry is the connector's job (it checks each decision's age against its TTL at
+    /// lookup), so the store keeps no per-entry timers.
+    pub fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         MemoryStore {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            cache: Arc::new(quick_cache::sync::Cache::new(capacity)),
         }
     }
 
-    /// How many entries it holds (after pending maintenance).
+    /// How many entries it holds.
     pub fn len(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 
     /// Whether it holds no entry.
@@ -112,10 +125,10 @@ impl DecisionStore for MemoryStore {
         self.cache.insert(key, decision);
     }
     fn remove(&self, key: &HostKey) {
-        self.cache.invalidate(key);
+        self.cache.remove(key);
     }
     fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)> {
-        self.cache.iter().map(|(k, v)| ((*k).clone(), v)).collect()
+        self.cache.iter().collect()
     }
 }
 
@@ -155,6 +168,7 @@ struct FileShared {
 
 impl FileStore {
     /// Opens (or starts) the store at `path`; see the type docs for failure handling.
+    /// Decisions older than `ttl` in the file are skipped.
     pub fn open(path: impl AsRef<Path>, capacity: u64, ttl: Duration) -> Self {
         FileStore::with_debounce(path, capacity, ttl, Duration::from_millis(500))
     }
@@ -167,7 +181,7 @@ impl FileStore {
         debounce: Duration,
     ) -> Self {
         let path = path.as_ref().to_path_buf();
-        let memory = MemoryStore::new(capacity, ttl);
+        let memory = MemoryStore::new(capacity);
         match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<FileBody>(&bytes) {
                 Ok(body) => {

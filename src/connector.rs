@@ -44,6 +44,7 @@ pub(crate) struct Shared {
     pub(crate) stats: Counters,
     pub(crate) sessions: Option<SessionCache>,
     pub(crate) stall: Option<Duration>,
+    pub(crate) single_flight: bool,
 }
 
 /// A `tower::Layer` that adds safe, per-host TLS fallback to a TCP connector.
@@ -420,6 +421,9 @@ where
                     from_cache: true,
                 };
                 return self.walk(start, None).await;
+            }
+            if !shared.single_flight {
+                break;
             }
             match shared.flights.join(self.key) {
                 Join::Lead(leader) => {

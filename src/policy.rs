@@ -187,10 +187,11 @@ impl FromStr for HostPattern {
                 Ok(n) => Some(n),
             },
         };
-        let host = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
+        let host = host.to_ascii_lowercase();
         let host = if host == "*" {
             HostMatch::Any
         } else if let Some(suffix) = host.strip_prefix("*.") {
+            let suffix = suffix.strip_suffix('.').unwrap_or(suffix);
             if suffix.is_empty() || !suffix.split('.').all(valid_label) {
                 return Err(err("the part after *. must be a valid domain name"));
             }
@@ -202,6 +203,7 @@ impl FromStr for HostPattern {
         } else if host.parse::<std::net::IpAddr>().is_ok() {
             HostMatch::Exact(host)
         } else {
+            let host = host.strip_suffix('.').unwrap_or(&host).to_string();
             if host.len() > 253 || !host.split('.').all(valid_label) {
                 return Err(err(
                     "not a valid host name (letters, digits, '-', '_' and dots; no spaces or schemes)",

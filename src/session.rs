@@ -2,7 +2,7 @@
 //! context (rung and SCSV variant), so a session from a TLS 1.0 rung is never offered on a
 //! TLS 1.3 rung, and repeat connections to a host resume instead of doing a full handshake.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use openssl::ex_data::Index;
 use openssl::ssl::{Ssl, SslContextBuilder, SslRef, SslSession, SslSessionCacheMode};
@@ -31,21 +31,22 @@ fn key_index() -> Option<Index<Ssl, SessionKey>> {
 /// Sessions by host and context; bounded, one (the newest) per key.
 #[derive(Clone)]
 pub(crate) struct SessionCache {
-    sessions: moka::sync::Cache<SessionKey, SslSession>,
+    sessions: Arc<quick_cache::sync::Cache<SessionKey, SslSession>>,
 }
 
 impl std::fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionCache")
-            .field("entries", &self.sessions.entry_count())
+            .field("entries", &self.sessions.len())
             .finish()
     }
 }
 
 impl SessionCache {
     pub(crate) fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         SessionCache {
-            sessions: moka::sync::Cache::new(capacity),
+            sessions: Arc::new(quick_cache::sync::Cache::new(capacity)),
         }
     }
 
@@ -55,7 +56,7 @@ impl SessionCache {
             return;
         }
         b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
-        let sessions = self.sessions.clone();
+        let sessions = Arc::clone(&self.sessions);
         b.set_new_session_callback(move |ssl, session| {
             if let Some(key) = key_index().and_then(|i| ssl.ex_data(i)) {
                 sessions.insert(key.clone(), session);
@@ -76,7 +77,7 @@ impl SessionCache {
             #[allow(unsafe_code)]
             let set = unsafe { ssl.set_session(&session) };
             if set.is_err() {
-                self.sessions.invalidate(&key);
+                self.sessions.remove(&key);
             }
         }
         ssl.set_ex_data(index, key);
@@ -84,9 +85,6 @@ impl SessionCache {
 
     /// Drops the sessions of a host (after a downgrade signal or a changed decision).
     pub(crate) fn forget_host(&self, host: &HostKey) {
-        let host = host.clone();
-        let _ = self
-            .sessions
-            .invalidate_entries_if(move |k, _| k.host == host);
+        self.sessions.retain(|k, _| k.host != *host);
     }
 }
