@@ -25,6 +25,9 @@ pub mod reason {
     pub const PACKET_LENGTH_TOO_LONG: i32 = 198;
     /// `SSL_R_ENCRYPTED_LENGTH_TOO_LONG`.
     pub const ENCRYPTED_LENGTH_TOO_LONG: i32 = 150;
+    /// `SSL_R_DATA_LENGTH_TOO_LONG`: OpenSSL 3.5+'s report of a record header announcing more
+    /// than 2^14 + 2048 bytes (3.0 says 198).
+    pub const DATA_LENGTH_TOO_LONG: i32 = 146;
     /// `SSL_R_HTTP_REQUEST`: plain HTTP where TLS was expected.
     pub const HTTP_REQUEST: i32 = 156;
     /// `SSL_R_RECORD_TOO_SMALL`.
@@ -301,6 +304,7 @@ fn classify_ssl_reason(r: i32) -> (Outcome, Verdict) {
         reason::WRONG_VERSION_NUMBER
         | reason::PACKET_LENGTH_TOO_LONG
         | reason::ENCRYPTED_LENGTH_TOO_LONG
+        | reason::DATA_LENGTH_TOO_LONG
         | reason::HTTP_REQUEST
         | reason::RECORD_TOO_SMALL
         | reason::BAD_RECORD_TYPE => (Outcome::NotTls, Fatal),
@@ -400,6 +404,7 @@ mod tests {
         assert_eq!(s(373).1, Verdict::Downgrade);
         assert_eq!(s(134).1, Verdict::Certificate);
         assert_eq!(s(267), (Outcome::NotTls, Verdict::Fatal));
+        assert_eq!(s(146), (Outcome::NotTls, Verdict::Fatal));
         assert_eq!(s(12345).1, Verdict::Fatal);
     }
 }
