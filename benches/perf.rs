@@ -464,6 +464,15 @@ fn main() {
     let started = Instant::now();
     let mut rows = Vec::new();
     rt.block_on(async {
+        if only == "profile" {
+            // For `valgrind --tool=callgrind`: 200 new connections through our connector only.
+            let server = TlsServer::modern().await.expect("server");
+            let (_layer, client) = ours(FallbackLayer::builder(), false);
+            for _ in 0..200 {
+                one(&client, &server.url()).await;
+            }
+            return;
+        }
         if want("new_connection") {
             healthy_new_connection(&mut rows).await;
         }

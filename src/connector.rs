@@ -15,6 +15,10 @@ use http::Uri;
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use std::net::IpAddr;
+
+use openssl::ssl::Ssl;
+use openssl::x509::verify::X509CheckFlags;
 use tokio_openssl::SslStream;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -339,11 +343,21 @@ where
     };
     let host = uri.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ssl = connector
-        .configure()
-        .and_then(|mut cfg| {
-            cfg.set_min_proto_version(Some(min.to_ssl()))?;
-            cfg.into_ssl(host)
+    let ssl = Ssl::new(connector)
+        .and_then(|mut ssl| {
+            ssl.set_min_proto_version(Some(min.to_ssl()))?;
+            // SNI for names (never for IP literals), and the same host name check on every
+            // rung: what rust-openssl's `ConnectConfiguration::into_ssl` does.
+            let param = ssl.param_mut();
+            param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+            match host.parse::<IpAddr>() {
+                Ok(ip) => param.set_ip(ip)?,
+                Err(_) => {
+                    param.set_host(host)?;
+                    ssl.set_hostname(host)?;
+                }
+            }
+            Ok(ssl)
         })
         .and_then(|mut ssl| {
             if let Some(sessions) = &shared.sessions {
