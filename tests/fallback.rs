@@ -337,3 +337,60 @@ async fn tls_info_reports_version_cipher_profile_and_alpn_on_a_healthy_host() {
     assert!(!info.attempts[0].scsv);
     assert_eq!(info.alpn, None, "the test server does not do ALPN");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_passes_through_untouched() {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        if let Ok((tcp, _)) = listener.accept().await {
+            let svc = service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"plain"),
+                )))
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        }
+    });
+    let layer = builder().build().unwrap();
+    let (res, body) = get(
+        &client(&layer),
+        &format!("http://127.0.0.1:{}/", addr.port()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(&body[..], b"plain");
+    assert!(res.extensions().get::<tls_fallback::TlsInfo>().is_none());
+    assert_eq!(layer.stats().connections, 0, "no TLS walk for http://");
+}
+
+#[test]
+fn invalid_pins_and_patterns_are_rejected_when_building() {
+    let cases = [
+        builder().pin("exa mple.com", Tls1_0).build(),
+        builder().pin("*x.example", Tls1_0).build(),
+        builder().allow_legacy("host:99999").build(),
+        builder().allow_legacy("").build(),
+    ];
+    for result in cases {
+        let err = result.expect_err("must be rejected");
+        assert_eq!(err.kind(), ErrorKind::BadInput);
+        assert!(err.to_string().contains("invalid host pattern"), "{err}");
+    }
+    let err = builder()
+        .ca_file("/nonexistent/roots.pem")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot read CA file"), "{err}");
+    let err = builder()
+        .ladder(tls_fallback::Ladder::new(vec![]))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("no rung"), "{err}");
+}
