@@ -111,7 +111,12 @@ fn is_fallback(v: Verdict) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(4096))]
+    // No failure file: the suite is an integration test without a src/ of its own.
+    #![proptest_config(ProptestConfig {
+        cases: 4096,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_signal_maps_to_exactly_one_verdict_and_a_matching_outcome(s in signal()) {
