@@ -12,14 +12,6 @@ use tls_fallback::testkit::{Action, Emulator, Rule, TlsServer};
 use tls_fallback::{ErrorKind, TlsVersion};
 use TlsVersion::*;
 
-async fn legacy_gateway() -> (TlsServer, Emulator) {
-    let server = TlsServer::only(Tls1_0).await.unwrap();
-    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
-        .await
-        .unwrap();
-    (server, em)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_connection_to_a_learned_host_is_one_hello_at_the_learned_version_with_scsv() {
     let (_server, em) = legacy_gateway().await;

@@ -2,9 +2,12 @@
 //! bad input. The binary runs as a child process; the gateways run in this test's runtime.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::legacy_gateway;
 use serde_json::Value;
 use tls_fallback::testkit::{Emulator, Rule, TestPki, TlsServer};
 use tls_fallback::TlsVersion::*;
@@ -45,14 +48,6 @@ fn ca_file(dir: &tempfile::TempDir) -> PathBuf {
     let path = dir.path().join("ca.pem");
     std::fs::write(&path, TestPki::shared().ca_pem()).unwrap();
     path
-}
-
-async fn legacy_gateway() -> (TlsServer, Emulator) {
-    let server = TlsServer::only(Tls1_0).await.unwrap();
-    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
-        .await
-        .unwrap();
-    (server, em)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

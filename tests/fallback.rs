@@ -20,15 +20,9 @@ const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
     (Some(Tls1_0), true),
 ];
 
-async fn legacy_gateway(rule: Rule) -> (TlsServer, Emulator) {
-    let server = TlsServer::only(Tls1_0).await.unwrap();
-    let em = Emulator::start(server.addr(), vec![rule]).await.unwrap();
-    (server, em)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_above_tls10_with_legacy_allowed_walks_the_ladder_to_tls10_with_scsv() {
-    let (server, em) = legacy_gateway(Rule::close_above(Tls1_0)).await;
+    let (server, em) = gateway_with(Rule::close_above(Tls1_0)).await;
     let layer = builder().allow_legacy("localhost").build().unwrap();
     let (res, body) = get(&client(&layer), &em.url()).await.unwrap();
     assert_eq!(res.status(), 200);
@@ -49,7 +43,7 @@ async fn close_above_tls10_with_legacy_allowed_walks_the_ladder_to_tls10_with_sc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_above_tls10_without_legacy_stops_at_the_floor_with_a_remedy() {
-    let (_server, em) = legacy_gateway(Rule::close_above(Tls1_0)).await;
+    let (_server, em) = gateway_with(Rule::close_above(Tls1_0)).await;
     let layer = builder().build().unwrap();
     let err = get(&client(&layer), &em.url()).await.unwrap_err();
     let err = tls_error(&err);
@@ -65,7 +59,7 @@ async fn close_above_tls10_without_legacy_stops_at_the_floor_with_a_remedy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_above_tls10_falls_back_to_tls10() {
-    let (_server, em) = legacy_gateway(Rule::reset_above(Tls1_0)).await;
+    let (_server, em) = gateway_with(Rule::reset_above(Tls1_0)).await;
     let layer = builder().allow_legacy("localhost").build().unwrap();
     let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
     assert_eq!(tls(&res).version, Tls1_0);
@@ -83,7 +77,7 @@ async fn reset_above_tls10_falls_back_to_tls10() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_version_alert_above_tls10_falls_back_to_tls10() {
-    let (_server, em) = legacy_gateway(Rule::alert_above(Tls1_0, 70)).await;
+    let (_server, em) = gateway_with(Rule::alert_above(Tls1_0, 70)).await;
     let layer = builder().allow_legacy("*").build().unwrap();
     let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
     assert_eq!(tls(&res).version, Tls1_0);
@@ -223,42 +217,43 @@ async fn attacker_resetting_the_first_connection_cannot_push_a_modern_server_dow
     assert!(layer.stats().hosts.is_empty(), "nothing learned");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn untrusted_certificate_costs_one_hello_and_never_falls_back() {
-    let pki = TestPki::shared();
+/// A healthy modern server presenting `identity`, behind a pass-through emulator: the
+/// certificate error, the attempts and how many hellos the emulator saw.
+async fn certificate_failure(
+    identity: tls_fallback::testkit::Identity,
+) -> (tls_fallback::Error, usize) {
     let server = TlsServer::builder()
-        .identity(pki.untrusted.clone())
+        .identity(identity)
         .start()
         .await
         .unwrap();
     let em = Emulator::start(server.addr(), vec![]).await.unwrap();
     let layer = builder().allow_legacy("*").build().unwrap();
     let err = tls_error(&get(&client(&layer), &em.url()).await.unwrap_err());
+    assert!(layer.stats().hosts.is_empty());
+    (err, em.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_certificate_costs_one_hello_and_never_falls_back() {
+    let (err, hellos) = certificate_failure(TestPki::shared().untrusted.clone()).await;
     assert_eq!(err.kind(), ErrorKind::Certificate);
-    assert_eq!(em.count(), 1);
+    assert_eq!(hellos, 1);
     assert!(err.to_string().contains("certificate"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_hostname_costs_one_hello_and_never_falls_back() {
-    let pki = TestPki::shared();
-    let server = TlsServer::builder()
-        .identity(pki.wrong_name.clone())
-        .start()
-        .await
-        .unwrap();
-    let em = Emulator::start(server.addr(), vec![]).await.unwrap();
-    let layer = builder().allow_legacy("*").build().unwrap();
-    let err = tls_error(&get(&client(&layer), &em.url()).await.unwrap_err());
+    let (err, hellos) = certificate_failure(TestPki::shared().wrong_name.clone()).await;
     assert_eq!(err.kind(), ErrorKind::Certificate);
-    assert_eq!(em.count(), 1);
+    assert_eq!(hellos, 1);
     let detail = format!("{:?}", err.attempts()[0].outcome);
     assert!(detail.contains("hostname mismatch"), "{detail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_host_gets_one_hello_at_the_pinned_version_without_scsv() {
-    let (_server, em) = legacy_gateway(Rule::close_above(Tls1_0)).await;
+    let (_server, em) = gateway_with(Rule::close_above(Tls1_0)).await;
     let pattern = format!("localhost:{}", em.addr().port());
     let layer = builder().pin(pattern, Tls1_0).build().unwrap();
     let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
@@ -272,7 +267,7 @@ async fn pinned_host_gets_one_hello_at_the_pinned_version_without_scsv() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_through_a_fallback_reaches_the_server_exactly_once() {
-    let (server, em) = legacy_gateway(Rule::reset_above(Tls1_0)).await;
+    let (server, em) = gateway_with(Rule::reset_above(Tls1_0)).await;
     let layer = builder().allow_legacy("localhost").build().unwrap();
     let (res, body) = send(
         &client(&layer),

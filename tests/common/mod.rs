@@ -10,7 +10,7 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tls_fallback::testkit::{Emulator, SeenHello, TestPki};
+use tls_fallback::testkit::{Emulator, Rule, SeenHello, TestPki, TlsServer};
 use tls_fallback::{FallbackConnector, FallbackLayer, FallbackLayerBuilder, TlsInfo, TlsVersion};
 use tower_layer::Layer;
 
@@ -80,4 +80,18 @@ pub fn ladder_seen(em: &Emulator) -> Vec<(Option<TlsVersion>, bool)> {
         .iter()
         .map(|h: &SeenHello| (h.offered(), h.scsv()))
         .collect()
+}
+
+/// A TLS 1.0-only server behind a box that closes any hello above TLS 1.0: the classic gateway.
+pub async fn legacy_gateway() -> (TlsServer, Emulator) {
+    gateway_with(Rule::close_above(TlsVersion::Tls1_0)).await
+}
+
+/// A TLS 1.0-only server behind an emulator with this rule.
+pub async fn gateway_with(rule: Rule) -> (TlsServer, Emulator) {
+    let server = TlsServer::only(TlsVersion::Tls1_0).await.expect("server");
+    let em = Emulator::start(server.addr(), vec![rule])
+        .await
+        .expect("emulator");
+    (server, em)
 }
