@@ -22,7 +22,7 @@ pub(crate) struct Counters {
     pub(crate) races: AtomicU64,
 }
 
-/// Counters and learned hosts of a connector; see [`FallbackConnector::stats`].
+/// Counters and learned hosts of a connector; see [`crate::FallbackConnector::stats`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     /// `https://` connections requested.
