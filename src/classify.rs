@@ -168,6 +168,29 @@ fn reason_name(r: i32) -> &'static str {
     }
 }
 
+impl Outcome {
+    /// Whether this outcome is one the ladder answers with a fallback (intolerance or a legacy
+    /// server), as opposed to a failure no other rung can fix.
+    pub fn is_fallback_signal(&self) -> bool {
+        match self {
+            Outcome::Closed | Outcome::Reset | Outcome::Stalled => true,
+            Outcome::Timeout { answered } => !answered,
+            Outcome::Alert(_) | Outcome::Refused { .. } => {
+                matches!(self.verdict(), Verdict::Intolerant | Verdict::LegacyServer)
+            }
+            _ => false,
+        }
+    }
+
+    fn verdict(&self) -> Verdict {
+        match *self {
+            Outcome::Alert(n) => classify_ssl_reason(ALERT_OFFSET + i32::from(n)).1,
+            Outcome::Refused { reason } => classify_ssl_reason(reason).1,
+            _ => Verdict::Fatal,
+        }
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

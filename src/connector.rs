@@ -26,7 +26,7 @@ use tower_service::Service;
 use crate::builder::BuiltRung;
 pub use crate::builder::FallbackLayerBuilder;
 use crate::cache::{self, Decision, DecisionStore, FlightOutcome, Flights, Join};
-use crate::classify::{classify, signal_of, Outcome, Signal, Verdict};
+use crate::classify::{classify, reason, signal_of, Outcome, Signal, Verdict};
 use crate::error::{Attempt, Attempts, Error};
 use crate::policy::{HostKey, HostPattern, Policy};
 use crate::profile::TlsVersion;
@@ -395,14 +395,44 @@ where
             answered: stream.get_ref().answered(),
         },
     };
-    let (mut outcome, verdict) = classify(&signal);
+    let (mut outcome, mut verdict) = classify(&signal);
     if let Outcome::Certificate { detail } = &mut outcome {
         *detail = stream.ssl().verify_result().error_string().to_string();
+    }
+    if let Some(version) = impossible_version(&outcome, stream.get_ref().head()) {
+        // OpenSSL says "unsupported protocol" for any version it refuses; only TLS 1.0/1.1 are
+        // a legacy server that a legacy rung can reach. SSL 3.0 or a nonsense version is not.
+        outcome = Outcome::Other {
+            detail: format!(
+                "the server chose protocol version {version:#06x}, which no rung speaks"
+            ),
+        };
+        verdict = Verdict::Fatal;
     }
     tracing::debug!(host = %key, rung = %rung.name, scsv, outcome = %outcome, ?verdict, "handshake failed");
     Tried {
         attempt: record(outcome),
         result: Err(AttemptError::Handshake(verdict)),
+    }
+}
+
+/// For a local "unsupported protocol" refusal: the ServerHello's version if it is not TLS
+/// 1.0-1.2 (the versions whose `legacy_version` a legacy rung can accept).
+fn impossible_version(outcome: &Outcome, head: &[u8]) -> Option<u16> {
+    if *outcome
+        != (Outcome::Refused {
+            reason: reason::UNSUPPORTED_PROTOCOL,
+        })
+    {
+        return None;
+    }
+    // record type 22 (handshake), then handshake type 2 (ServerHello), then its version.
+    match head {
+        [22, _, _, _, _, 2, _, _, _, hi, lo, ..] => {
+            let v = u16::from_be_bytes([*hi, *lo]);
+            (!(0x0301..=0x0303).contains(&v)).then_some(v)
+        }
+        _ => None,
     }
 }
 
@@ -578,7 +608,18 @@ where
         }
     }
 
-    /// Records attempts that were still running when the walk ended elsewhere.
+    /// Records attempts that were still running when the walk ended, in rung order: a raced
+    /// rung that ends the walk is recorded after the silent rung it raced.
+    fn settle(&mut self, inflight: &mut Vec<InFlight<'a, S::Response>>) {
+        if inflight.is_empty() {
+            return;
+        }
+        let last = self.attempts.pop();
+        self.abandon(inflight);
+        self.attempts.extend(last);
+    }
+
+    /// Records attempts that were still running when the walk moved on without them.
     fn abandon(&mut self, inflight: &mut Vec<InFlight<'a, S::Response>>) {
         for f in inflight.drain(..) {
             let rung = &self.shared.rungs[f.idx];
@@ -668,18 +709,15 @@ where
                 Ok(stream) => {
                     if !inflight.is_empty() {
                         self.count_fallback_as("stalled");
-                        // Keep the record in rung order: the abandoned rung, then the winner.
-                        let won = self.attempts.pop();
-                        self.abandon(&mut inflight);
-                        self.attempts.extend(won);
                     }
+                    self.settle(&mut inflight);
                     self.learn(idx, start);
                     let rung = &shared.rungs[idx];
                     let out = self.finish(stream, rung, start.from_cache, false);
                     return Ok((out, idx));
                 }
                 Err(AttemptError::Connect(e)) => {
-                    self.abandon(&mut inflight);
+                    self.settle(&mut inflight);
                     return Err(WalkError::Fail(self.connect_err(e)));
                 }
                 Err(AttemptError::Handshake(verdict)) => verdict,
@@ -707,7 +745,10 @@ where
                     }
                 }
                 Verdict::Downgrade
-                    if start.from_cache && idx == start.rung && self.attempts.len() == 1 =>
+                    if start.from_cache
+                        && start.rung > 0
+                        && idx == start.rung
+                        && self.attempts.len() == 1 =>
                 {
                     self.abandon(&mut inflight);
                     shared.store.remove(self.key);
@@ -721,7 +762,7 @@ where
                     return Err(WalkError::Reprobe);
                 }
                 Verdict::Downgrade => {
-                    self.abandon(&mut inflight);
+                    self.settle(&mut inflight);
                     shared.stats.downgrades.fetch_add(1, Ordering::Relaxed);
                     shared.store.remove(self.key);
                     self.forget_sessions();
@@ -737,14 +778,14 @@ where
                     }));
                 }
                 Verdict::Certificate => {
-                    self.abandon(&mut inflight);
+                    self.settle(&mut inflight);
                     return Err(WalkError::Fail(Error::Certificate {
                         host: self.key.to_string(),
                         attempts: self.take_attempts(),
                     }));
                 }
                 Verdict::Fatal => {
-                    self.abandon(&mut inflight);
+                    self.settle(&mut inflight);
                     let host = self.key.to_string();
                     let timed_out = self.last_outcome_is_timeout();
                     let attempts = self.take_attempts();
@@ -759,6 +800,17 @@ where
         // Out of rungs: the cached decision (if any) no longer holds.
         if start.from_cache {
             shared.store.remove(self.key);
+            if start.rung > 0 {
+                // The learned fallback stopped working (the server no longer speaks that
+                // version, e.g. it was upgraded to TLS 1.2 only): walk from the top, once. This
+                // only ever offers more than the learned rung did.
+                tracing::info!(
+                    host = %self.key,
+                    was = %shared.rungs[start.rung].name,
+                    "the learned TLS fallback no longer works; re-probing from the top"
+                );
+                return Err(WalkError::Reprobe);
+            }
         }
         let host = self.key.to_string();
         let attempts = self.take_attempts();

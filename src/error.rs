@@ -293,11 +293,25 @@ impl fmt::Display for Error {
                 f,
                 "could not connect to {host}: {source} (not a TLS problem){attempts}"
             ),
-            Error::Handshake { host, attempts } => write!(
-                f,
-                "the TLS handshake with {host} failed and no rung of the ladder is left to try; \
-                 send the vendor the report of `tls-fallback probe {host}`.{attempts}"
-            ),
+            Error::Handshake { host, attempts } => {
+                let last = attempts.0.last().map(|a| &a.outcome);
+                if last.is_some_and(Outcome::is_fallback_signal) {
+                    write!(
+                        f,
+                        "the TLS handshake with {host} failed on every rung of the ladder the \
+                         policy allows; send the vendor the report of `tls-fallback probe \
+                         {host}`.{attempts}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "the TLS handshake with {host} failed in a way no fallback can fix (the \
+                         last attempt: {}); send the vendor the report of `tls-fallback probe \
+                         {host}`.{attempts}",
+                        last.map_or_else(|| "none".to_string(), |o| o.to_string())
+                    )
+                }
+            }
             Error::InvalidUri { uri, reason } => write!(f, "invalid URI {uri:?}: {reason}"),
             Error::Config(msg) => write!(f, "invalid tls-fallback configuration: {msg}"),
         }

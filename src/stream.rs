@@ -55,7 +55,13 @@ pub struct ReadWatch<S> {
     inner: S,
     seen: bool,
     answered: Arc<AtomicBool>,
+    head: [u8; HEAD],
+    head_len: usize,
 }
+
+/// Bytes kept from the start of the server's answer: a record header, a handshake header and
+/// the ServerHello's version.
+const HEAD: usize = 11;
 
 impl<S> ReadWatch<S> {
     pub(crate) fn new(inner: S, answered: Arc<AtomicBool>) -> Self {
@@ -63,11 +69,17 @@ impl<S> ReadWatch<S> {
             inner,
             seen: false,
             answered,
+            head: [0; HEAD],
+            head_len: 0,
         }
     }
     /// Whether the server has sent at least one byte.
     pub fn answered(&self) -> bool {
         self.seen
+    }
+    /// The first bytes the server sent (at most 11).
+    pub fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
     }
 }
 
@@ -79,9 +91,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadWatch<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if !self.seen && buf.filled().len() > before {
-            self.seen = true;
-            self.answered.store(true, Ordering::Relaxed);
+        if self.head_len < HEAD && buf.filled().len() > before {
+            if !self.seen {
+                self.seen = true;
+                self.answered.store(true, Ordering::Relaxed);
+            }
+            let fresh = &buf.filled()[before..];
+            let n = fresh.len().min(HEAD - self.head_len);
+            let at = self.head_len;
+            self.head[at..at + n].copy_from_slice(&fresh[..n]);
+            self.head_len += n;
         }
         r
     }

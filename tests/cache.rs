@@ -61,7 +61,13 @@ async fn a_fixed_gateway_is_reprobed_and_after_the_ttl_walks_from_the_top() {
     let info = tls(&res);
     assert_eq!(info.version, Tls1_3);
     let outcomes: Vec<String> = info.attempts.iter().map(|a| a.outcome.short()).collect();
-    assert_eq!(outcomes, ["alert:86", "ok"]);
+    // OpenSSL 3.0's server speaks TLS 1.0 at its default level and refuses the SCSV hello as a
+    // fallback (86); 3.5+ no longer speaks 1.0 there and answers protocol_version (70), and the
+    // walk from the learned rung runs out. Either way: forget, and walk from the top once.
+    assert!(
+        outcomes == ["alert:86", "ok"] || outcomes == ["alert:70", "ok"],
+        "{outcomes:?}"
+    );
     assert_eq!(
         ladder_seen(&em),
         [(Some(Tls1_0), true), (Some(Tls1_3), false)]

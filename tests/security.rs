@@ -353,8 +353,6 @@ async fn a_mixed_pool_never_connects_to_its_modern_box_below_tls13() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pending a connector change: a walk that started from a learned fallback rung and ran \
-            out of rungs should re-probe from the top once (see docs/SECURITY.md, open issues)"]
 async fn a_learned_tls10_rung_meeting_a_server_upgraded_to_tls12_only_reprobes_from_the_top() {
     let legacy = TlsServer::only(Tls1_0).await.unwrap();
     let upgraded = TlsServer::only(Tls1_2).await.unwrap();
