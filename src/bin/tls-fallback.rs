@@ -754,6 +754,8 @@ async fn demo_inner(args: DemoArgs) -> std::io::Result<bool> {
         .system_roots(false)
         .add_root_certificate(TestPki::shared().ca.cert.clone())
         .handshake_timeout(Duration::from_millis(1000))
+        // A silent rung is raced by the next one after 300 ms instead of waiting 1 s.
+        .stall_timeout(Some(Duration::from_millis(300)))
         .allow_legacy(format!("localhost:{}", port(0)))
         .allow_legacy(format!("localhost:{}", port(1)))
         .pin(format!("localhost:{}", port(6)), Tls1_0)
