@@ -11,15 +11,6 @@ use tls_fallback::testkit::{Action, Emulator, Rule, TestPki, TlsServer};
 use tls_fallback::{ErrorKind, TlsVersion};
 use TlsVersion::*;
 
-const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
-    (Some(Tls1_3), false),
-    (Some(Tls1_2), true),
-    (Some(Tls1_3), true),
-    (Some(Tls1_2), true),
-    (Some(Tls1_1), true),
-    (Some(Tls1_0), true),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_above_tls10_with_legacy_allowed_walks_the_ladder_to_tls10_with_scsv() {
     let (server, em) = gateway_with(Rule::close_above(Tls1_0)).await;

@@ -205,15 +205,6 @@ async fn gateway(port: u16, rules: Vec<Rule>) -> Emulator {
         .unwrap()
 }
 
-const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
-    (Some(Tls1_3), false),
-    (Some(Tls1_2), true),
-    (Some(Tls1_3), true),
-    (Some(Tls1_2), true),
-    (Some(Tls1_1), true),
-    (Some(Tls1_0), true),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gnutls_tls10_only_behind_close_above_tls10_is_reached_on_tls10_with_scsv() {
     let dir = tempfile::tempdir().unwrap();

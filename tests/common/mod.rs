@@ -95,3 +95,14 @@ pub async fn gateway_with(rule: Rule) -> (TlsServer, Emulator) {
         .expect("emulator");
     (server, em)
 }
+
+/// What the emulator sees when the default ladder walks all the way down to TLS 1.0:
+/// (offered max version, SCSV) per hello.
+pub const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
+    (Some(TlsVersion::Tls1_3), false),
+    (Some(TlsVersion::Tls1_2), true),
+    (Some(TlsVersion::Tls1_3), true),
+    (Some(TlsVersion::Tls1_2), true),
+    (Some(TlsVersion::Tls1_1), true),
+    (Some(TlsVersion::Tls1_0), true),
+];
