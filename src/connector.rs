@@ -122,9 +122,9 @@ impl FallbackLayer {
         self.shared.stats()
     }
 
-    /// Forgets everything learned about a host.
+    /// Forgets everything learned about a host: its decision and its TLS sessions.
     pub fn forget(&self, host: &str, port: u16) {
-        self.shared.store.remove(&HostKey::new(host, port));
+        self.shared.forget(&HostKey::new(host, port));
     }
 
     /// Makes learned decisions durable now (writes the cache file, if any).
@@ -171,9 +171,9 @@ impl<S> FallbackConnector<S> {
         self.shared.stats()
     }
 
-    /// Forgets everything learned about a host.
+    /// Forgets everything learned about a host: its decision and its TLS sessions.
     pub fn forget(&self, host: &str, port: u16) {
-        self.shared.store.remove(&HostKey::new(host, port));
+        self.shared.forget(&HostKey::new(host, port));
     }
 }
 
@@ -925,6 +925,13 @@ where
 }
 
 impl Shared {
+    fn forget(&self, key: &HostKey) {
+        self.store.remove(key);
+        if let Some(sessions) = &self.sessions {
+            sessions.forget_host(key);
+        }
+    }
+
     /// The host's decision, unless it has expired (then it is dropped and announced).
     fn lookup(&self, key: &HostKey) -> Option<Arc<Decision>> {
         match self.store.get(key) {
