@@ -380,3 +380,18 @@ fn invalid_pins_and_patterns_are_rejected_when_building() {
         .unwrap_err();
     assert!(err.to_string().contains("no rung"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_is_offered_by_alpn_only_when_enabled_and_then_used() {
+    let server = TlsServer::builder().http2(true).start().await.unwrap();
+    let h2 = builder().enable_http2(true).build().unwrap();
+    let (res, body) = get(&client(&h2), &server.url()).await.unwrap();
+    assert_eq!(res.version(), hyper::Version::HTTP_2);
+    assert_eq!(tls(&res).alpn, Some("h2"));
+    assert!(body.starts_with(b"hello from the tls-fallback test kit"));
+
+    let h1 = builder().build().unwrap();
+    let (res, _) = get(&client(&h1), &server.url()).await.unwrap();
+    assert_eq!(res.version(), hyper::Version::HTTP_11);
+    assert_eq!(tls(&res).alpn, Some("http/1.1"));
+}

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslOptions};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use openssl::ssl::{select_next_proto, AlpnError, Ssl, SslAcceptor, SslMethod, SslOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_openssl::SslStream;
@@ -28,6 +28,7 @@ pub struct TlsServerBuilder {
     max: Option<TlsVersion>,
     security_level: Option<u32>,
     identity: Option<Identity>,
+    http2: bool,
 }
 
 /// A running HTTPS test server on 127.0.0.1; stops when dropped.
@@ -67,6 +68,13 @@ impl TlsServerBuilder {
         self.security_level = Some(level);
         self
     }
+    /// Selects `h2` by ALPN when the client offers it, and then speaks HTTP/2 (default: no
+    /// ALPN, HTTP/1.1 only).
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
     /// The certificate to present (default: [`TestPki::shared`]'s `localhost`).
     pub fn identity(mut self, id: Identity) -> Self {
         self.identity = Some(id);
@@ -109,6 +117,11 @@ impl TlsServerBuilder {
         }
         b.set_min_proto_version(self.min.map(TlsVersion::to_ssl))?;
         b.set_max_proto_version(self.max.map(TlsVersion::to_ssl))?;
+        if self.http2 {
+            b.set_alpn_select_callback(|_, client| {
+                select_next_proto(b"\x02h2\x08http/1.1", client).ok_or(AlpnError::NOACK)
+            });
+        }
         b.set_certificate(&id.cert)?;
         b.set_private_key(&id.key)?;
         b.check_private_key()?;
@@ -155,9 +168,15 @@ async fn serve(acceptor: SslAcceptor, tcp: tokio::net::TcpStream, st: Arc<Server
             )))))
         }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(tls), svc)
-        .await;
+    if tls.ssl().selected_alpn_protocol() == Some(b"h2") {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tls), svc)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tls), svc)
+            .await;
+    }
 }
 
 impl TlsServer {
@@ -168,6 +187,7 @@ impl TlsServer {
             max: None,
             security_level: None,
             identity: None,
+            http2: false,
         }
     }
 
