@@ -300,14 +300,16 @@ impl Policy {
         self.handshake_timeout
     }
 
-    /// Whether this host may go below TLS 1.2 and use legacy settings.
+    /// Whether this host may go below TLS 1.2 and use legacy settings (down to
+    /// [`Policy::floor_for`]).
     pub fn legacy_allowed(&self, key: &HostKey) -> bool {
         self.floor.is_legacy() || self.legacy_hosts.iter().any(|p| p.matches_key(key))
     }
 
-    /// The lowest version this host may negotiate.
+    /// The lowest version this host may negotiate: TLS 1.0 for a host the legacy gate lets
+    /// through, the floor for every other host (a floor of TLS 1.1 does not open TLS 1.0).
     pub fn floor_for(&self, key: &HostKey) -> TlsVersion {
-        if self.legacy_allowed(key) {
+        if self.legacy_hosts.iter().any(|p| p.matches_key(key)) {
             TlsVersion::Tls1_0
         } else {
             self.floor
@@ -415,6 +417,24 @@ mod tests {
         assert!(policy.rung_allowed(&new, &Profile::tls12_compact()));
         assert_eq!(policy.floor_for(&new), TlsVersion::Tls1_2);
         assert_eq!(policy.floor_for(&old), TlsVersion::Tls1_0);
+    }
+
+    #[test]
+    fn a_floor_of_tls11_opens_tls11_but_not_tls10() {
+        let policy = Policy {
+            floor: TlsVersion::Tls1_1,
+            legacy_hosts: vec![pat("old.example")],
+            ..Policy::default()
+        };
+        let old = HostKey::new("old.example", 443);
+        let any = HostKey::new("any.example", 443);
+        assert_eq!(policy.floor_for(&any), TlsVersion::Tls1_1);
+        assert!(policy.legacy_allowed(&any));
+        assert!(policy.rung_allowed(&any, &Profile::tls11_legacy()));
+        assert!(!policy.rung_allowed(&any, &Profile::tls10_legacy()));
+        // The legacy gate still opens TLS 1.0 for the hosts it names.
+        assert_eq!(policy.floor_for(&old), TlsVersion::Tls1_0);
+        assert!(policy.rung_allowed(&old, &Profile::tls10_legacy()));
     }
 
     #[test]
