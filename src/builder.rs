@@ -104,7 +104,10 @@ impl FallbackLayerBuilder {
     }
 
     /// The lowest version for hosts outside the legacy gate (default TLS 1.2). A floor below
-    /// TLS 1.2 allows legacy TLS for every host.
+    /// TLS 1.2 lets every host use the legacy rungs down to that version (a floor of TLS 1.1
+    /// opens TLS 1.1, not 1.0); hosts named by [`allow_legacy`](Self::allow_legacy) may go
+    /// down to TLS 1.0 whatever the floor. Pins are not bound by the floor: a pin is an
+    /// explicit choice for the hosts it names.
     pub fn floor(mut self, v: TlsVersion) -> Self {
         self.floor = v;
         self
@@ -119,6 +122,10 @@ impl FallbackLayerBuilder {
 
     /// Pins hosts matching the pattern to a version or a whole [`Profile`]: one attempt, no
     /// SCSV, no learning. The most specific pattern wins. Checked at [`build`](Self::build).
+    ///
+    /// A pin is an explicit choice and is not bound by the floor or the legacy gate: pinning a
+    /// host to TLS 1.0 allows that host TLS 1.0 with legacy settings (certificates are still
+    /// checked as on every rung).
     pub fn pin(mut self, pattern: impl Into<String>, pin: impl Into<HostPin>) -> Self {
         self.pins.push((pattern.into(), pin.into()));
         self
@@ -228,6 +235,22 @@ impl FallbackLayerBuilder {
         if self.stall.is_some_and(|s| s.is_zero()) {
             return Err(Error::Config("the stall time must be above zero".into()));
         }
+        if self.ttl.is_zero() {
+            return Err(Error::Config("the cache TTL must be above zero".into()));
+        }
+        if self.store.is_some() && self.cache_file.is_some() {
+            return Err(Error::Config(
+                "both a decision store and a cache file were given: choose one (a FileStore \
+                 is a decision store)"
+                    .into(),
+            ));
+        }
+        // OpenSSL's default security level (library default or openssl.cnf): certificate
+        // checks stay at it on every rung, legacy rungs included.
+        let level = SslContextBuilder::new(SslMethod::tls_client())
+            .map_err(|e| Error::Config(format!("cannot create an OpenSSL context: {e}")))?
+            .build()
+            .security_level();
         let sessions = SessionCache::new(self.session_capacity.max(1));
         let session_ref = (self.session_capacity > 0).then_some(&sessions);
         let mut pins = Vec::new();
@@ -236,7 +259,7 @@ impl FallbackLayerBuilder {
             let pat = parse(pattern)?;
             let profile = pin.profile();
             let id = ContextId::Pin(i as u16);
-            let built = build_rung(profile, &roots, self.h2, session_ref, (id, None))?;
+            let built = build_rung(profile, &roots, self.h2, level, session_ref, (id, None))?;
             policy_pins.push((pat.clone(), pin.clone()));
             pins.push((pat, built));
         }
@@ -254,7 +277,7 @@ impl FallbackLayerBuilder {
                     index: i as u8,
                     scsv: true,
                 };
-                build_rung(p, &roots, self.h2, session_ref, (plain, Some(scsv)))
+                build_rung(p, &roots, self.h2, level, session_ref, (plain, Some(scsv)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let store: Arc<dyn DecisionStore> = match (self.store, self.cache_file) {
@@ -288,14 +311,15 @@ fn build_rung(
     profile: Profile,
     roots: &[X509],
     h2: bool,
+    level: u32,
     sessions: Option<&SessionCache>,
     ids: (ContextId, Option<ContextId>),
 ) -> Result<BuiltRung, Error> {
     Ok(BuiltRung {
         name: Arc::from(profile.name()),
-        plain: context(&profile, roots, h2, sessions, false)?,
+        plain: context(&profile, roots, h2, level, sessions, false)?,
         scsv: match ids.1 {
-            Some(_) => Some(context(&profile, roots, h2, sessions, true)?),
+            Some(_) => Some(context(&profile, roots, h2, level, sessions, true)?),
             None => None,
         },
         ids: (ids.0, ids.1.unwrap_or(ids.0)),
@@ -307,10 +331,16 @@ fn build_rung(
 /// `SslConnector` (options, modes, cipher exclusions, peer verification); it is not used
 /// itself because it re-reads the system CA bundle for every context (about 240 million
 /// instructions each under callgrind), where we parse the roots once and share them.
+///
+/// `level` is OpenSSL's default security level. A legacy profile lowers the level for the
+/// TLS crypto (old versions, SHA-1 suites, small DH) but keeps certificate checks at `level`
+/// (the verify "auth level"), so a 512-bit key or an MD5-signed chain is refused on every rung.
+/// A non-legacy profile may not lower the level at all.
 fn context(
     profile: &Profile,
     roots: &[X509],
     h2: bool,
+    level: u32,
     sessions: Option<&SessionCache>,
     scsv: bool,
 ) -> Result<SslContext, Error> {
@@ -358,6 +388,16 @@ fn context(
         // After the cipher list: a cipher string may carry its own @SECLEVEL.
         b.set_security_level(0);
         b.set_options(LEGACY_SERVER_CONNECT);
+        b.verify_param_mut().set_auth_level(level as i32);
+    } else if let Some(l) = profile.cipher_list_opt().and_then(seclevel_in) {
+        if l < level {
+            return Err(Error::Config(format!(
+                "profile {:?} lowers the security level to {l} (OpenSSL's default is {level}); \
+                 only legacy profiles may (`Profile::legacy(true)`), and they are used only for \
+                 hosts the legacy gate allows",
+                profile.name()
+            )));
+        }
     }
     if let Some(list) = profile.ciphersuites_opt() {
         b.set_ciphersuites(list)
@@ -390,6 +430,14 @@ fn context(
         cache.install(&mut b);
     }
     Ok(b.build())
+}
+
+/// The last `@SECLEVEL=n` in an OpenSSL cipher string (the one OpenSSL applies).
+fn seclevel_in(list: &str) -> Option<u32> {
+    list.split([':', ',', ' '])
+        .filter_map(|part| part.strip_prefix("@SECLEVEL="))
+        .filter_map(|n| n.parse().ok())
+        .last()
 }
 
 /// The system roots (OpenSSL's default file and directory, `SSL_CERT_FILE`/`SSL_CERT_DIR`
