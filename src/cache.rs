@@ -45,9 +45,14 @@ impl Decision {
         }
     }
 
-    /// Whether the decision is older than `ttl`.
+    /// Whether the decision is older than `ttl`. A decision dated more than five minutes in
+    /// the future (a clock that jumped back, a hand-edited file) counts as expired: it would
+    /// otherwise never expire.
     pub fn expired(&self, ttl: Duration) -> bool {
-        u128::from(unix_ms().saturating_sub(self.learned_at_ms)) >= ttl.as_millis()
+        const FUTURE_SLACK_MS: u64 = 5 * 60 * 1000;
+        let now = unix_ms();
+        self.learned_at_ms > now.saturating_add(FUTURE_SLACK_MS)
+            || u128::from(now.saturating_sub(self.learned_at_ms)) >= ttl.as_millis()
     }
 }
 
@@ -148,12 +153,14 @@ struct FileBody {
 
 /// A store that keeps fallback decisions in a JSON file, so short-lived processes do not
 /// re-learn on every start. Reads once at start; writes in a background thread, debounced,
-/// through a temporary file and a rename (a crash never leaves half a file). A missing or
-/// corrupt file logs a warning and starts empty. Only fallback decisions (rung > 0) are written.
+/// through a synced temporary file and a rename (a crash never leaves half a file), and writes
+/// what is still pending when dropped. A missing or corrupt file logs a warning and starts
+/// empty. Only fallback decisions (rung > 0) are written.
 #[derive(Debug)]
 pub struct FileStore {
     memory: MemoryStore,
     shared: Arc<FileShared>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -162,6 +169,10 @@ struct FileShared {
     dirty: Mutex<bool>,
     wake: Condvar,
     closed: AtomicBool,
+    /// The last background write failed: the drop tries again.
+    failed: AtomicBool,
+    /// One write at a time (the background thread and `flush`).
+    writing: Mutex<()>,
     memory: MemoryStore,
     debounce: Duration,
 }
@@ -212,17 +223,25 @@ impl FileStore {
             dirty: Mutex::new(false),
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            writing: Mutex::new(()),
             memory: memory.clone(),
             debounce,
         });
         let bg = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("tls-fallback-store".into())
-            .spawn(move || bg.writer_loop());
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the decision file writer; decisions stay in memory");
+            .spawn(move || bg.writer_loop())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot start the decision file writer; decisions \
+                    are written on flush and drop only");
+            })
+            .ok();
+        FileStore {
+            memory,
+            shared,
+            writer,
         }
-        FileStore { memory, shared }
     }
 
     fn mark_dirty(&self) {
@@ -234,30 +253,53 @@ impl FileStore {
 }
 
 impl FileShared {
+    /// Waits for a change, lets the changes of the next `debounce` gather, clears the flag
+    /// and writes. A change made during the write sets the flag again: the next round (or
+    /// the drop) writes it. On close it returns at once; the drop writes what is pending.
     fn writer_loop(&self) {
+        let closed = || self.closed.load(Ordering::Acquire);
         loop {
             let Ok(mut dirty) = self.dirty.lock() else {
                 return;
             };
-            while !*dirty && !self.closed.load(Ordering::Acquire) {
+            while !*dirty && !closed() {
                 dirty = match self.wake.wait(dirty) {
                     Ok(d) => d,
                     Err(_) => return,
                 };
             }
-            if self.closed.load(Ordering::Acquire) {
+            let deadline = std::time::Instant::now() + self.debounce;
+            while !closed() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                dirty = match self.wake.wait_timeout(dirty, left) {
+                    Ok((d, _)) => d,
+                    Err(_) => return,
+                };
+            }
+            if closed() {
                 return;
             }
             *dirty = false;
             drop(dirty);
-            std::thread::sleep(self.debounce);
-            if let Err(e) = self.write_file() {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot write the decision file");
+            match self.write_file() {
+                Ok(()) => self.failed.store(false, Ordering::Release),
+                Err(e) => {
+                    self.failed.store(true, Ordering::Release);
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot write the decision file");
+                }
             }
         }
     }
 
     fn write_file(&self) -> std::io::Result<()> {
+        static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+        let _one_at_a_time = match self.writing.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let hosts = self
             .memory
             .snapshot()
@@ -277,21 +319,48 @@ impl FileShared {
             .collect();
         let body = serde_json::to_vec_pretty(&FileBody { version: 1, hosts })
             .map_err(std::io::Error::other)?;
+        // A name no other writer uses (another process, another store on the same path).
         let mut tmp = self.path.clone().into_os_string();
-        tmp.push(format!(".tmp{}", std::process::id()));
+        tmp.push(format!(
+            ".tmp{}.{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, body)?;
-        std::fs::rename(&tmp, &self.path)
+        let written = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &body)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }
 
 impl Drop for FileStore {
     fn drop(&mut self) {
-        let was_dirty = self.shared.dirty.lock().map(|d| *d).unwrap_or(false);
         self.shared.closed.store(true, Ordering::Release);
-        self.shared.wake.notify_all();
-        if was_dirty {
-            let _ = self.shared.write_file();
+        if let Ok(_guard) = self.shared.dirty.lock() {
+            // Under the lock: the writer is either waiting (and wakes) or will see `closed`.
+            self.shared.wake.notify_all();
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        let pending = self
+            .shared
+            .dirty
+            .lock()
+            .map(|mut d| std::mem::replace(&mut *d, false))
+            .unwrap_or(true);
+        if pending || self.shared.failed.load(Ordering::Acquire) {
+            if let Err(e) = self.shared.write_file() {
+                tracing::warn!(path = %self.shared.path.display(), error = %e,
+                    "cannot write the decision file on close");
+            }
         }
     }
 }
@@ -320,7 +389,11 @@ impl DecisionStore for FileStore {
         if let Ok(mut d) = self.shared.dirty.lock() {
             *d = false;
         }
-        self.shared.write_file()
+        let written = self.shared.write_file();
+        self.shared
+            .failed
+            .store(written.is_err(), Ordering::Release);
+        written
     }
 }
 
@@ -419,6 +492,95 @@ mod tests {
         assert!(!d.expired(Duration::from_secs(3600)));
         d.learned_at_ms -= 3_601_000;
         assert!(d.expired(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn a_decision_dated_in_the_future_counts_as_expired() {
+        let mut d = Decision::new(2, "tls12".into(), "modern: closed");
+        d.learned_at_ms += 60_000;
+        assert!(
+            !d.expired(Duration::from_secs(3600)),
+            "a minute of clock skew is fine"
+        );
+        d.learned_at_ms += 3_600_000 * 24 * 365;
+        assert!(
+            d.expired(Duration::from_secs(3600)),
+            "a year ahead never expires otherwise"
+        );
+    }
+
+    #[test]
+    fn a_file_decision_from_the_future_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.json");
+        let far = unix_ms() + 10 * 365 * 24 * 3_600_000;
+        let body = format!(
+            r#"{{"version":1,"hosts":[
+            {{"host":"future.example","port":443,"rung":2,"profile":"tls12","reason":"x","learned_at_ms":{far}}},
+            {{"host":"now.example","port":443,"rung":2,"profile":"tls12","reason":"x","learned_at_ms":{}}}]}}"#,
+            unix_ms()
+        );
+        std::fs::write(&path, body).unwrap();
+        let store = FileStore::open(&path, 100, Duration::from_secs(3600));
+        assert!(store.get(&HostKey::new("future.example", 443)).is_none());
+        assert!(store.get(&HostKey::new("now.example", 443)).is_some());
+    }
+
+    #[test]
+    fn the_last_change_is_written_when_the_store_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.json");
+        // A long debounce: the writer has taken the change and waits when the store goes.
+        let store =
+            FileStore::with_debounce(&path, 100, Duration::from_secs(60), Duration::from_secs(30));
+        store.put(
+            HostKey::new("pay.example", 443),
+            Arc::new(Decision::new(3, "tls12-compact".into(), "x")),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        drop(store);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "drop does not wait out the debounce"
+        );
+        let again = FileStore::open(&path, 100, Duration::from_secs(60));
+        let got = again
+            .get(&HostKey::new("pay.example", 443))
+            .expect("written on drop");
+        assert_eq!(got.rung, 3);
+    }
+
+    #[test]
+    fn concurrent_flushes_of_two_stores_on_one_path_leave_a_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.json");
+        let a = FileStore::with_debounce(&path, 100, Duration::from_secs(60), Duration::ZERO);
+        let b = FileStore::with_debounce(&path, 100, Duration::from_secs(60), Duration::ZERO);
+        for (i, s) in [&a, &b].into_iter().enumerate() {
+            s.put(
+                HostKey::new(&format!("h{i}.example"), 443),
+                Arc::new(Decision::new(2, "tls12".into(), "x")),
+            );
+        }
+        std::thread::scope(|scope| {
+            for s in [&a, &b] {
+                scope.spawn(move || {
+                    for _ in 0..50 {
+                        s.flush().unwrap();
+                    }
+                });
+            }
+        });
+        drop((a, b));
+        let body: FileBody = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            body.hosts.len(),
+            1,
+            "one store's whole view, never a mix or half a file"
+        );
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file left behind");
     }
 
     #[test]
