@@ -6,7 +6,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use tower_service::Service;
 use crate::builder::BuiltRung;
 pub use crate::builder::FallbackLayerBuilder;
 use crate::cache::{self, Decision, DecisionStore, FlightOutcome, Flights, Join};
-use crate::classify::{classify, reason, signal_of, Outcome, Signal, Verdict};
+use crate::classify::{alert, classify, reason, signal_of, Outcome, Signal, Verdict};
 use crate::error::{Attempt, Attempts, Error};
 use crate::policy::{HostKey, HostPattern, Policy};
 use crate::profile::TlsVersion;
@@ -189,9 +189,13 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| connect_error("", e.into(), Vec::new()))
+        self.inner.poll_ready(cx).map_err(|e| {
+            connect_error(
+                "any host (the wrapped connector failed poll_ready)",
+                e.into(),
+                Vec::new(),
+            )
+        })
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
@@ -252,12 +256,14 @@ struct Tried<T> {
 
 type AttemptFuture<'a, T> = Pin<Box<dyn Future<Output = Tried<T>> + Send + 'a>>;
 
-/// An attempt in progress (at most two at once: a silent rung and its racer).
+/// An attempt in progress (a silent rung and the rungs racing it).
 struct InFlight<'a, T> {
     idx: usize,
     scsv: bool,
     started: Instant,
     answered: Arc<AtomicBool>,
+    /// When the hello went out (after the TCP connect): the stall clock's start.
+    hello_at: Arc<OnceLock<Instant>>,
     future: AttemptFuture<'a, T>,
 }
 
@@ -301,6 +307,7 @@ async fn attempt<S>(
     fallback: bool,
     min: TlsVersion,
     answered: Arc<AtomicBool>,
+    hello_at: Arc<OnceLock<Instant>>,
 ) -> Tried<S::Response>
 where
     S: Service<Uri>,
@@ -337,6 +344,8 @@ where
         }
     };
     shared.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+    // The stall clock starts here, with the hello, not with a slow TCP connect.
+    let _ = hello_at.set(Instant::now());
     let (connector, context) = match (&rung.scsv, scsv) {
         (Some(c), true) => (c, rung.ids.1),
         _ => (&rung.plain, rung.ids.0),
@@ -409,11 +418,34 @@ where
         };
         verdict = Verdict::Fatal;
     }
+    if outcome == Outcome::Alert(alert::HANDSHAKE_FAILURE) {
+        if answered_with_server_hello(stream.get_ref().head()) {
+            // The server accepted this hello (it chose a version and a suite) and refused the
+            // handshake later: not hello intolerance. A server that requires a client
+            // certificate does this; so would another rung.
+            outcome = Outcome::Other {
+                detail: "the server accepted the hello (it sent a ServerHello) and then refused \
+                         the handshake with alert 40 handshake_failure: not hello intolerance; \
+                         does the server require a client certificate \
+                         (`FallbackLayerBuilder::client_identity`)?"
+                    .into(),
+            };
+            verdict = Verdict::Fatal;
+        }
+    }
     tracing::debug!(host = %key, rung = %rung.name, scsv, outcome = %outcome, ?verdict, "handshake failed");
     Tried {
         attempt: record(outcome),
         result: Err(AttemptError::Handshake(verdict)),
     }
+}
+
+/// Whether the server's first message was a ServerHello (a TLS 1.3 HelloRetryRequest, a
+/// ServerHello with a fixed random, is not: the server still waits for a hello it likes).
+fn answered_with_server_hello(head: &[u8]) -> bool {
+    // SHA-256("HelloRetryRequest") starts with these bytes (RFC 8446, 4.1.3).
+    const HRR_RANDOM: [u8; 4] = [0xcf, 0x21, 0xad, 0x74];
+    matches!(head, [22, _, _, _, _, 2, _, _, _, _, _, r @ ..] if r.len() >= 4 && r[..4] != HRR_RANDOM)
 }
 
 /// For a local "unsupported protocol" refusal: the ServerHello's version if it is not TLS
@@ -436,12 +468,11 @@ fn impossible_version(outcome: &Outcome, head: &[u8]) -> Option<u16> {
     }
 }
 
-/// Whether the next rung can start: it exists and the policy allows it.
-enum Next {
-    Go,
-    Policy,
-    End,
-}
+/// At most this many attempts run at once: a silent rung and the rungs racing it.
+const MAX_IN_FLIGHT: usize = 3;
+
+/// While a silent rung's TCP connect is still pending, how often the walk looks again.
+const CONNECT_RECHECK: Duration = Duration::from_millis(50);
 
 impl<'a, S> Walk<'a, S>
 where
@@ -461,7 +492,7 @@ where
             if let Some(d) = shared.lookup(self.key) {
                 d.uses.fetch_add(1, Ordering::Relaxed);
                 let start = Start {
-                    rung: usize::from(d.rung).min(shared.rungs.len() - 1),
+                    rung: usize::from(d.rung),
                     from_cache: true,
                 };
                 return self.walk(start, None).await;
@@ -490,8 +521,13 @@ where
                             };
                             return self.walk(start, None).await;
                         }
+                        // The leader's TCP connect failed: that says nothing about TLS and
+                        // may not hold for this connection (another address, a transient
+                        // refusal). Try again; one of the waiters leads the next round.
+                        Some(FlightOutcome::Failed(Error::Connect { .. })) | None => continue,
+                        // A TLS verdict (certificate, downgrade, every rung failed, timeouts)
+                        // holds for the host: share it rather than walk the ladder again.
                         Some(FlightOutcome::Failed(e)) => return Err(e),
-                        None => continue,
                     }
                 }
             }
@@ -509,7 +545,6 @@ where
         rung: &'a BuiltRung,
     ) -> Result<MaybeHttpsStream<S::Response>, Error> {
         let min = rung.profile.min_version_opt().unwrap_or(TlsVersion::Tls1_0);
-        let answered = Arc::new(AtomicBool::new(false));
         let tried = attempt(
             self.shared,
             self.inner.clone(),
@@ -518,7 +553,8 @@ where
             rung,
             false,
             min,
-            answered,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(OnceLock::new()),
         )
         .await;
         self.attempts.push(tried.attempt);
@@ -528,6 +564,11 @@ where
             Err(AttemptError::Handshake(verdict)) => {
                 let host = self.key.to_string();
                 let timed_out = self.last_outcome_is_timeout();
+                if verdict == Verdict::Downgrade {
+                    self.shared.stats.downgrades.fetch_add(1, Ordering::Relaxed);
+                    self.forget_sessions();
+                    tracing::error!(host = %self.key, "downgrade signal on a pinned host");
+                }
                 let attempts = self.take_attempts();
                 Err(match verdict {
                     Verdict::Certificate => Error::Certificate { host, attempts },
@@ -572,12 +613,17 @@ where
         result.map(|(s, _)| s)
     }
 
-    fn next_rung(&self, idx: usize) -> Next {
-        match self.shared.rungs.get(idx) {
-            None => Next::End,
-            Some(r) if self.shared.policy.rung_allowed(self.key, &r.profile) => Next::Go,
-            Some(_) => Next::Policy,
-        }
+    /// The first rung at or after `from` that the policy allows for this host; `skipped` is
+    /// set when a rung was passed over because of the policy (floor or legacy gate).
+    fn next_allowed(&self, from: usize, skipped: &mut bool) -> Option<usize> {
+        let policy = &self.shared.policy;
+        let rungs = self.shared.rungs.get(from..)?;
+        let off = rungs.iter().position(|r| {
+            let ok = policy.rung_allowed(self.key, &r.profile);
+            *skipped |= !ok;
+            ok
+        })?;
+        Some(from + off)
     }
 
     fn launch(&self, idx: usize) -> InFlight<'a, S::Response> {
@@ -589,6 +635,7 @@ where
             .min_version_opt()
             .map_or(floor, |m| m.max(floor));
         let answered = Arc::new(AtomicBool::new(false));
+        let hello_at = Arc::new(OnceLock::new());
         let future = attempt(
             shared,
             self.inner.clone(),
@@ -598,18 +645,20 @@ where
             idx > 0,
             min,
             Arc::clone(&answered),
+            Arc::clone(&hello_at),
         );
         InFlight {
             idx,
             scsv: idx > 0 && rung.scsv.is_some(),
             started: Instant::now(),
             answered,
+            hello_at,
             future: Box::pin(future),
         }
     }
 
     /// Records attempts that were still running when the walk ended, in rung order: a raced
-    /// rung that ends the walk is recorded after the silent rung it raced.
+    /// rung that ends the walk is recorded after the silent rungs it raced.
     fn settle(&mut self, inflight: &mut Vec<InFlight<'a, S::Response>>) {
         if inflight.is_empty() {
             return;
@@ -633,9 +682,10 @@ where
         }
     }
 
-    /// The walk: rungs in order from `start`, each one connection and one handshake. A rung
-    /// that stays silent for the stall time is raced by the next rung; the first handshake to
-    /// finish wins (the higher rung when both are ready together).
+    /// The walk: rungs in order from `start`, each one connection and one handshake, skipping
+    /// the rungs the policy forbids for this host. A rung whose hello has had no byte back for
+    /// the stall time is raced by the next rung (up to [`MAX_IN_FLIGHT`] at once); the first
+    /// handshake to finish wins (the higher rung when several are ready together).
     async fn walk_inner(
         &mut self,
         start: &Start,
@@ -643,33 +693,46 @@ where
         let shared = self.shared;
         let policy = &shared.policy;
         let floor = policy.floor_for(self.key);
-        let mut next = start.rung;
-        let mut inflight: Vec<InFlight<'a, S::Response>> = Vec::with_capacity(2);
+        let mut skipped = false;
+        let mut next = self.next_allowed(start.rung, &mut skipped);
+        if start.from_cache && next != Some(start.rung) {
+            // The learned rung is no longer allowed for this host (the policy changed since a
+            // cache file was written): that decision does not count.
+            shared.store.remove(self.key);
+            if start.rung > 0 {
+                return Err(WalkError::Reprobe);
+            }
+        }
+        let mut inflight: Vec<InFlight<'a, S::Response>> = Vec::with_capacity(MAX_IN_FLIGHT);
         let mut no_race: Option<usize> = None;
         let mut last = None;
-        let mut stopped_by_policy = false;
+        // A racer was refused as an inappropriate fallback while a higher rung still ran: the
+        // server speaks more than the racer offered. If every higher rung then fails too, that
+        // is a downgrade, not intolerance.
+        let mut refused_racer = false;
         loop {
             if inflight.is_empty() {
-                match self.next_rung(next) {
-                    Next::Go => {
-                        inflight.push(self.launch(next));
-                        next += 1;
+                match next {
+                    Some(idx) => {
+                        inflight.push(self.launch(idx));
+                        next = self.next_allowed(idx + 1, &mut skipped);
                     }
-                    Next::Policy => {
-                        stopped_by_policy = true;
-                        break;
-                    }
-                    Next::End => break,
+                    None => break,
                 }
             }
-            let race_at = match (shared.stall, inflight.as_slice()) {
-                (Some(stall), [only]) if no_race != Some(only.idx) => {
-                    matches!(self.next_rung(next), Next::Go).then(|| only.started + stall)
+            let race_at = match (shared.stall, inflight.last(), next) {
+                (Some(stall), Some(newest), Some(_))
+                    if inflight.len() < MAX_IN_FLIGHT && no_race != Some(newest.idx) =>
+                {
+                    Some(match newest.hello_at.get() {
+                        Some(at) => *at + stall,
+                        None => (newest.started + stall).max(Instant::now() + CONNECT_RECHECK),
+                    })
                 }
                 _ => None,
             };
             let done = poll_fn(|cx| {
-                // In rung order, so the higher rung wins when both are ready.
+                // In rung order, so the higher rung wins when several are ready.
                 for (i, f) in inflight.iter_mut().enumerate() {
                     if let Poll::Ready(t) = f.future.as_mut().poll(cx) {
                         return Poll::Ready(Event::Done(i, t));
@@ -687,16 +750,40 @@ where
             };
             let (i, tried) = match event {
                 Event::Stall => {
-                    let first = &inflight[0];
-                    if first.answered.load(Ordering::Relaxed) {
+                    let (Some(newest), Some(idx), Some(stall)) =
+                        (inflight.last(), next, shared.stall)
+                    else {
+                        continue;
+                    };
+                    let silent_since = newest.hello_at.get().copied();
+                    if silent_since.is_none_or(|at| at.elapsed() < stall) {
+                        // Still connecting: the stall clock has not started.
+                        continue;
+                    }
+                    let newest_idx = newest.idx;
+                    if newest.answered.load(Ordering::Relaxed) {
                         // A slow server, not a silent box: let it finish.
-                        no_race = Some(first.idx);
+                        no_race = Some(newest.idx);
                     } else {
                         shared.stats.races.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(host = %self.key, silent = %shared.rungs[first.idx].name,
+                        tracing::debug!(host = %self.key, silent = %shared.rungs[newest_idx].name,
+                            racer = %shared.rungs[idx].name,
                             "no answer within the stall time; racing the next rung");
-                        inflight.push(self.launch(next));
-                        next += 1;
+                        inflight.push(self.launch(idx));
+                        next = self.next_allowed(idx + 1, &mut skipped);
+                        // A racer that only reshapes the hello (same version as the silent
+                        // rung) would most likely be silenced by the same version-intolerant
+                        // box: race the next version along with it.
+                        let max = |i: usize| shared.rungs[i].profile.max_version();
+                        if let Some(after) = next {
+                            if max(idx) == max(newest_idx)
+                                && max(after) < max(idx)
+                                && inflight.len() < MAX_IN_FLIGHT
+                            {
+                                inflight.push(self.launch(after));
+                                next = self.next_allowed(after + 1, &mut skipped);
+                            }
+                        }
                     }
                     continue;
                 }
@@ -705,7 +792,7 @@ where
             let done = inflight.remove(i);
             let idx = done.idx;
             self.attempts.push(tried.attempt);
-            let verdict = match tried.result {
+            let mut verdict = match tried.result {
                 Ok(stream) => {
                     if !inflight.is_empty() {
                         self.count_fallback_as("stalled");
@@ -722,11 +809,26 @@ where
                 }
                 Err(AttemptError::Handshake(verdict)) => verdict,
             };
-            if verdict == Verdict::Downgrade && !inflight.is_empty() {
-                // A racer offered less than the server supports while the higher rung is still
-                // running: the server is slow, not intolerant. Wait for the higher rung.
-                no_race = inflight.first().map(|f| f.idx);
+            if verdict == Verdict::Downgrade && inflight.iter().any(|f| f.idx < idx) {
+                // A racer offered less than the server supports while a higher rung is still
+                // running: the server may just be slow. Wait for the higher rungs, and stop
+                // launching lower ones.
+                refused_racer = true;
+                next = None;
+                let (higher, mut lower): (Vec<_>, Vec<_>) =
+                    inflight.drain(..).partition(|f| f.idx < idx);
+                inflight = higher;
+                self.abandon(&mut lower);
                 continue;
+            }
+            if refused_racer && matches!(verdict, Verdict::Intolerant | Verdict::LegacyServer) {
+                if !inflight.is_empty() {
+                    continue;
+                }
+                // Every higher rung failed after all, yet the server refused a lower one as an
+                // inappropriate fallback: it speaks more than that rung offered, and something
+                // between us keeps the better hellos from it. Do not go lower.
+                verdict = Verdict::Downgrade;
             }
             last = Some(verdict);
             match verdict {
@@ -734,14 +836,17 @@ where
                 Verdict::LegacyServer => {
                     self.count_fallback();
                     // Only a legacy rung can help: drop modern racers, skip to the first legacy
-                    // rung below this one (the policy check happens when it is launched).
+                    // rung below this one that the policy allows.
                     self.abandon(&mut inflight);
-                    match shared.rungs[idx + 1..]
+                    next = match shared.rungs[idx + 1..]
                         .iter()
                         .position(|r| r.profile.is_legacy())
                     {
-                        Some(off) => next = next.max(idx + 1 + off),
-                        None => break,
+                        Some(off) => self.next_allowed(idx + 1 + off, &mut skipped),
+                        None => None,
+                    };
+                    if next.is_none() {
+                        break;
                     }
                 }
                 Verdict::Downgrade
@@ -822,7 +927,7 @@ where
                     attempts,
                 }
             }
-            Some(Verdict::Intolerant) if stopped_by_policy => Error::BelowFloor {
+            Some(Verdict::Intolerant) if skipped => Error::BelowFloor {
                 host,
                 floor,
                 attempts,
@@ -946,6 +1051,24 @@ impl Shared {
                         "TLS fallback decision expired; re-probing from the top of the ladder"
                     );
                 }
+                None
+            }
+            Some(d)
+                if self
+                    .rungs
+                    .get(usize::from(d.rung))
+                    .is_none_or(|r| r.name != d.profile) =>
+            {
+                // Learned with another ladder (a cache file from another version or
+                // configuration): the rung number means nothing here.
+                self.store.remove(key);
+                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    host = %key,
+                    was = %d.profile,
+                    "the cached TLS fallback names a rung this ladder does not have there; \
+                     re-probing from the top"
+                );
                 None
             }
             Some(d) => {

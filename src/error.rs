@@ -221,15 +221,15 @@ impl Error {
     }
 }
 
-/// "closed", "reset" ... when every attempt ended the same way, else "failed".
+/// "was closed", "was reset" ... when every attempt ended the same way, else "failed".
 fn common_outcome(attempts: &Attempts) -> String {
     let mut words = attempts.0.iter().map(|a| a.outcome.short());
     match words.next() {
         Some(first) if words.all(|w| w == first) => match first.as_str() {
-            "closed" => "closed".into(),
-            "reset" => "reset".into(),
-            "timeout" => "left unanswered".into(),
-            w if w.starts_with("alert:") => format!("answered with {}", attempts.0[0].outcome),
+            "closed" => "was closed".into(),
+            "reset" => "was reset".into(),
+            "timeout" | "stalled" => "was left unanswered".into(),
+            w if w.starts_with("alert:") => format!("was answered with {}", attempts.0[0].outcome),
             _ => "failed".into(),
         },
         _ => "failed".into(),
@@ -255,7 +255,7 @@ impl fmt::Display for Error {
                 let lowest = attempts.0.last().map(|a| a.max_version).unwrap_or(*floor);
                 write!(
                     f,
-                    "every hello to {host} down to {lowest} was {} and the floor is {floor}: the \
+                    "every hello to {host} down to {lowest} {} and the floor is {floor}: the \
                      server probably only speaks an older TLS. If you trust this host, allow \
                      legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI `--allow-legacy`) \
                      or pin it to the version it speaks; and send the vendor the report of \
@@ -295,7 +295,13 @@ impl fmt::Display for Error {
             ),
             Error::Handshake { host, attempts } => {
                 let last = attempts.0.last().map(|a| &a.outcome);
-                if last.is_some_and(Outcome::is_fallback_signal) {
+                if attempts.0.is_empty() {
+                    write!(
+                        f,
+                        "no rung of the ladder may be used for {host}: the floor and the legacy \
+                         gate forbid them all; lower the floor or allow legacy TLS for this host"
+                    )
+                } else if last.is_some_and(Outcome::is_fallback_signal) {
                     write!(
                         f,
                         "the TLS handshake with {host} failed on every rung of the ladder the \

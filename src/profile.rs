@@ -167,17 +167,17 @@ impl Profile {
         Profile::new("modern", TlsVersion::Tls1_3)
     }
 
-    /// Rung 1: TLS 1.2 at most (no `supported_versions` extension), library defaults.
+    /// Rung 2: TLS 1.2 at most (no `supported_versions` extension), library defaults.
     pub fn tls12() -> Self {
         Profile::new("tls12", TlsVersion::Tls1_2)
     }
 
-    /// Rung 2: TLS 1.3 (and 1.2) with short suite lists, two groups, no padding and no ALPN:
+    /// Rung 1: TLS 1.3 (and 1.2) with short suite lists, two groups, no padding and no ALPN:
     /// a hello under 256 bytes for boxes that choke on long hellos, long suite lists or many
-    /// extensions, while a TLS 1.3 server behind them is still reached at its best version
-    /// (a TLS 1.2-capped compact hello would be refused by such a server as an
-    /// inappropriate fallback, since it carries SCSV).
-    pub fn compact() -> Self {
+    /// extensions. It comes before any TLS 1.2 rung so that a TLS 1.3 server behind such a box
+    /// is reached at its best version: a TLS 1.2-capped hello carries SCSV, which that server
+    /// rightly refuses as an inappropriate fallback (and the walk stops there).
+    pub fn modern_compact() -> Self {
         Profile::new("modern-compact", TlsVersion::Tls1_3)
             .cipher_list(COMPACT_CIPHERS)
             .ciphersuites(COMPACT_SUITES13)
@@ -333,7 +333,7 @@ impl Profile {
 /// let names: Vec<_> = Ladder::default().iter().map(|p| p.name().to_string()).collect();
 /// assert_eq!(
 ///     names,
-///     ["modern", "tls12", "modern-compact", "tls12-compact", "tls11-legacy", "tls10-legacy"]
+///     ["modern", "modern-compact", "tls12", "tls12-compact", "tls11-legacy", "tls10-legacy"]
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,14 +397,17 @@ impl Ladder {
 }
 
 impl Default for Ladder {
-    /// modern -> tls12 -> modern-compact -> tls12-compact -> tls11-legacy -> tls10-legacy.
+    /// modern -> modern-compact -> tls12 -> tls12-compact -> tls11-legacy -> tls10-legacy.
     ///
-    /// Version intolerance (the common case) is tried first, then the hello's shape, then both.
+    /// The hello's shape is trimmed before the version is capped: a box that chokes on long
+    /// hellos may front a TLS 1.3 server, which refuses every capped (SCSV) hello as an
+    /// inappropriate fallback. A version-intolerant box costs one extra failed hello on first
+    /// contact (then the decision is cached), and a silent one is raced, not waited for.
     fn default() -> Self {
         Ladder::new(vec![
             Profile::modern(),
+            Profile::modern_compact(),
             Profile::tls12(),
-            Profile::compact(),
             Profile::tls12_compact(),
             Profile::tls11_legacy(),
             Profile::tls10_legacy(),

@@ -61,7 +61,7 @@ pub struct ReadWatch<S> {
 
 /// Bytes kept from the start of the server's answer: a record header, a handshake header and
 /// the ServerHello's version.
-const HEAD: usize = 11;
+const HEAD: usize = 15;
 
 impl<S> ReadWatch<S> {
     pub(crate) fn new(inner: S, answered: Arc<AtomicBool>) -> Self {
@@ -77,7 +77,8 @@ impl<S> ReadWatch<S> {
     pub fn answered(&self) -> bool {
         self.seen
     }
-    /// The first bytes the server sent (at most 11).
+    /// The first bytes the server sent (at most 15: a record header, a handshake header, a
+    /// ServerHello's version and the first bytes of its random).
     pub fn head(&self) -> &[u8] {
         &self.head[..self.head_len]
     }

@@ -34,7 +34,8 @@ fn completed(server: &TlsServer) -> u64 {
 
 /// An attacker kills every hello that offers TLS 1.3 in front of a TLS 1.2 + 1.3 server, with
 /// the most permissive policy (legacy allowed for every host): each request must end in
-/// `DowngradeDetected` after exactly two hellos, nothing may connect, nothing may be learned.
+/// `DowngradeDetected` after exactly three hellos (the two TLS 1.3 rungs, then TLS 1.2 with
+/// SCSV), nothing may connect, nothing may be learned.
 async fn attacker_killing_tls13_hellos(rule: Rule, killed: &str) {
     let server = TlsServer::modern().await.unwrap();
     let em = Emulator::start(server.addr(), vec![rule]).await.unwrap();
@@ -44,11 +45,16 @@ async fn attacker_killing_tls13_hellos(rule: Rule, killed: &str) {
         em.clear();
         let err = tls_error(&get(&client, &em.url()).await.unwrap_err());
         assert_eq!(err.kind(), ErrorKind::DowngradeDetected, "{err}");
-        assert_eq!(outcomes(err.attempts()), [killed, "alert:86"]);
-        // The first fallback (TLS 1.2, with SCSV) reached the real server, which refused it.
+        assert_eq!(outcomes(err.attempts()), [killed, killed, "alert:86"]);
+        // The first capped fallback (TLS 1.2, with SCSV) reached the real server, which
+        // refused it.
         assert_eq!(
             ladder_seen(&em),
-            [(Some(Tls1_3), false), (Some(Tls1_2), true)]
+            [
+                (Some(Tls1_3), false),
+                (Some(Tls1_3), true),
+                (Some(Tls1_2), true)
+            ]
         );
         assert!(err.to_string().contains("investigate the path"), "{err}");
         let stats = layer.stats();
@@ -110,8 +116,8 @@ async fn attacker_resetting_the_first_three_connections_cannot_lower_later_conne
         .unwrap();
     let layer = builder().allow_legacy("*").build().unwrap();
     let client = fresh_client(&layer);
-    // The attack: three resets walk the first request down to the fourth rung (TLS 1.2 with
-    // SCSV), which the real server refuses. The request fails; it does not connect low.
+    // The attack: three resets walk the first request down to the fourth rung (compact TLS 1.2
+    // with SCSV), which the real server refuses. The request fails; it does not connect low.
     let err = tls_error(&get(&client, &em.url()).await.unwrap_err());
     assert_eq!(err.kind(), ErrorKind::DowngradeDetected, "{err}");
     assert_eq!(
@@ -122,8 +128,8 @@ async fn attacker_resetting_the_first_three_connections_cannot_lower_later_conne
         ladder_seen(&em),
         [
             (Some(Tls1_3), false),
-            (Some(Tls1_2), true),
             (Some(Tls1_3), true),
+            (Some(Tls1_2), true),
             (Some(Tls1_2), true),
         ]
     );
@@ -183,14 +189,14 @@ async fn every_fallback_hello_carries_scsv_and_only_the_first_of_a_walk_does_not
             server: Tls1_2,
             rule: Rule::reset_above(Tls1_2),
             legacy: false,
-            hellos: 2,
+            hellos: 3,
         },
         Case {
             name: "alert 70 above 1.2",
             server: Tls1_2,
             rule: Rule::alert_above(Tls1_2, 70),
             legacy: false,
-            hellos: 2,
+            hellos: 3,
         },
     ];
     for case in cases {

@@ -734,9 +734,9 @@ async fn demo_inner(args: DemoArgs) -> std::io::Result<bool> {
         .await?,
         gateway(
             "mitm-downgrade",
-            "attacker resets the first hello to a modern server",
+            "attacker resets both TLS 1.3 hellos to a modern server",
             TlsServer::modern().await?,
-            vec![Rule::reset_first(1)],
+            vec![Rule::reset_first(2)],
             Expect::DowngradeThen(Tls1_3),
         )
         .await?,

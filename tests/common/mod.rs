@@ -100,8 +100,8 @@ pub async fn gateway_with(rule: Rule) -> (TlsServer, Emulator) {
 /// (offered max version, SCSV) per hello.
 pub const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
     (Some(TlsVersion::Tls1_3), false),
-    (Some(TlsVersion::Tls1_2), true),
     (Some(TlsVersion::Tls1_3), true),
+    (Some(TlsVersion::Tls1_2), true),
     (Some(TlsVersion::Tls1_2), true),
     (Some(TlsVersion::Tls1_1), true),
     (Some(TlsVersion::Tls1_0), true),
