@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
@@ -53,6 +54,65 @@ pub struct FallbackLayerBuilder {
     stall: Option<Duration>,
     session_capacity: u64,
     single_flight: bool,
+    identity: Option<ClientIdentity>,
+}
+
+/// A client certificate and its key, as given to the builder.
+enum ClientIdentity {
+    Parsed(Vec<X509>, PKey<Private>),
+    Pem(Vec<u8>, Vec<u8>),
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        match self {
+            ClientIdentity::Parsed(chain, _) => f
+                .debug_struct("ClientIdentity")
+                .field("subject", &chain.first().map(|c| c.subject_name()))
+                .finish_non_exhaustive(),
+            ClientIdentity::Pem(..) => f.debug_struct("ClientIdentity").finish_non_exhaustive(),
+        }
+    }
+}
+
+impl ClientIdentity {
+    fn resolve(self) -> Result<(Vec<X509>, PKey<Private>), Error> {
+        let (chain, key) = match self {
+            ClientIdentity::Parsed(chain, key) => (chain, key),
+            ClientIdentity::Pem(chain, key) => (
+                X509::stack_from_pem(&chain).map_err(|e| {
+                    Error::Config(format!("the client certificate is not PEM: {e}"))
+                })?,
+                PKey::private_key_from_pem(&key).map_err(|e| {
+                    Error::Config(format!("the client key is not a PEM private key: {e}"))
+                })?,
+            ),
+        };
+        let Some(leaf) = chain.first() else {
+            return Err(Error::Config(
+                "the client certificate chain holds no (PEM) certificate".into(),
+            ));
+        };
+        let matches = leaf.public_key().is_ok_and(|public| public.public_eq(&key));
+        if !matches {
+            return Err(Error::Config(format!(
+                "the client key does not match the client certificate {:?}",
+                leaf.subject_name()
+            )));
+        }
+        Ok((chain, key))
+    }
+}
+
+/// What every rung's context shares.
+struct Common<'a> {
+    roots: &'a [X509],
+    h2: bool,
+    /// OpenSSL's default security level.
+    level: u32,
+    identity: Option<&'a (Vec<X509>, PKey<Private>)>,
+    sessions: Option<&'a SessionCache>,
 }
 
 impl Default for FallbackLayerBuilder {
@@ -74,6 +134,7 @@ impl Default for FallbackLayerBuilder {
             stall: Some(Duration::from_millis(1500)),
             session_capacity: 1024,
             single_flight: true,
+            identity: None,
         }
     }
 }
@@ -88,6 +149,25 @@ impl FallbackLayerBuilder {
     /// Also trusts this root certificate.
     pub fn add_root_certificate(mut self, cert: X509) -> Self {
         self.roots.push(cert);
+        self
+    }
+
+    /// Presents this client certificate (first in `chain`, then its intermediates) to servers
+    /// that ask for one (mutual TLS), on every rung and pin.
+    pub fn client_identity(mut self, chain: Vec<X509>, key: PKey<Private>) -> Self {
+        self.identity = Some(ClientIdentity::Parsed(chain, key));
+        self
+    }
+
+    /// As [`client_identity`](Self::client_identity), from PEM: the certificate followed by
+    /// its intermediates, and an unencrypted private key (PKCS#8 or traditional). Checked at
+    /// [`build`](Self::build): unreadable PEM or a key that does not match is a config error.
+    pub fn client_identity_pem(
+        mut self,
+        chain_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some(ClientIdentity::Pem(chain_pem.into(), key_pem.into()));
         self
     }
 
@@ -253,13 +333,21 @@ impl FallbackLayerBuilder {
             .security_level();
         let sessions = SessionCache::new(self.session_capacity.max(1));
         let session_ref = (self.session_capacity > 0).then_some(&sessions);
+        let identity = self.identity.map(ClientIdentity::resolve).transpose()?;
+        let common = Common {
+            roots: &roots,
+            h2: self.h2,
+            level,
+            identity: identity.as_ref(),
+            sessions: session_ref,
+        };
         let mut pins = Vec::new();
         let mut policy_pins = Vec::new();
         for (i, (pattern, pin)) in self.pins.iter().enumerate() {
             let pat = parse(pattern)?;
             let profile = pin.profile();
             let id = ContextId::Pin(i as u16);
-            let built = build_rung(profile, &roots, self.h2, level, session_ref, (id, None))?;
+            let built = build_rung(profile, &common, (id, None))?;
             policy_pins.push((pat.clone(), pin.clone()));
             pins.push((pat, built));
         }
@@ -277,7 +365,7 @@ impl FallbackLayerBuilder {
                     index: i as u8,
                     scsv: true,
                 };
-                build_rung(p, &roots, self.h2, level, session_ref, (plain, Some(scsv)))
+                build_rung(p, &common, (plain, Some(scsv)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let store: Arc<dyn DecisionStore> = match (self.store, self.cache_file) {
@@ -309,17 +397,14 @@ impl FallbackLayerBuilder {
 
 fn build_rung(
     profile: Profile,
-    roots: &[X509],
-    h2: bool,
-    level: u32,
-    sessions: Option<&SessionCache>,
+    common: &Common<'_>,
     ids: (ContextId, Option<ContextId>),
 ) -> Result<BuiltRung, Error> {
     Ok(BuiltRung {
         name: Arc::from(profile.name()),
-        plain: context(&profile, roots, h2, level, sessions, false)?,
+        plain: context(&profile, common, false)?,
         scsv: match ids.1 {
-            Some(_) => Some(context(&profile, roots, h2, level, sessions, true)?),
+            Some(_) => Some(context(&profile, common, true)?),
             None => None,
         },
         ids: (ids.0, ids.1.unwrap_or(ids.0)),
@@ -332,18 +417,12 @@ fn build_rung(
 /// itself because it re-reads the system CA bundle for every context (about 240 million
 /// instructions each under callgrind), where we parse the roots once and share them.
 ///
-/// `level` is OpenSSL's default security level. A legacy profile lowers the level for the
+/// `common.level` is OpenSSL's default security level. A legacy profile lowers the level for the
 /// TLS crypto (old versions, SHA-1 suites, small DH) but keeps certificate checks at `level`
 /// (the verify "auth level"), so a 512-bit key or an MD5-signed chain is refused on every rung.
 /// A non-legacy profile may not lower the level at all.
-fn context(
-    profile: &Profile,
-    roots: &[X509],
-    h2: bool,
-    level: u32,
-    sessions: Option<&SessionCache>,
-    scsv: bool,
-) -> Result<SslContext, Error> {
+fn context(profile: &Profile, common: &Common<'_>, scsv: bool) -> Result<SslContext, Error> {
+    let level = common.level;
     let err = |what: &str, e: openssl::error::ErrorStack| {
         Error::Config(format!("profile {:?}: {what}: {e}", profile.name()))
     };
@@ -364,7 +443,7 @@ fn context(
             | SslMode::RELEASE_BUFFERS,
     );
     b.set_verify(SslVerifyMode::PEER);
-    for cert in roots {
+    for cert in common.roots {
         b.cert_store_mut()
             .add_cert(cert.clone())
             .map_err(|e| err("cannot add a root certificate", e))?;
@@ -416,7 +495,7 @@ fn context(
         b.clear_options(PADDING);
     }
     if profile.has_alpn() {
-        let protos: &[u8] = if h2 {
+        let protos: &[u8] = if common.h2 {
             b"\x02h2\x08http/1.1"
         } else {
             b"\x08http/1.1"
@@ -426,7 +505,16 @@ fn context(
     if scsv {
         b.set_mode(SslMode::SEND_FALLBACK_SCSV);
     }
-    if let Some(cache) = sessions {
+    if let Some((chain, key)) = common.identity {
+        b.set_certificate(&chain[0])
+            .map_err(|e| err("client certificate", e))?;
+        for extra in &chain[1..] {
+            b.add_extra_chain_cert(extra.clone())
+                .map_err(|e| err("client certificate chain", e))?;
+        }
+        b.set_private_key(key).map_err(|e| err("client key", e))?;
+    }
+    if let Some(cache) = common.sessions {
         cache.install(&mut b);
     }
     Ok(b.build())

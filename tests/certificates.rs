@@ -428,3 +428,110 @@ async fn wrong_hostname_behind_cipher_count_intolerance_fails_as_certificate_wit
 {
     certificate_error_behind(Cert::WrongName, Mode::CipherCount).await;
 }
+
+/// A TLS 1.0-only server at security level 0 presenting a 512-bit RSA key, behind a box that
+/// closes every hello above TLS 1.0: the walk reaches the legacy rung (security level 0 for
+/// the TLS crypto), and the certificate is still checked at OpenSSL's default level there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_rung_still_refuses_a_certificate_the_modern_rungs_would_refuse() {
+    let weak = TestPki::shared().leaf_with_key_bits(512).unwrap();
+    let server = TlsServer::builder()
+        .only(Tls1_0)
+        .security_level(0)
+        .identity(weak)
+        .start()
+        .await
+        .unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
+        .await
+        .unwrap();
+    let layer = builder().allow_legacy("localhost").build().unwrap();
+    let err = tls_error(&get(&client(&layer), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err}");
+    let last = err.attempts().last().unwrap();
+    assert_eq!(&*last.profile, "tls10-legacy");
+    assert!(
+        last.outcome.to_string().contains("too small") || last.outcome.to_string().contains("weak"),
+        "{}",
+        last.outcome
+    );
+    assert_eq!(server.handshakes(), 0);
+    assert_eq!(em.count(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_requires_a_client_certificate_is_not_mistaken_for_an_intolerant_one() {
+    let server = TlsServer::builder()
+        .only(Tls1_2)
+        .require_client_certificate(true)
+        .start()
+        .await
+        .unwrap();
+    let em = Emulator::start(server.addr(), vec![]).await.unwrap();
+    // Without a client certificate: TLS 1.2 ends in alert 40 after the ServerHello, which is
+    // final (one hello), with a hint.
+    let layer = builder().allow_legacy("*").build().unwrap();
+    let err = tls_error(&get(&client(&layer), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
+    assert_eq!(em.count(), 1, "{err}");
+    assert!(err.to_string().contains("client certificate"), "{err}");
+    assert!(layer.stats().hosts.is_empty());
+
+    // With one, on the same rung.
+    em.clear();
+    let pki = TestPki::shared();
+    let layer = builder()
+        .client_identity(vec![pki.client.cert.clone()], pki.client.key.clone())
+        .build()
+        .unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert_eq!(tls(&res).version, Tls1_2);
+    assert_eq!(tls(&res).handshakes(), 1);
+    assert_eq!(server.handshakes(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_identity_from_pem_works_and_a_mismatched_key_is_a_config_error() {
+    let pki = TestPki::shared();
+    let server = TlsServer::builder()
+        .require_client_certificate(true)
+        .start()
+        .await
+        .unwrap();
+    let layer = builder()
+        .client_identity_pem(
+            pki.client.cert.to_pem().unwrap(),
+            pki.client.key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .build()
+        .unwrap();
+    let (res, _) = get(&client(&layer), &server.url()).await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let other_key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap())
+        .unwrap()
+        .private_key_to_pem_pkcs8()
+        .unwrap();
+    let err = builder()
+        .client_identity_pem(pki.client.cert.to_pem().unwrap(), other_key)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let err = builder()
+        .client_identity_pem(b"not pem".to_vec(), b"nor this".to_vec())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("PEM"), "{err}");
+    let err = builder()
+        .client_identity_pem(
+            b"not pem".to_vec(),
+            pki.client.key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("no (PEM) certificate"), "{err}");
+    // The key never shows in Debug output.
+    let b = builder().client_identity_pem(pki.client.cert.to_pem().unwrap(), b"SECRET".to_vec());
+    assert!(!format!("{b:?}").contains("SECRET"));
+}

@@ -43,6 +43,9 @@ pub struct TestPki {
     pub expired: Identity,
     /// A leaf for `localhost` signed by a CA nobody trusts.
     pub untrusted: Identity,
+    /// A client certificate (extended key usage clientAuth) signed by the CA, for servers that
+    /// require one ([`crate::testkit::TlsServerBuilder::require_client_certificate`]).
+    pub client: Identity,
 }
 
 impl std::fmt::Debug for TestPki {
@@ -102,6 +105,17 @@ fn make_leaf(
     not_before: i64,
     not_after: i64,
 ) -> Result<Identity, ErrorStack> {
+    make_cert(ca, key, names, not_before, not_after, false)
+}
+
+fn make_cert(
+    ca: &Identity,
+    key: &PKey<Private>,
+    names: &[&str],
+    not_before: i64,
+    not_after: i64,
+    client: bool,
+) -> Result<Identity, ErrorStack> {
     let key = key.clone();
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", names.first().copied().unwrap_or("test"))?;
@@ -125,7 +139,13 @@ fn make_leaf(
     let san = san.build(&b.x509v3_context(Some(&ca.cert), None))?;
     b.append_extension(san)?;
     b.append_extension(BasicConstraints::new().build()?)?;
-    b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+    let mut eku = ExtendedKeyUsage::new();
+    if client {
+        eku.client_auth();
+    } else {
+        eku.server_auth();
+    }
+    b.append_extension(eku.build()?)?;
     b.sign(&ca.key, MessageDigest::sha256())?;
     Ok(Identity {
         cert: b.build(),
@@ -153,12 +173,21 @@ impl TestPki {
         let expired = make_leaf(&ca, &leaf_key, &names, now - 30 * day, now - day)?;
         let stranger = make_ca("nobody trusts this CA", leaf_key.clone())?;
         let untrusted = make_leaf(&stranger, &leaf_key, &names, now - day, now + day)?;
+        let client = make_cert(
+            &ca,
+            &leaf_key,
+            &["client.test"],
+            now - day,
+            now + 365 * day,
+            true,
+        )?;
         Ok(TestPki {
             ca,
             localhost,
             wrong_name,
             expired,
             untrusted,
+            client,
         })
     }
 
@@ -169,6 +198,20 @@ impl TestPki {
     pub fn shared() -> &'static TestPki {
         static PKI: OnceLock<TestPki> = OnceLock::new();
         PKI.get_or_init(|| TestPki::generate().expect("OpenSSL cannot generate test certificates"))
+    }
+
+    /// A leaf for `localhost` and `127.0.0.1` with an RSA key of `bits` bits, signed by the CA:
+    /// a 512-bit key is refused at every OpenSSL security level above 0.
+    pub fn leaf_with_key_bits(&self, bits: u32) -> Result<Identity, ErrorStack> {
+        let key = PKey::from_rsa(Rsa::generate(bits)?)?;
+        let now = now_unix();
+        make_leaf(
+            &self.ca,
+            &key,
+            &["localhost", "127.0.0.1"],
+            now - 86_400,
+            now + 86_400,
+        )
     }
 
     /// The CA certificate as PEM, for `--ca-file`.
