@@ -522,10 +522,9 @@ fn context(profile: &Profile, common: &Common<'_>, scsv: bool) -> Result<SslCont
 
 /// The last `@SECLEVEL=n` in an OpenSSL cipher string (the one OpenSSL applies).
 fn seclevel_in(list: &str) -> Option<u32> {
-    list.split([':', ',', ' '])
+    list.rsplit([':', ',', ' '])
         .filter_map(|part| part.strip_prefix("@SECLEVEL="))
-        .filter_map(|n| n.parse().ok())
-        .last()
+        .find_map(|n| n.parse().ok())
 }
 
 /// The system roots (OpenSSL's default file and directory, `SSL_CERT_FILE`/`SSL_CERT_DIR`

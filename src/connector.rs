@@ -127,6 +127,12 @@ impl FallbackLayer {
         self.shared.forget(&HostKey::new(host, port));
     }
 
+    /// The policy this layer applies: the floor, the legacy gate and the pins, per host
+    /// ([`Policy::floor_for`], [`Policy::legacy_allowed`]).
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
     /// Makes learned decisions durable now (writes the cache file, if any).
     pub fn flush(&self) -> std::io::Result<()> {
         self.shared.store.flush()
@@ -418,20 +424,20 @@ where
         };
         verdict = Verdict::Fatal;
     }
-    if outcome == Outcome::Alert(alert::HANDSHAKE_FAILURE) {
-        if answered_with_server_hello(stream.get_ref().head()) {
-            // The server accepted this hello (it chose a version and a suite) and refused the
-            // handshake later: not hello intolerance. A server that requires a client
-            // certificate does this; so would another rung.
-            outcome = Outcome::Other {
-                detail: "the server accepted the hello (it sent a ServerHello) and then refused \
-                         the handshake with alert 40 handshake_failure: not hello intolerance; \
-                         does the server require a client certificate \
-                         (`FallbackLayerBuilder::client_identity`)?"
-                    .into(),
-            };
-            verdict = Verdict::Fatal;
-        }
+    if outcome == Outcome::Alert(alert::HANDSHAKE_FAILURE)
+        && answered_with_server_hello(stream.get_ref().head())
+    {
+        // The server accepted this hello (it chose a version and a suite) and refused the
+        // handshake later: not hello intolerance. A server that requires a client
+        // certificate does this; so would another rung.
+        outcome = Outcome::Other {
+            detail: "the server accepted the hello (it sent a ServerHello) and then refused \
+                     the handshake with alert 40 handshake_failure: not hello intolerance; \
+                     does the server require a client certificate \
+                     (`FallbackLayerBuilder::client_identity`)?"
+                .into(),
+        };
+        verdict = Verdict::Fatal;
     }
     tracing::debug!(host = %key, rung = %rung.name, scsv, outcome = %outcome, ?verdict, "handshake failed");
     Tried {
@@ -920,7 +926,7 @@ where
         let host = self.key.to_string();
         let attempts = self.take_attempts();
         Err(WalkError::Fail(match last {
-            Some(Verdict::LegacyServer) if !policy.legacy_allowed(self.key) => {
+            Some(Verdict::LegacyServer) if skipped || !policy.legacy_allowed(self.key) => {
                 Error::LegacyNotAllowed {
                     host,
                     floor,

@@ -269,10 +269,11 @@ impl fmt::Display for Error {
                 attempts,
             } => write!(
                 f,
-                "{host} only negotiates a TLS version or crypto below the floor {floor} (OpenSSL 3 \
-                 refuses it at its default security level); this host is not allowed legacy \
-                 TLS. Allow legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI \
-                 `--allow-legacy`) or pin it, and ask the vendor to enable TLS 1.2.{attempts}"
+                "{host} only negotiates a TLS version or crypto below what this host may use \
+                 (floor {floor}; OpenSSL 3 refuses TLS 1.0/1.1 and weak crypto at its default \
+                 security level). Allow legacy TLS for it (builder `allow_legacy(\"{host}\")`, \
+                 CLI `--allow-legacy`) or pin it, and ask the vendor to enable TLS \
+                 1.2.{attempts}"
             ),
             Error::Certificate { host, attempts } => write!(
                 f,

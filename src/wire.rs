@@ -41,7 +41,7 @@ pub struct ClientHelloInfo {
 /// Why bytes are not a ClientHello.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HelloError {
-    /// More bytes are needed; `needed` is the total length required so far, if known.
+    /// More bytes are needed (the record or the handshake message is cut short).
     #[error("incomplete ClientHello")]
     Incomplete,
     /// Not a TLS handshake record carrying a ClientHello.

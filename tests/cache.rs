@@ -203,6 +203,56 @@ async fn the_file_store_survives_a_restart() {
     assert!(tls(&res).from_cache);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_decision_naming_another_ladders_rung_is_ignored() {
+    // A file written by another version or configuration: rung 1 was "tls12" there, here it
+    // is "modern-compact". The rung number alone must not decide where to start.
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let body = format!(
+        r#"{{"version":1,"hosts":[{{"host":"localhost","port":{},"rung":1,"profile":"tls12","reason":"old","learned_at_ms":{now}}}]}}"#,
+        em.addr().port()
+    );
+    std::fs::write(&path, body).unwrap();
+    let layer = builder().cache_file(&path).build().unwrap();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert!(!tls(&res).from_cache);
+    assert_eq!(&*tls(&res).profile, "modern");
+    assert_eq!(ladder_seen(&em), [(Some(Tls1_3), false)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_rung_the_policy_no_longer_allows_is_not_used() {
+    // Learned with legacy allowed, read back by a process that does not allow it.
+    let (_server, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.json");
+    {
+        let layer = builder()
+            .allow_legacy("localhost")
+            .cache_file(&path)
+            .build()
+            .unwrap();
+        get(&client(&layer), &em.url()).await.unwrap();
+        layer.flush().unwrap();
+    }
+    em.clear();
+    let strict = builder().cache_file(&path).build().unwrap();
+    let err = tls_error(&get(&client(&strict), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::BelowFloor, "{err}");
+    assert!(
+        em.hellos().iter().all(|h| h.offered() >= Some(Tls1_2)),
+        "{:?}",
+        ladder_seen(&em)
+    );
+}
+
 /// Collects formatted tracing events (level + message + fields) for assertions.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

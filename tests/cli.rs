@@ -109,6 +109,46 @@ async fn get_failure_exits_1_with_kind_message_and_attempts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_presents_a_client_certificate_when_given_one() {
+    let server = tls_fallback::testkit::TlsServer::builder()
+        .only(tls_fallback::TlsVersion::Tls1_2)
+        .require_client_certificate(true)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let pki = TestPki::shared();
+    let cert = dir.path().join("client.pem");
+    let key = dir.path().join("client.key");
+    std::fs::write(&cert, pki.client.cert.to_pem().unwrap()).unwrap();
+    std::fs::write(&key, pki.client.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let url = server.url();
+    let ca = ca.to_str().unwrap();
+    let r = run(&["get", &url, "--ca-file", ca, "--json"]).await;
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("client certificate"), "{}", r.stdout);
+    assert_eq!(r.json()["attempts"].as_array().unwrap().len(), 1);
+    let r = run(&[
+        "get",
+        &url,
+        "--ca-file",
+        ca,
+        "--client-cert",
+        cert.to_str().unwrap(),
+        "--client-key",
+        key.to_str().unwrap(),
+        "--json",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["status"], 200);
+    // One without the other is a usage error.
+    let r = run(&["get", &url, "--client-cert", cert.to_str().unwrap()]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_with_a_pin_sends_one_hello_at_that_version() {
     let (_s, em) = legacy_gateway().await;
     let dir = tempfile::tempdir().unwrap();

@@ -404,6 +404,32 @@ fn invalid_pins_and_patterns_are_rejected_when_building() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("no rung"), "{err}");
+    let err = builder().cache_ttl(Duration::ZERO).build().unwrap_err();
+    assert!(err.to_string().contains("TTL"), "{err}");
+    let err = builder()
+        .decision_store(std::sync::Arc::new(tls_fallback::MemoryStore::new(10)))
+        .cache_file("/tmp/unused-decisions.json")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("choose one"), "{err}");
+    // Only legacy profiles may lower OpenSSL's security level.
+    let err = builder()
+        .ladder(tls_fallback::Ladder::new(vec![
+            tls_fallback::Profile::tls12().cipher_list("DEFAULT:@SECLEVEL=0"),
+        ]))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("lowers the security level"),
+        "{err}"
+    );
+    let ok = builder()
+        .ladder(tls_fallback::Ladder::new(vec![
+            tls_fallback::Profile::tls12(),
+            tls_fallback::Profile::new("old", Tls1_0).cipher_list("DEFAULT:@SECLEVEL=0"),
+        ]))
+        .build();
+    assert!(ok.is_ok(), "{:?}", ok.err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

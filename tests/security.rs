@@ -381,3 +381,70 @@ async fn a_learned_tls10_rung_meeting_a_server_upgraded_to_tls12_only_reprobes_f
         [(Some(Tls1_0), true), (Some(Tls1_3), false)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_on_a_pinned_host_is_counted_and_its_sessions_forgotten() {
+    // A pin to a whole profile that offers TLS 1.3 and accepts 1.2; a box strips TLS 1.3 from
+    // the hello, and the TLS 1.3 server's TLS 1.2 answer carries the RFC 8446 sentinel.
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::strip_tls13()])
+        .await
+        .unwrap();
+    let pattern = format!("localhost:{}", em.addr().port());
+    let layer = builder()
+        .pin(pattern, tls_fallback::Profile::modern())
+        .build()
+        .unwrap();
+    let err = tls_error(&get(&fresh_client(&layer), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::DowngradeDetected, "{err}");
+    assert_eq!(em.count(), 1);
+    assert_eq!(layer.stats().downgrades, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rung_below_the_floor_is_skipped_not_the_end_of_the_walk() {
+    // Floor TLS 1.3 with a ladder that has a TLS 1.2 rung in the middle: it is passed over,
+    // and the compact TLS 1.3 rung after it is still tried.
+    use tls_fallback::{Ladder, Profile};
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::reset_first(1)])
+        .await
+        .unwrap();
+    let layer = builder()
+        .floor(Tls1_3)
+        .ladder(Ladder::new(vec![
+            Profile::modern(),
+            Profile::tls12(),
+            Profile::modern_compact(),
+        ]))
+        .build()
+        .unwrap();
+    let (res, _) = get(&fresh_client(&layer), &em.url()).await.unwrap();
+    assert_eq!(&*tls(&res).profile, "modern-compact");
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_3), false), (Some(Tls1_3), true)],
+        "no TLS 1.2 hello under a TLS 1.3 floor"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_floor_of_tls11_never_accepts_tls10() {
+    // A TLS 1.0-only server. A floor of TLS 1.1 opens the TLS 1.1 rung for every host, but
+    // the server's TLS 1.0 answer is refused, and no TLS 1.0 hello is sent: only the legacy
+    // gate opens TLS 1.0.
+    let server = TlsServer::only(Tls1_0).await.unwrap();
+    let em = Emulator::start(server.addr(), vec![]).await.unwrap();
+    let layer = builder().floor(Tls1_1).build().unwrap();
+    let err = tls_error(&get(&fresh_client(&layer), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::LegacyNotAllowed, "{err}");
+    assert!(err.to_string().contains("TLS 1.1"), "{err}");
+    let seen = ladder_seen(&em);
+    assert_eq!(seen.last(), Some(&(Some(Tls1_1), true)), "{seen:?}");
+    assert!(seen.iter().all(|(v, _)| *v >= Some(Tls1_1)), "{seen:?}");
+    assert_eq!(server.handshakes(), 0);
+    assert_eq!(
+        err.attempts().last().unwrap().outcome.short(),
+        "refused:258"
+    );
+}

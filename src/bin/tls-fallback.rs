@@ -55,6 +55,12 @@ struct GetArgs {
     /// Allow TLS below 1.2 (with legacy crypto) for this URL's host.
     #[arg(long)]
     allow_legacy: bool,
+    /// Client certificate (PEM, then its intermediates) for servers that require one.
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted).
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
     /// Pin a host to a version: HOST[:PORT]=VERSION (1.0, 1.1, 1.2, 1.3). Repeatable.
     #[arg(long, value_name = "HOST[:PORT]=VERSION")]
     pin: Vec<String>,
@@ -220,6 +226,14 @@ fn get_builder(args: &GetArgs, host: &str, port: u16) -> Result<FallbackLayerBui
         .handshake_timeout(Duration::from_millis(args.handshake_timeout_ms));
     if let Some(ca) = &args.ca_file {
         b = b.ca_file(ca);
+    }
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                CliError::bad_input(format!("cannot read the {what} {}: {e}", path.display()))
+            })
+        };
+        b = b.client_identity_pem(read("client certificate", cert)?, read("client key", key)?);
     }
     if args.allow_legacy {
         let pattern = if host.contains(':') {

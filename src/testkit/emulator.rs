@@ -219,8 +219,14 @@ impl Emulator {
         let backend = Arc::new(Mutex::new(backend));
         let backend2 = Arc::clone(&backend);
         let task = tokio::spawn(async move {
+            // Connection tasks live in the accept task's set: dropping the owner aborts the
+            // accept task, and with it every connection still open.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
+                while conns.try_join_next().is_some() {}
                 let Ok((tcp, _)) = listener.accept().await else {
+                    // Out of descriptors or similar: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 };
                 let conn = count.fetch_add(1, Ordering::SeqCst);
@@ -229,7 +235,7 @@ impl Emulator {
                     continue;
                 };
                 let seen = Arc::clone(&seen2);
-                tokio::spawn(async move { handle(tcp, conn, backend, &rules, &seen).await });
+                conns.spawn(async move { handle(tcp, conn, backend, &rules, &seen).await });
             }
         });
         Ok(Emulator {

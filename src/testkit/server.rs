@@ -100,13 +100,19 @@ impl TlsServerBuilder {
         let state = Arc::new(ServerState::default());
         let st = Arc::clone(&state);
         let task = tokio::spawn(async move {
+            // Connection tasks live in the accept task's set: dropping the owner aborts the
+            // accept task, and with it every connection still open.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
+                while conns.try_join_next().is_some() {}
                 let Ok((tcp, _)) = listener.accept().await else {
+                    // Out of descriptors or similar: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 };
                 let acceptor = acceptor.clone();
                 let st = Arc::clone(&st);
-                tokio::spawn(async move { serve(acceptor, tcp, st).await });
+                conns.spawn(async move { serve(acceptor, tcp, st).await });
             }
         });
         Ok(TlsServer { addr, state, task })
