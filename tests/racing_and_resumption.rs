@@ -208,3 +208,122 @@ async fn a_racer_refused_as_inappropriate_fallback_makes_a_later_failure_of_the_
     assert_eq!(stats.downgrades, 1);
     assert!(stats.hosts.is_empty());
 }
+
+/// A TCP connector that waits before connecting and refuses its first `fail_first` calls.
+#[derive(Clone)]
+struct SlowConnect {
+    inner: hyper_util::client::legacy::connect::HttpConnector,
+    delay: Duration,
+    fail_first: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for SlowConnect {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut inner = self.inner.clone();
+        let delay = self.delay;
+        let fail = std::sync::Arc::clone(&self.fail_first);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if fail
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err("connection refused (by the test)".into());
+            }
+            inner.call(uri).await.map_err(Into::into)
+        })
+    }
+}
+
+fn slow_client(
+    layer: &tls_fallback::FallbackLayer,
+    delay: Duration,
+    fail_first: usize,
+) -> hyper_util::client::legacy::Client<
+    tls_fallback::FallbackConnector<SlowConnect>,
+    http_body_util::Full<hyper::body::Bytes>,
+> {
+    let tcp = SlowConnect {
+        inner: tls_fallback::FallbackLayer::http_connector(),
+        delay,
+        fail_first: std::sync::Arc::new(fail_first.into()),
+    };
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(tower_layer::Layer::layer(layer, tcp))
+}
+
+async fn slow_get(
+    client: &hyper_util::client::legacy::Client<
+        tls_fallback::FallbackConnector<SlowConnect>,
+        http_body_util::Full<hyper::body::Bytes>,
+    >,
+    url: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    let req = hyper::Request::get(url)
+        .body(http_body_util::Full::default())
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("bounded")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tcp_connect_does_not_count_against_the_stall_time() {
+    // The stall clock starts when the hello is sent: a connect slower than the stall time to
+    // a healthy server is not a silent rung, and nothing is raced.
+    let server = TlsServer::modern().await.unwrap();
+    let layer = builder()
+        .stall_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let client = slow_client(&layer, Duration::from_millis(600), 0);
+    let res = slow_get(&client, &server.url()).await.unwrap();
+    let info = res.extensions().get::<tls_fallback::TlsInfo>().unwrap();
+    assert_eq!(&*info.profile, "modern");
+    assert_eq!(info.handshakes(), 1);
+    assert_eq!(layer.stats().races, 0);
+    assert_eq!(server.handshakes(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_do_not_inherit_the_leaders_tcp_connect_failure() {
+    let server = TlsServer::modern().await.unwrap();
+    let layer = builder().build().unwrap();
+    // Every connect takes 200 ms, so all ten requests join the first one's walk; that first
+    // connect is refused.
+    let client = slow_client(&layer, Duration::from_millis(200), 1);
+    let url = server.url();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move { slow_get(&client, &url).await.map(|_| ()) })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            failed.push(tls_error(&e).kind());
+        }
+    }
+    assert_eq!(failed, [tls_fallback::ErrorKind::Connect]);
+    assert!(layer.stats().single_flight_waits > 0);
+    assert_eq!(server.handshakes(), 9);
+}
