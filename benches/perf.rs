@@ -262,19 +262,19 @@ async fn first_contact(rows: &mut Vec<Row>) {
             FallbackLayer::builder(),
         ),
         (
-            "TLS 1.3 hang, racing (stall 1.5 s) -> rung 1",
+            "TLS 1.3 hang, racing (stall 1.5 s) -> rung 2",
             TlsServer::only(Tls1_2).await.expect("s"),
             vec![Rule::hang_above(Tls1_2)],
             FallbackLayer::builder(),
         ),
         (
-            "TLS 1.3 hang, no racing (timeout 10 s) -> rung 1",
+            "TLS 1.3 hang, no racing (timeout 10 s) -> rung 2",
             TlsServer::only(Tls1_2).await.expect("s"),
             vec![Rule::hang_above(Tls1_2)],
             FallbackLayer::builder().stall_timeout(None),
         ),
         (
-            "close above 1.2 -> rung 1",
+            "close above 1.2 -> rung 2",
             TlsServer::only(Tls1_2).await.expect("s"),
             vec![Rule::close_above(Tls1_2)],
             FallbackLayer::builder(),
@@ -286,9 +286,15 @@ async fn first_contact(rows: &mut Vec<Row>) {
             FallbackLayer::builder(),
         ),
         (
-            "> 16 suites closed -> rung 2",
+            "> 16 suites closed -> rung 1",
             TlsServer::modern().await.expect("s"),
             vec![Rule::close_if_ciphers_above(16)],
+            FallbackLayer::builder(),
+        ),
+        (
+            "hello > 300 bytes closed, TLS 1.3 server -> rung 1",
+            TlsServer::modern().await.expect("s"),
+            vec![Rule::close_if_longer_than(300)],
             FallbackLayer::builder(),
         ),
         (
