@@ -80,7 +80,8 @@ pub enum Outcome {
     },
     /// The server sent a fatal alert with this number.
     Alert(u8),
-    /// No answer within the stall time; abandoned when a raced rung finished first.
+    /// No answer yet; abandoned when a rung running alongside it (a racer, or the next version
+    /// started with it after a silent rung) finished first.
     Stalled,
     /// OpenSSL refused the server's choice locally (reason code, e.g. 258 unsupported protocol).
     Refused {
@@ -201,7 +202,7 @@ impl fmt::Display for Outcome {
             Outcome::Timeout { answered: true } => f.write_str("handshake timed out mid-way"),
             Outcome::Alert(n) => write!(f, "alert {n} ({})", alert_name(*n)),
             Outcome::Stalled => {
-                f.write_str("no answer within the stall time; abandoned for a raced rung")
+                f.write_str("no answer yet; abandoned when a rung running alongside finished first")
             }
             Outcome::Refused { reason } => {
                 write!(

@@ -663,6 +663,26 @@ where
         }
     }
 
+    /// After rung `silent` went unanswered and its successor `idx` was launched: when `idx` only
+    /// reshapes the hello (same version as `silent`), the same version-intolerant box most
+    /// likely silences it too, so the next version is launched along with it.
+    fn launch_next_version(
+        &self,
+        silent: usize,
+        idx: usize,
+        inflight: &mut Vec<InFlight<'a, S::Response>>,
+        next: &mut Option<usize>,
+        skipped: &mut bool,
+    ) {
+        let max = |i: usize| self.shared.rungs[i].profile.max_version();
+        if let Some(after) = *next {
+            if max(idx) == max(silent) && max(after) < max(idx) && inflight.len() < MAX_IN_FLIGHT {
+                inflight.push(self.launch(after));
+                *next = self.next_allowed(after + 1, skipped);
+            }
+        }
+    }
+
     /// Records attempts that were still running when the walk ended, in rung order: a raced
     /// rung that ends the walk is recorded after the silent rungs it raced.
     fn settle(&mut self, inflight: &mut Vec<InFlight<'a, S::Response>>) {
@@ -716,12 +736,23 @@ where
         // server speaks more than the racer offered. If every higher rung then fails too, that
         // is a downgrade, not intolerance.
         let mut refused_racer = false;
+        // The rung that last failed by timing out with no answer (a silent box).
+        let mut silent: Option<usize> = None;
         loop {
             if inflight.is_empty() {
                 match next {
                     Some(idx) => {
                         inflight.push(self.launch(idx));
                         next = self.next_allowed(idx + 1, &mut skipped);
+                        if let Some(silent) = silent.take() {
+                            self.launch_next_version(
+                                silent,
+                                idx,
+                                &mut inflight,
+                                &mut next,
+                                &mut skipped,
+                            );
+                        }
                     }
                     None => break,
                 }
@@ -777,19 +808,13 @@ where
                             "no answer within the stall time; racing the next rung");
                         inflight.push(self.launch(idx));
                         next = self.next_allowed(idx + 1, &mut skipped);
-                        // A racer that only reshapes the hello (same version as the silent
-                        // rung) would most likely be silenced by the same version-intolerant
-                        // box: race the next version along with it.
-                        let max = |i: usize| shared.rungs[i].profile.max_version();
-                        if let Some(after) = next {
-                            if max(idx) == max(newest_idx)
-                                && max(after) < max(idx)
-                                && inflight.len() < MAX_IN_FLIGHT
-                            {
-                                inflight.push(self.launch(after));
-                                next = self.next_allowed(after + 1, &mut skipped);
-                            }
-                        }
+                        self.launch_next_version(
+                            newest_idx,
+                            idx,
+                            &mut inflight,
+                            &mut next,
+                            &mut skipped,
+                        );
                     }
                     continue;
                 }
@@ -838,7 +863,15 @@ where
             }
             last = Some(verdict);
             match verdict {
-                Verdict::Intolerant => self.count_fallback(),
+                Verdict::Intolerant => {
+                    if matches!(
+                        self.attempts.last().map(|a| &a.outcome),
+                        Some(Outcome::Timeout { answered: false })
+                    ) {
+                        silent = Some(idx);
+                    }
+                    self.count_fallback();
+                }
                 Verdict::LegacyServer => {
                     self.count_fallback();
                     // Only a legacy rung can help: drop modern racers, skip to the first legacy

@@ -30,14 +30,7 @@ async fn a_hanging_rung_costs_the_stall_time_not_the_handshake_timeout() {
     assert_eq!(outcomes, ["stalled", "stalled", "ok"]);
     // At the stall, the compact TLS 1.3 hello and the TLS 1.2 hello race the silent one
     // together (a reshaped hello of the same version is likely silenced the same way).
-    assert_eq!(
-        ladder_seen(&em),
-        [
-            (Some(Tls1_3), false),
-            (Some(Tls1_3), true),
-            (Some(Tls1_2), true)
-        ]
-    );
+    assert_tls13_silent_then_tls12(&em);
     // One stall plus one handshake, far from the 10 s timeout (bound generous for a busy
     // machine).
     assert!(took >= stall, "{took:?}");
@@ -100,8 +93,9 @@ async fn without_racing_a_hang_costs_the_full_timeout() {
         .iter()
         .map(|a| a.outcome.short())
         .collect();
-    assert_eq!(outcomes, ["timeout", "timeout", "ok"]);
-    assert!(started.elapsed() >= timeout * 2);
+    // After the timeout, the compact TLS 1.3 rung and the TLS 1.2 rung start together.
+    assert_eq!(outcomes, ["timeout", "stalled", "ok"]);
+    assert_tls13_silent_then_tls12(&em);
     assert_eq!(layer.stats().races, 0);
 }
 
@@ -195,8 +189,11 @@ async fn a_racer_refused_as_inappropriate_fallback_makes_a_later_failure_of_the_
             ("tls12".into(), "alert:86".into()),
         ]
     );
+    // The two racers start together, so they may reach the emulator in either order.
+    let mut seen = ladder_seen(&em);
+    seen[1..].sort_by_key(|(v, _)| std::cmp::Reverse(*v));
     assert_eq!(
-        ladder_seen(&em),
+        seen,
         [
             (Some(Tls1_3), false),
             (Some(Tls1_3), true),

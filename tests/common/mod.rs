@@ -106,3 +106,19 @@ pub const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
     (Some(TlsVersion::Tls1_1), true),
     (Some(TlsVersion::Tls1_0), true),
 ];
+
+/// Asserts what the emulator saw when a silent TLS 1.3 rung was followed by the compact TLS 1.3
+/// rung and the TLS 1.2 rung started together, and TLS 1.2 won: the top hello, the TLS 1.2
+/// hello with SCSV, and the compact one with SCSV unless it was abandoned before it was sent.
+pub fn assert_tls13_silent_then_tls12(em: &Emulator) {
+    let seen = ladder_seen(em);
+    let full = [
+        (Some(TlsVersion::Tls1_3), false),
+        (Some(TlsVersion::Tls1_3), true),
+        (Some(TlsVersion::Tls1_2), true),
+    ];
+    let mut sorted = seen.clone();
+    sorted.sort_by_key(|(v, scsv)| (std::cmp::Reverse(*v), *scsv));
+    assert!(sorted == full || sorted == [full[0], full[2]], "{seen:?}");
+    assert_eq!(seen[0], full[0], "{seen:?}");
+}
