@@ -468,15 +468,6 @@ fn context(profile: &Profile, common: &Common<'_>, scsv: bool) -> Result<SslCont
         b.set_security_level(0);
         b.set_options(LEGACY_SERVER_CONNECT);
         b.verify_param_mut().set_auth_level(level as i32);
-    } else if let Some(l) = profile.cipher_list_opt().and_then(seclevel_in) {
-        if l < level {
-            return Err(Error::Config(format!(
-                "profile {:?} lowers the security level to {l} (OpenSSL's default is {level}); \
-                 only legacy profiles may (`Profile::legacy(true)`), and they are used only for \
-                 hosts the legacy gate allows",
-                profile.name()
-            )));
-        }
     }
     if let Some(list) = profile.ciphersuites_opt() {
         b.set_ciphersuites(list)
@@ -517,14 +508,19 @@ fn context(profile: &Profile, common: &Common<'_>, scsv: bool) -> Result<SslCont
     if let Some(cache) = common.sessions {
         cache.install(&mut b);
     }
-    Ok(b.build())
-}
-
-/// The last `@SECLEVEL=n` in an OpenSSL cipher string (the one OpenSSL applies).
-fn seclevel_in(list: &str) -> Option<u32> {
-    list.rsplit([':', ',', ' '])
-        .filter_map(|part| part.strip_prefix("@SECLEVEL="))
-        .find_map(|n| n.parse().ok())
+    let ctx = b.build();
+    // Checked on the built context, not on the cipher string: OpenSSL accepts `@SECLEVEL=n`
+    // anywhere in it (`ALL@SECLEVEL=0`, `@SECLEVEL=0:ALL`, ...), and this is what it applies.
+    let applied = ctx.security_level();
+    if !profile.is_legacy() && applied < level {
+        return Err(Error::Config(format!(
+            "profile {:?} lowers the security level to {applied} (OpenSSL's default is {level}); \
+             only legacy profiles may (`Profile::legacy(true)`), and they are used only for \
+             hosts the legacy gate allows",
+            profile.name()
+        )));
+    }
+    Ok(ctx)
 }
 
 /// The system roots (OpenSSL's default file and directory, `SSL_CERT_FILE`/`SSL_CERT_DIR`

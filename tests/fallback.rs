@@ -413,16 +413,30 @@ fn invalid_pins_and_patterns_are_rejected_when_building() {
         .unwrap_err();
     assert!(err.to_string().contains("choose one"), "{err}");
     // Only legacy profiles may lower OpenSSL's security level.
-    let err = builder()
+    // However the cipher string spells it: OpenSSL takes `@SECLEVEL=n` glued to a keyword too.
+    for list in [
+        "DEFAULT:@SECLEVEL=0",
+        "ALL@SECLEVEL=0",
+        "DEFAULT:@SECLEVEL=0:!RC4",
+    ] {
+        let err = builder()
+            .ladder(tls_fallback::Ladder::new(vec![
+                tls_fallback::Profile::tls12().cipher_list(list),
+            ]))
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("lowers the security level"),
+            "{list}: {err}"
+        );
+    }
+    // Raising it is fine.
+    let ok = builder()
         .ladder(tls_fallback::Ladder::new(vec![
-            tls_fallback::Profile::tls12().cipher_list("DEFAULT:@SECLEVEL=0"),
+            tls_fallback::Profile::tls12().cipher_list("DEFAULT:@SECLEVEL=3"),
         ]))
-        .build()
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("lowers the security level"),
-        "{err}"
-    );
+        .build();
+    assert!(ok.is_ok(), "{:?}", ok.err());
     let ok = builder()
         .ladder(tls_fallback::Ladder::new(vec![
             tls_fallback::Profile::tls12(),
