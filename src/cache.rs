@@ -31,6 +31,13 @@ pub struct Decision {
     /// How many connections started from it.
     #[serde(default)]
     pub uses: AtomicU64,
+    /// Seen once, not yet learned: a rung that offers the top version and only reshapes the
+    /// hello. TLS_FALLBACK_SCSV cannot vouch for such a fallback (it guards versions, not
+    /// hello shapes), so one reset must not decide the hello of every later connection: a
+    /// provisional decision is not a starting point, and becomes a real one when the next walk
+    /// from the top ends on the same rung.
+    #[serde(default)]
+    pub provisional: bool,
 }
 
 impl Decision {
@@ -42,7 +49,14 @@ impl Decision {
             reason: reason.into(),
             learned_at_ms: unix_ms(),
             uses: AtomicU64::new(0),
+            provisional: false,
         }
+    }
+
+    /// The same decision, marked provisional (see [`Decision::provisional`]).
+    pub fn into_provisional(mut self) -> Self {
+        self.provisional = true;
+        self
     }
 
     /// Whether the decision is older than `ttl`. A decision dated more than five minutes in
@@ -156,6 +170,11 @@ struct FileBody {
 /// through a synced temporary file and a rename (a crash never leaves half a file), and writes
 /// what is still pending when dropped. A missing or corrupt file logs a warning and starts
 /// empty. Only fallback decisions (rung > 0) are written.
+///
+/// Dropping the last handle (the store, or the [`crate::FallbackLayer`] and connectors that
+/// share it) blocks the dropping thread until the pending write is on disk: a file write and
+/// an fsync, usually milliseconds. In async code, call [`crate::FallbackLayer::flush`] from
+/// `spawn_blocking` before shutdown, or drop the layer outside the runtime, if that matters.
 #[derive(Debug)]
 pub struct FileStore {
     memory: MemoryStore,
@@ -314,6 +333,7 @@ impl FileShared {
                     reason: d.reason.clone(),
                     learned_at_ms: d.learned_at_ms,
                     uses: AtomicU64::new(d.uses.load(Ordering::Relaxed)),
+                    provisional: d.provisional,
                 },
             })
             .collect();
@@ -418,6 +438,8 @@ pub(crate) struct Leader<'a> {
     flights: &'a Flights,
     key: HostKey,
     tx: watch::Sender<Option<FlightOutcome>>,
+    /// The entry is already out of the table (`finish` took it out).
+    removed: bool,
 }
 
 pub(crate) enum Join<'a> {
@@ -442,6 +464,7 @@ impl Flights {
             flights: self,
             key: key.clone(),
             tx,
+            removed: false,
         })
     }
 
@@ -452,19 +475,31 @@ impl Flights {
 }
 
 impl Leader<'_> {
-    pub(crate) fn finish(self, outcome: FlightOutcome) {
+    /// Hands the outcome to the waiters. The flight leaves the table first, under its lock: a
+    /// connection that arrives later never joins a finished flight (it finds the learned rung
+    /// in the cache, or leads a new walk).
+    pub(crate) fn finish(mut self, outcome: FlightOutcome) {
+        self.remove();
         let _ = self.tx.send(Some(outcome));
-        // Drop removes the entry.
     }
-}
 
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
+    fn remove(&mut self) {
+        if self.removed {
+            return;
+        }
+        self.removed = true;
         let mut map = match self.flights.map.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
         map.remove(&self.key);
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        // Without `finish` (a cancelled walk): waiters see the channel close with no outcome.
+        self.remove();
     }
 }
 

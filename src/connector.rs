@@ -1005,6 +1005,12 @@ where
 
     /// Records what worked: a fallback is learned (and announced); a host that answers on the
     /// top rung is remembered as healthy so later first contacts skip the single flight.
+    ///
+    /// A fallback that keeps the top version and only reshapes the hello (`modern-compact`
+    /// after `modern`) is not protected by TLS_FALLBACK_SCSV: one injected reset, or a glitch,
+    /// would otherwise pick the hello of every connection for the whole TTL (no padding, no
+    /// post-quantum key share). It is learned provisionally and becomes a starting point only
+    /// when the next walk from the top ends on the same rung.
     fn learn(&self, idx: usize, start: &Start) {
         let shared = self.shared;
         if start.from_cache && idx == start.rung {
@@ -1018,18 +1024,37 @@ where
             .map(|a| format!("{}: {}", a.profile, a.outcome.short()))
             .collect::<Vec<_>>()
             .join("; ");
-        if idx > 0 {
+        let reshape =
+            idx > 0 && rung.profile.max_version() == shared.rungs[0].profile.max_version();
+        let seen_before = || {
+            shared.store.get(self.key).is_some_and(|d| {
+                d.provisional
+                    && usize::from(d.rung) == idx
+                    && d.profile == rung.name
+                    && !d.expired(shared.ttl)
+            })
+        };
+        let mut decision = Decision::new(idx as u8, Arc::clone(&rung.name), reason);
+        if reshape && !seen_before() {
+            tracing::info!(
+                host = %self.key,
+                failed = %decision.reason,
+                working = %rung.name,
+                "a reshaped hello at the top version worked; used for this connection only, and \
+                 learned if the next first contact needs it too"
+            );
+            decision = decision.into_provisional();
+        } else if idx > 0 {
             shared.stats.learned.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 host = %self.key,
-                failed = %reason,
+                failed = %decision.reason,
                 working = %rung.name,
                 "TLS fallback learned: this host is intolerant to modern ClientHellos; later \
                  connections start at the working rung. Send the vendor the report of \
                  `tls-fallback probe {}`", self.key
             );
         }
-        let decision = Decision::new(idx as u8, Arc::clone(&rung.name), reason);
         shared.store.put(self.key.clone(), Arc::new(decision));
     }
 
@@ -1110,11 +1135,12 @@ impl Shared {
                 );
                 None
             }
-            Some(d) => {
+            Some(d) if !d.provisional => {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                 Some(d)
             }
-            None => {
+            // Provisional (seen once): not a starting point; the next walk starts at the top.
+            Some(_) | None => {
                 self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -1134,6 +1160,7 @@ impl Shared {
                 reason: d.reason.to_string(),
                 learned_at_ms: d.learned_at_ms,
                 uses: d.uses.load(Ordering::Relaxed),
+                provisional: d.provisional,
             })
             .collect();
         hosts.sort_by(|a, b| a.host.cmp(&b.host));

@@ -64,4 +64,7 @@ pub struct HostStats {
     pub learned_at_ms: u64,
     /// Connections that started from it.
     pub uses: u64,
+    /// Seen once, not yet a starting point: a reshaped hello at the top version, learned only
+    /// when the next first contact needs it too ([`crate::Decision::provisional`]).
+    pub provisional: bool,
 }

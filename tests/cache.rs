@@ -148,9 +148,13 @@ async fn a_downgrade_signal_removes_the_learned_entry() {
         .await
         .unwrap();
     let layer = builder().build().unwrap();
-    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
-    assert_eq!(&*tls(&res).profile, "modern-compact");
+    // Twice: a reshaped hello at the top version is learned when a second walk needs it too.
+    for _ in 0..2 {
+        let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+        assert_eq!(&*tls(&res).profile, "modern-compact");
+    }
     assert_eq!(layer.stats().hosts.len(), 1);
+    assert!(!layer.stats().hosts[0].provisional);
     // An attacker now resets every TLS 1.3 hello: the learned rung fails, the next one offers
     // TLS 1.2 with SCSV and the real server answers inappropriate_fallback.
     em.set_rules(vec![Rule::reset_above(Tls1_2)]);
@@ -170,6 +174,43 @@ async fn a_downgrade_signal_removes_the_learned_entry() {
     assert!(layer.stats().hosts.is_empty(), "the entry is gone");
     assert_eq!(layer.stats().downgrades, 1);
     assert_eq!(server.versions().get("TLSv1.2"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshaped_hello_at_the_top_version_is_learned_only_when_a_second_walk_needs_it() {
+    // SCSV cannot vouch for a fallback that keeps the version: one reset must not choose the
+    // hello of every later connection. The box here really is intolerant of long suite lists.
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::close_if_ciphers_above(16)])
+        .await
+        .unwrap();
+    let layer = builder().build().unwrap();
+    let expect_walk = [(Some(Tls1_3), false), (Some(Tls1_3), true)];
+
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert_eq!(&*tls(&res).profile, "modern-compact");
+    assert_eq!(ladder_seen(&em), expect_walk);
+    let stats = layer.stats();
+    assert_eq!(stats.learned, 0, "seen once: not learned yet");
+    assert_eq!(stats.hosts.len(), 1);
+    assert!(stats.hosts[0].provisional);
+
+    // The second first contact walks from the top again and confirms it.
+    em.clear();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert!(!tls(&res).from_cache);
+    assert_eq!(ladder_seen(&em), expect_walk);
+    let stats = layer.stats();
+    assert_eq!(stats.learned, 1);
+    assert!(!stats.hosts[0].provisional);
+
+    // From now on: one hello, the compact one, straight away.
+    em.clear();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert!(tls(&res).from_cache);
+    assert_eq!(tls(&res).handshakes(), 1);
+    assert_eq!(ladder_seen(&em), [(Some(Tls1_3), true)]);
+    assert!(em.hellos()[0].hello.as_ref().unwrap().cipher_count <= 16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,6 +206,18 @@ async fn attacker_resetting_the_first_hello_gets_at_most_a_compact_tls13_hello()
         [(Some(Tls1_3), false), (Some(Tls1_3), true)]
     );
     assert_eq!(server.versions().get("TLSv1.2"), None);
+    // One reset does not choose the hello of later connections: the compact rung was used
+    // once, not learned, and the next connection sends the full modern hello again.
+    assert_eq!(layer.stats().learned, 0);
+    em.clear();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert_eq!(&*tls(&res).profile, "modern");
+    assert_eq!(tls(&res).handshakes(), 1);
+    assert_eq!(ladder_seen(&em), [(Some(Tls1_3), false)]);
+    assert!(
+        layer.stats().hosts.is_empty(),
+        "nothing remembered as a fallback"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

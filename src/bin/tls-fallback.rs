@@ -425,7 +425,12 @@ async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
             println!("  error {k}: {n}");
         }
         for h in &stats.hosts {
-            println!("  learned {} -> {} ({})", h.host, h.profile, h.reason);
+            let state = if h.provisional {
+                "seen once, learned if it recurs"
+            } else {
+                "learned"
+            };
+            println!("  {state} {} -> {} ({})", h.host, h.profile, h.reason);
         }
     }
     if let Some(e) = last_error.filter(|_| !args.json) {
@@ -803,6 +808,11 @@ async fn demo_inner(args: DemoArgs) -> std::io::Result<bool> {
             _ if !ok => "UNEXPECTED".to_string(),
             (Expect::DowngradeThen(_), _) => "attack refused, nothing learned".to_string(),
             (_, _) if g.name == "pinned-legacy" => "pinned: one hello, no SCSV".to_string(),
+            // Same version, reshaped hello: SCSV cannot vouch for it, so the second contact
+            // walks again and confirms it.
+            (_, _) if first.attempts > 1 && second.attempts == first.attempts => {
+                "reshaped hello: confirmed on 2nd contact, learned from the 3rd".to_string()
+            }
             (_, _) if first.attempts > 1 => format!(
                 "learned: {} hello(s) saved per connection",
                 first.attempts - second.attempts
@@ -835,11 +845,11 @@ async fn demo_inner(args: DemoArgs) -> std::io::Result<bool> {
     }
     println!("tls-fallback demo: seven broken gateways on 127.0.0.1, one connector\n");
     println!(
-        "{:<15} {:<52} {:<26} {:<26} result",
+        "{:<15} {:<54} {:<26} {:<26} result",
         "gateway", "behaviour", "first contact", "second contact"
     );
     println!(
-        "{:<15} {:<52} {:<26} {:<26}",
+        "{:<15} {:<54} {:<26} {:<26}",
         "", "", "(hellos, version, time)", "(hellos, version, time)"
     );
     let cell = |c: &Contact| match (&c.version, &c.error) {
@@ -849,7 +859,7 @@ async fn demo_inner(args: DemoArgs) -> std::io::Result<bool> {
     };
     for (g, a, b, r) in &rows {
         println!(
-            "{:<15} {:<52} {:<26} {:<26} {}",
+            "{:<15} {:<54} {:<26} {:<26} {}",
             g.name,
             g.behaviour,
             cell(a),
@@ -867,7 +877,7 @@ async fn demo_inner(args: DemoArgs) -> std::io::Result<bool> {
         seen.len(),
         stats.handshakes,
         stats.connections,
-        stats.hosts.len(),
+        stats.hosts.iter().filter(|h| !h.provisional).count(),
         stats.downgrades,
         elapsed.as_secs_f64()
     );
