@@ -494,6 +494,7 @@ where
             return self.pinned(&shared.pins[i].1).await;
         }
         // At most three rounds of waiting for someone else's walk, then walk alone.
+        let mut connect_retried = false;
         for _ in 0..3 {
             if let Some(d) = shared.lookup(self.key) {
                 d.uses.fetch_add(1, Ordering::Relaxed);
@@ -529,8 +530,18 @@ where
                         }
                         // The leader's TCP connect failed: that says nothing about TLS and
                         // may not hold for this connection (another address, a transient
-                        // refusal). Try again; one of the waiters leads the next round.
-                        Some(FlightOutcome::Failed(Error::Connect { .. })) | None => continue,
+                        // refusal). Try once more; one of the waiters leads that round. A
+                        // second failure is shared: no chain of leaders each waiting out a
+                        // connect timeout.
+                        Some(FlightOutcome::Failed(e @ Error::Connect { .. })) => {
+                            if connect_retried {
+                                return Err(e);
+                            }
+                            connect_retried = true;
+                            continue;
+                        }
+                        // The leader was cancelled (its request was dropped): try again.
+                        None => continue,
                         // A TLS verdict (certificate, downgrade, every rung failed, timeouts)
                         // holds for the host: share it rather than walk the ladder again.
                         Some(FlightOutcome::Failed(e)) => return Err(e),
@@ -738,6 +749,8 @@ where
         let mut refused_racer = false;
         // The rung that last failed by timing out with no answer (a silent box).
         let mut silent: Option<usize> = None;
+        // A racer's TCP connect failed while other attempts ran.
+        let mut connect_failed: Option<BoxError> = None;
         loop {
             if inflight.is_empty() {
                 match next {
@@ -834,6 +847,14 @@ where
                     let out = self.finish(stream, rung, start.from_cache, false);
                     return Ok((out, idx));
                 }
+                Err(AttemptError::Connect(e)) if !inflight.is_empty() => {
+                    // A racer could not connect while another attempt still runs: that says
+                    // nothing about TLS, and the running attempt may still succeed. Launch
+                    // nothing more; report the connect failure if nothing else works.
+                    next = None;
+                    connect_failed = Some(e);
+                    continue;
+                }
                 Err(AttemptError::Connect(e)) => {
                     self.settle(&mut inflight);
                     return Err(WalkError::Fail(self.connect_err(e)));
@@ -868,7 +889,7 @@ where
                         self.attempts.last().map(|a| &a.outcome),
                         Some(Outcome::Timeout { answered: false })
                     ) {
-                        silent = Some(idx);
+                        silent = Some(silent.map_or(idx, |s| s.max(idx)));
                     }
                     self.count_fallback();
                 }
@@ -940,6 +961,11 @@ where
                     }));
                 }
             }
+        }
+        if let Some(e) = connect_failed.filter(|_| last != Some(Verdict::LegacyServer)) {
+            // Out of attempts after a racer could not even connect: a network problem, not a
+            // TLS verdict (and no reason to drop a cached decision).
+            return Err(WalkError::Fail(self.connect_err(e)));
         }
         // Out of rungs: the cached decision (if any) no longer holds.
         if start.from_cache {

@@ -48,14 +48,17 @@ async fn a_hanging_rung_costs_the_stall_time_not_the_handshake_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_but_healthy_server_still_wins_on_its_best_version() {
     let server = TlsServer::modern().await.unwrap();
-    // Every hello waits 800 ms before reaching the server: the top rung is silent past the
-    // 200 ms stall, so the next rung races it, gets inappropriate_fallback (SCSV), and the
-    // connector keeps waiting for the top rung.
-    let em = Emulator::start(server.addr(), vec![Rule::delay(Duration::from_millis(800))])
-        .await
-        .unwrap();
+    // Every hello waits 1 s before reaching the server: the top rung is silent past the
+    // 400 ms stall, so the next rungs race it; the TLS 1.2 one gets inappropriate_fallback
+    // (SCSV), and the connector keeps waiting for the top rung, which answers first.
+    let em = Emulator::start(
+        server.addr(),
+        vec![Rule::delay(Duration::from_millis(1000))],
+    )
+    .await
+    .unwrap();
     let layer = builder()
-        .stall_timeout(Some(Duration::from_millis(200)))
+        .stall_timeout(Some(Duration::from_millis(400)))
         .build()
         .unwrap();
     let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
@@ -206,12 +209,14 @@ async fn a_racer_refused_as_inappropriate_fallback_makes_a_later_failure_of_the_
     assert!(stats.hosts.is_empty());
 }
 
-/// A TCP connector that waits before connecting and refuses its first `fail_first` calls.
+/// A TCP connector that waits before connecting and refuses the calls `refuse` picks (by
+/// call number, from 0); `calls` counts them.
 #[derive(Clone)]
 struct SlowConnect {
     inner: hyper_util::client::legacy::connect::HttpConnector,
     delay: Duration,
-    fail_first: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refuse: fn(usize) -> bool,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -234,13 +239,11 @@ impl tower_service::Service<http::Uri> for SlowConnect {
         use std::sync::atomic::Ordering::SeqCst;
         let mut inner = self.inner.clone();
         let delay = self.delay;
-        let fail = std::sync::Arc::clone(&self.fail_first);
+        let n = self.calls.fetch_add(1, SeqCst);
+        let refused = (self.refuse)(n);
         Box::pin(async move {
             tokio::time::sleep(delay).await;
-            if fail
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
+            if refused {
                 return Err("connection refused (by the test)".into());
             }
             inner.call(uri).await.map_err(Into::into)
@@ -251,19 +254,25 @@ impl tower_service::Service<http::Uri> for SlowConnect {
 fn slow_client(
     layer: &tls_fallback::FallbackLayer,
     delay: Duration,
-    fail_first: usize,
-) -> hyper_util::client::legacy::Client<
-    tls_fallback::FallbackConnector<SlowConnect>,
-    http_body_util::Full<hyper::body::Bytes>,
-> {
+    refuse: fn(usize) -> bool,
+) -> (
+    hyper_util::client::legacy::Client<
+        tls_fallback::FallbackConnector<SlowConnect>,
+        http_body_util::Full<hyper::body::Bytes>,
+    >,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let calls = std::sync::Arc::default();
     let tcp = SlowConnect {
         inner: tls_fallback::FallbackLayer::http_connector(),
         delay,
-        fail_first: std::sync::Arc::new(fail_first.into()),
+        refuse,
+        calls: std::sync::Arc::clone(&calls),
     };
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(tower_layer::Layer::layer(layer, tcp))
+        .build(tower_layer::Layer::layer(layer, tcp));
+    (client, calls)
 }
 
 async fn slow_get(
@@ -287,10 +296,10 @@ async fn a_slow_tcp_connect_does_not_count_against_the_stall_time() {
     // a healthy server is not a silent rung, and nothing is raced.
     let server = TlsServer::modern().await.unwrap();
     let layer = builder()
-        .stall_timeout(Some(Duration::from_millis(200)))
+        .stall_timeout(Some(Duration::from_millis(500)))
         .build()
         .unwrap();
-    let client = slow_client(&layer, Duration::from_millis(600), 0);
+    let (client, _) = slow_client(&layer, Duration::from_millis(900), |_| false);
     let res = slow_get(&client, &server.url()).await.unwrap();
     let info = res.extensions().get::<tls_fallback::TlsInfo>().unwrap();
     assert_eq!(&*info.profile, "modern");
@@ -305,7 +314,7 @@ async fn waiters_do_not_inherit_the_leaders_tcp_connect_failure() {
     let layer = builder().build().unwrap();
     // Every connect takes 200 ms, so all ten requests join the first one's walk; that first
     // connect is refused.
-    let client = slow_client(&layer, Duration::from_millis(200), 1);
+    let (client, calls) = slow_client(&layer, Duration::from_millis(200), |n| n == 0);
     let url = server.url();
     let tasks: Vec<_> = (0..10)
         .map(|_| {
@@ -323,4 +332,105 @@ async fn waiters_do_not_inherit_the_leaders_tcp_connect_failure() {
     assert_eq!(failed, [tls_fallback::ErrorKind::Connect]);
     assert!(layer.stats().single_flight_waits > 0);
     assert_eq!(server.handshakes(), 9);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_a_second_tcp_connect_failure_instead_of_queueing_behind_more_leaders() {
+    let server = TlsServer::modern().await.unwrap();
+    let layer = builder().build().unwrap();
+    // Every connect is refused after 200 ms. The waiters retry once behind a new leader, then
+    // take its failure: two connects in all, not one leader after another.
+    let (client, calls) = slow_client(&layer, Duration::from_millis(200), |_| true);
+    let url = server.url();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move { slow_get(&client, &url).await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        let err = t.await.unwrap().expect_err("every connect is refused");
+        assert_eq!(tls_error(&err).kind(), tls_fallback::ErrorKind::Connect);
+    }
+    let calls = calls.load(std::sync::atomic::Ordering::SeqCst);
+    // Two when every request joined the first walk; a request the runtime started late may
+    // lead one more round of its own.
+    assert!(calls <= 3, "{calls} TCP connects");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.handshakes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_racer_that_cannot_connect_does_not_end_the_walk() {
+    let server = TlsServer::modern().await.unwrap();
+    // The server answers only after 1 s: the top rung looks silent at the 300 ms stall, its
+    // racers are launched, and their TCP connects are refused. The top rung still wins.
+    let em = Emulator::start(
+        server.addr(),
+        vec![Rule::delay(Duration::from_millis(1000))],
+    )
+    .await
+    .unwrap();
+    let layer = builder()
+        .stall_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let (client, calls) = slow_client(&layer, Duration::ZERO, |n| n > 0);
+    let res = slow_get(&client, &em.url()).await.unwrap();
+    let info = res.extensions().get::<tls_fallback::TlsInfo>().unwrap();
+    assert_eq!(info.version, Tls1_3);
+    assert_eq!(&*info.profile, "modern");
+    let outcomes: Vec<String> = info.attempts.iter().map(|a| a.outcome.short()).collect();
+    assert_eq!(
+        outcomes.last().map(String::as_str),
+        Some("ok"),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[..outcomes.len() - 1]
+            .iter()
+            .all(|o| o == "connect"),
+        "{outcomes:?}"
+    );
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "a racer was launched"
+    );
+    assert_eq!(
+        em.hellos().len(),
+        1,
+        "only the top rung's hello reached the box"
+    );
+    assert!(layer.stats().hosts.is_empty(), "nothing learned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_only_a_racer_could_not_connect_the_error_is_the_connect_failure() {
+    let server = TlsServer::only(Tls1_2).await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::hang_above(Tls1_2)])
+        .await
+        .unwrap();
+    let layer = builder()
+        .handshake_timeout(Duration::from_millis(1000))
+        .stall_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let (client, _) = slow_client(&layer, Duration::ZERO, |n| n > 0);
+    let err = slow_get(&client, &em.url()).await.unwrap_err();
+    let err = tls_error(&err);
+    assert_eq!(err.kind(), tls_fallback::ErrorKind::Connect, "{err}");
+    let outcomes: Vec<String> = err.attempts().iter().map(|a| a.outcome.short()).collect();
+    assert!(outcomes.contains(&"timeout".to_string()), "{outcomes:?}");
+    assert!(outcomes.contains(&"connect".to_string()), "{outcomes:?}");
+    assert!(
+        layer.stats().hosts.is_empty(),
+        "a connect failure teaches nothing"
+    );
 }
