@@ -45,12 +45,9 @@ async fn a_hanging_rung_costs_the_stall_time_not_the_handshake_timeout() {
     assert_eq!(ladder_seen(&em), [(Some(Tls1_2), true)]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_but_healthy_server_still_wins_on_its_best_version() {
-    let server = TlsServer::modern().await.unwrap();
-    // Every hello waits 1 s before reaching the server: the top rung is silent past the
-    // 400 ms stall, so the next rungs race it; the TLS 1.2 one gets inappropriate_fallback
-    // (SCSV), and the connector keeps waiting for the top rung, which answers first.
+/// An emulator that holds every hello for 1 s before passing it to `server`, and a layer that
+/// races a rung silent for 400 ms.
+async fn delayed_by_a_second(server: &TlsServer) -> (Emulator, tls_fallback::FallbackLayer) {
     let em = Emulator::start(
         server.addr(),
         vec![Rule::delay(Duration::from_millis(1000))],
@@ -61,6 +58,16 @@ async fn a_slow_but_healthy_server_still_wins_on_its_best_version() {
         .stall_timeout(Some(Duration::from_millis(400)))
         .build()
         .unwrap();
+    (em, layer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_healthy_server_still_wins_on_its_best_version() {
+    let server = TlsServer::modern().await.unwrap();
+    // Every hello waits 1 s before reaching the server: the top rung is silent past the
+    // 400 ms stall, so the next rungs race it; the TLS 1.2 one gets inappropriate_fallback
+    // (SCSV), and the connector keeps waiting for the top rung, which answers first.
+    let (em, layer) = delayed_by_a_second(&server).await;
     let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
     let info = tls(&res);
     assert_eq!(info.version, Tls1_3);
@@ -370,18 +377,9 @@ async fn waiters_share_a_second_tcp_connect_failure_instead_of_queueing_behind_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_racer_that_cannot_connect_does_not_end_the_walk() {
     let server = TlsServer::modern().await.unwrap();
-    // The server answers only after 1 s: the top rung looks silent at the 300 ms stall, its
+    // The server answers only after 1 s: the top rung looks silent at the 400 ms stall, its
     // racers are launched, and their TCP connects are refused. The top rung still wins.
-    let em = Emulator::start(
-        server.addr(),
-        vec![Rule::delay(Duration::from_millis(1000))],
-    )
-    .await
-    .unwrap();
-    let layer = builder()
-        .stall_timeout(Some(Duration::from_millis(300)))
-        .build()
-        .unwrap();
+    let (em, layer) = delayed_by_a_second(&server).await;
     let (client, calls) = slow_client(&layer, Duration::ZERO, |n| n > 0);
     let res = slow_get(&client, &em.url()).await.unwrap();
     let info = res.extensions().get::<tls_fallback::TlsInfo>().unwrap();
