@@ -258,17 +258,16 @@ impl tower_service::Service<http::Uri> for SlowConnect {
     }
 }
 
+type SlowClient = hyper_util::client::legacy::Client<
+    tls_fallback::FallbackConnector<SlowConnect>,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
 fn slow_client(
     layer: &tls_fallback::FallbackLayer,
     delay: Duration,
     refuse: fn(usize) -> bool,
-) -> (
-    hyper_util::client::legacy::Client<
-        tls_fallback::FallbackConnector<SlowConnect>,
-        http_body_util::Full<hyper::body::Bytes>,
-    >,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
+) -> (SlowClient, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let calls = std::sync::Arc::default();
     let tcp = SlowConnect {
         inner: tls_fallback::FallbackLayer::http_connector(),
@@ -283,10 +282,7 @@ fn slow_client(
 }
 
 async fn slow_get(
-    client: &hyper_util::client::legacy::Client<
-        tls_fallback::FallbackConnector<SlowConnect>,
-        http_body_util::Full<hyper::body::Bytes>,
-    >,
+    client: &SlowClient,
     url: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
     let req = hyper::Request::get(url)
@@ -315,6 +311,20 @@ async fn a_slow_tcp_connect_does_not_count_against_the_stall_time() {
     assert_eq!(server.handshakes(), 1);
 }
 
+/// Ten GETs of `url` started together, one task each.
+fn ten_at_once(
+    client: &SlowClient,
+    url: &str,
+) -> Vec<tokio::task::JoinHandle<Result<(), hyper_util::client::legacy::Error>>> {
+    (0..10)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.to_string();
+            tokio::spawn(async move { slow_get(&client, &url).await.map(|_| ()) })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_do_not_inherit_the_leaders_tcp_connect_failure() {
     let server = TlsServer::modern().await.unwrap();
@@ -322,16 +332,8 @@ async fn waiters_do_not_inherit_the_leaders_tcp_connect_failure() {
     // Every connect takes 200 ms, so all ten requests join the first one's walk; that first
     // connect is refused.
     let (client, calls) = slow_client(&layer, Duration::from_millis(200), |n| n == 0);
-    let url = server.url();
-    let tasks: Vec<_> = (0..10)
-        .map(|_| {
-            let client = client.clone();
-            let url = url.clone();
-            tokio::spawn(async move { slow_get(&client, &url).await.map(|_| ()) })
-        })
-        .collect();
     let mut failed = Vec::new();
-    for t in tasks {
+    for t in ten_at_once(&client, &server.url()) {
         if let Err(e) = t.await.unwrap() {
             failed.push(tls_error(&e).kind());
         }
@@ -349,16 +351,8 @@ async fn waiters_share_a_second_tcp_connect_failure_instead_of_queueing_behind_m
     // Every connect is refused after 200 ms. The waiters retry once behind a new leader, then
     // take its failure: two connects in all, not one leader after another.
     let (client, calls) = slow_client(&layer, Duration::from_millis(200), |_| true);
-    let url = server.url();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..10)
-        .map(|_| {
-            let client = client.clone();
-            let url = url.clone();
-            tokio::spawn(async move { slow_get(&client, &url).await.map(|_| ()) })
-        })
-        .collect();
-    for t in tasks {
+    for t in ten_at_once(&client, &server.url()) {
         let err = t.await.unwrap().expect_err("every connect is refused");
         assert_eq!(tls_error(&err).kind(), tls_fallback::ErrorKind::Connect);
     }
