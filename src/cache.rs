@@ -323,7 +323,9 @@ impl FileShared {
             .memory
             .snapshot()
             .into_iter()
-            .filter(|(_, d)| d.rung > 0)
+            // Not the provisional ones: "seen once" is not worth persisting, and a reader that
+            // does not know the field would take them for decisions.
+            .filter(|(_, d)| d.rung > 0 && !d.provisional)
             .map(|(k, d)| FileEntry {
                 host: k.host.to_string(),
                 port: k.port,
@@ -333,7 +335,7 @@ impl FileShared {
                     reason: d.reason.clone(),
                     learned_at_ms: d.learned_at_ms,
                     uses: AtomicU64::new(d.uses.load(Ordering::Relaxed)),
-                    provisional: d.provisional,
+                    provisional: false,
                 },
             })
             .collect();
@@ -422,6 +424,9 @@ impl DecisionStore for FileStore {
 pub(crate) enum FlightOutcome {
     /// This rung worked.
     Rung(usize),
+    /// A rung worked that is only provisionally learned (a reshaped hello, see
+    /// [`Decision::provisional`]): not a starting point for the waiters either.
+    Provisional,
     /// The walk failed with this error.
     Failed(crate::Error),
 }
@@ -584,6 +589,29 @@ mod tests {
             .get(&HostKey::new("pay.example", 443))
             .expect("written on drop");
         assert_eq!(got.rung, 3);
+    }
+
+    #[test]
+    fn provisional_decisions_stay_in_memory_and_out_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.json");
+        let store = FileStore::with_debounce(&path, 100, Duration::from_secs(60), Duration::ZERO);
+        store.put(
+            HostKey::new("seen-once.example", 443),
+            Arc::new(Decision::new(1, "modern-compact".into(), "modern: reset").into_provisional()),
+        );
+        store.put(
+            HostKey::new("learned.example", 443),
+            Arc::new(Decision::new(2, "tls12".into(), "modern: closed")),
+        );
+        assert!(store
+            .get(&HostKey::new("seen-once.example", 443))
+            .is_some_and(|d| d.provisional));
+        store.flush().unwrap();
+        let body: FileBody = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let hosts: Vec<_> = body.hosts.iter().map(|e| e.host.as_str()).collect();
+        assert_eq!(hosts, ["learned.example"]);
+        assert!(!body.hosts[0].decision.provisional);
     }
 
     #[test]

@@ -528,6 +528,10 @@ where
                             };
                             return self.walk(start, None).await;
                         }
+                        // The leader won with a reshaped hello that is not learned yet: one
+                        // reset must not choose the hello of a whole burst. Walk again (one
+                        // waiter leads and confirms it or not; the others wait for that).
+                        Some(FlightOutcome::Provisional) => continue,
                         // The leader's TCP connect failed: that says nothing about TLS and
                         // may not hold for this connection (another address, a transient
                         // refusal). Try once more; one of the waiters leads that round. A
@@ -623,11 +627,12 @@ where
         });
         if let Some(leader) = leader {
             leader.finish(match &result {
-                Ok((_, idx)) => FlightOutcome::Rung(*idx),
+                Ok((_, _, true)) => FlightOutcome::Provisional,
+                Ok((_, idx, false)) => FlightOutcome::Rung(*idx),
                 Err(e) => FlightOutcome::Failed(e.clone()),
             });
         }
-        result.map(|(s, _)| s)
+        result.map(|(s, _, _)| s)
     }
 
     /// The first rung at or after `from` that the policy allows for this host; `skipped` is
@@ -726,7 +731,7 @@ where
     async fn walk_inner(
         &mut self,
         start: &Start,
-    ) -> Result<(MaybeHttpsStream<S::Response>, usize), WalkError> {
+    ) -> Result<(MaybeHttpsStream<S::Response>, usize, bool), WalkError> {
         let shared = self.shared;
         let policy = &shared.policy;
         let floor = policy.floor_for(self.key);
@@ -749,12 +754,18 @@ where
         let mut refused_racer = false;
         // The rung that last failed by timing out with no answer (a silent box).
         let mut silent: Option<usize> = None;
-        // A racer's TCP connect failed while other attempts ran.
-        let mut connect_failed: Option<BoxError> = None;
+        // Whether two attempts ever ran at once in this walk.
+        let mut raced = false;
+        // The highest rung (lowest index) whose TCP connect failed in a race: it never sent a
+        // hello, so it proves nothing. It is tried once more, alone, before the walk gives up
+        // or calls anything below it a downgrade.
+        let mut connect_failed: Option<(usize, BoxError)> = None;
+        let mut relaunched: Option<usize> = None;
+        let mut gave_up: Option<BoxError> = None;
         loop {
             if inflight.is_empty() {
-                match next {
-                    Some(idx) => {
+                match (next, &connect_failed) {
+                    (Some(idx), _) => {
                         inflight.push(self.launch(idx));
                         next = self.next_allowed(idx + 1, &mut skipped);
                         if let Some(silent) = silent.take() {
@@ -767,9 +778,21 @@ where
                             );
                         }
                     }
-                    None => break,
+                    (None, Some((idx, _))) if relaunched.is_none() => {
+                        let idx = *idx;
+                        tracing::debug!(host = %self.key, rung = %shared.rungs[idx].name,
+                            "a racer could not connect; trying it once more, alone");
+                        connect_failed = None;
+                        relaunched = Some(idx);
+                        inflight.push(self.launch(idx));
+                    }
+                    (None, _) => {
+                        gave_up = connect_failed.take().map(|(_, e)| e);
+                        break;
+                    }
                 }
             }
+            raced |= inflight.len() > 1;
             let race_at = match (shared.stall, inflight.last(), next) {
                 (Some(stall), Some(newest), Some(_))
                     if inflight.len() < MAX_IN_FLIGHT && no_race != Some(newest.idx) =>
@@ -842,17 +865,19 @@ where
                         self.count_fallback_as("stalled");
                     }
                     self.settle(&mut inflight);
-                    self.learn(idx, start);
+                    let provisional = self.learn(idx, start);
                     let rung = &shared.rungs[idx];
                     let out = self.finish(stream, rung, start.from_cache, false);
-                    return Ok((out, idx));
+                    return Ok((out, idx, provisional));
                 }
-                Err(AttemptError::Connect(e)) if !inflight.is_empty() => {
-                    // A racer could not connect while another attempt still runs: that says
-                    // nothing about TLS, and the running attempt may still succeed. Launch
-                    // nothing more; report the connect failure if nothing else works.
+                Err(AttemptError::Connect(e)) if raced && relaunched != Some(idx) => {
+                    // A racer could not connect: that says nothing about TLS, and the attempts
+                    // still running may succeed. Launch nothing new; the highest such rung is
+                    // tried once more, alone, if nothing else works.
                     next = None;
-                    connect_failed = Some(e);
+                    if connect_failed.as_ref().is_none_or(|(i, _)| idx < *i) {
+                        connect_failed = Some((idx, e));
+                    }
                     continue;
                 }
                 Err(AttemptError::Connect(e)) => {
@@ -861,9 +886,13 @@ where
                 }
                 Err(AttemptError::Handshake(verdict)) => verdict,
             };
-            if verdict == Verdict::Downgrade && inflight.iter().any(|f| f.idx < idx) {
+            let untried_above = connect_failed.as_ref().is_some_and(|(i, _)| *i < idx);
+            if verdict == Verdict::Downgrade
+                && (inflight.iter().any(|f| f.idx < idx) || untried_above)
+            {
                 // A racer offered less than the server supports while a higher rung is still
-                // running: the server may just be slow. Wait for the higher rungs, and stop
+                // running (or could not connect, so never sent its hello): the server may just
+                // be slow, or that rung may work. Wait for (or retry) the higher rungs, and stop
                 // launching lower ones.
                 refused_racer = true;
                 next = None;
@@ -871,10 +900,12 @@ where
                     inflight.drain(..).partition(|f| f.idx < idx);
                 inflight = higher;
                 self.abandon(&mut lower);
+                connect_failed = connect_failed.filter(|(i, _)| *i < idx);
                 continue;
             }
             if refused_racer && matches!(verdict, Verdict::Intolerant | Verdict::LegacyServer) {
-                if !inflight.is_empty() {
+                if !inflight.is_empty() || connect_failed.is_some() {
+                    // Higher rungs still run, or one is still to be retried (the loop's top).
                     continue;
                 }
                 // Every higher rung failed after all, yet the server refused a lower one as an
@@ -962,6 +993,7 @@ where
                 }
             }
         }
+        let connect_failed = gave_up.or(connect_failed.map(|(_, e)| e));
         if let Some(e) = connect_failed.filter(|_| last != Some(Verdict::LegacyServer)) {
             // Out of attempts after a racer could not even connect: a network problem, not a
             // TLS verdict (and no reason to drop a cached decision).
@@ -1031,16 +1063,19 @@ where
 
     /// Records what worked: a fallback is learned (and announced); a host that answers on the
     /// top rung is remembered as healthy so later first contacts skip the single flight.
+    /// Returns whether the win was learned only provisionally.
     ///
-    /// A fallback that keeps the top version and only reshapes the hello (`modern-compact`
-    /// after `modern`) is not protected by TLS_FALLBACK_SCSV: one injected reset, or a glitch,
-    /// would otherwise pick the hello of every connection for the whole TTL (no padding, no
-    /// post-quantum key share). It is learned provisionally and becomes a starting point only
-    /// when the next walk from the top ends on the same rung.
-    fn learn(&self, idx: usize, start: &Start) {
+    /// TLS_FALLBACK_SCSV guards versions: a server that speaks more than the winning rung offers
+    /// refuses it. It cannot guard a rung that failed with the *same* version cap and a
+    /// different shape (`modern` then `modern-compact`, `tls12` then `tls12-compact`): one
+    /// injected reset, or a glitch, would otherwise pick the hello of every connection for the
+    /// whole TTL (no padding, no post-quantum key share, no ALPN). Such a win is learned
+    /// provisionally and becomes a starting point only when the next walk from the top ends on
+    /// the same rung.
+    fn learn(&self, idx: usize, start: &Start) -> bool {
         let shared = self.shared;
         if start.from_cache && idx == start.rung {
-            return;
+            return false;
         }
         let rung = &shared.rungs[idx];
         let reason = self
@@ -1050,8 +1085,10 @@ where
             .map(|a| format!("{}: {}", a.profile, a.outcome.short()))
             .collect::<Vec<_>>()
             .join("; ");
-        let reshape =
-            idx > 0 && rung.profile.max_version() == shared.rungs[0].profile.max_version();
+        let cap = rung.profile.max_version();
+        let reshape = self.attempts.iter().any(|a| {
+            a.max_version == cap && !matches!(a.outcome, Outcome::Ok | Outcome::Connect { .. })
+        });
         let seen_before = || {
             shared.store.get(self.key).is_some_and(|d| {
                 d.provisional
@@ -1061,13 +1098,14 @@ where
             })
         };
         let mut decision = Decision::new(idx as u8, Arc::clone(&rung.name), reason);
-        if reshape && !seen_before() {
+        let provisional = reshape && !seen_before();
+        if provisional {
             tracing::info!(
                 host = %self.key,
                 failed = %decision.reason,
                 working = %rung.name,
-                "a reshaped hello at the top version worked; used for this connection only, and \
-                 learned if the next first contact needs it too"
+                "a reshaped hello at the same TLS version worked; used for this connection \
+                 only, and learned if the next first contact needs it too"
             );
             decision = decision.into_provisional();
         } else if idx > 0 {
@@ -1082,6 +1120,7 @@ where
             );
         }
         shared.store.put(self.key.clone(), Arc::new(decision));
+        provisional
     }
 
     fn forget_sessions(&self) {
@@ -1132,8 +1171,12 @@ impl Shared {
         match self.store.get(key) {
             Some(d) if d.expired(self.ttl) => {
                 self.store.remove(key);
-                self.stats.expired.fetch_add(1, Ordering::Relaxed);
                 self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                if d.provisional {
+                    // Never used as a start: nothing expires that anyone relied on.
+                    return None;
+                }
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
                 if d.rung > 0 {
                     tracing::info!(
                         host = %key,

@@ -214,6 +214,33 @@ async fn a_reshaped_hello_at_the_top_version_is_learned_only_when_a_second_walk_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshaped_hello_below_the_top_version_is_provisional_too() {
+    // A TLS 1.2 server behind a box that closes TLS 1.3 hellos and long suite lists: the walk
+    // ends on tls12-compact after tls12 failed. SCSV vouches for the version cap, not for the
+    // shape that tls12-compact trims, so this too waits for a second walk.
+    let server = TlsServer::only(Tls1_2).await.unwrap();
+    let em = Emulator::start(
+        server.addr(),
+        vec![Rule::close_above(Tls1_2), Rule::close_if_ciphers_above(16)],
+    )
+    .await
+    .unwrap();
+    let layer = builder().build().unwrap();
+    for round in 0..2 {
+        let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+        assert_eq!(&*tls(&res).profile, "tls12-compact");
+        assert_eq!(
+            tls(&res).handshakes(),
+            4,
+            "round {round}: a walk from the top"
+        );
+        let stats = layer.stats();
+        assert_eq!(stats.learned, round, "round {round}");
+        assert_eq!(stats.hosts[0].provisional, round == 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_store_survives_a_restart() {
     let (_server, em) = legacy_gateway().await;
     let dir = tempfile::tempdir().unwrap();

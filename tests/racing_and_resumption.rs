@@ -426,3 +426,71 @@ async fn when_only_a_racer_could_not_connect_the_error_is_the_connect_failure() 
         "a connect failure teaches nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_racer_that_could_not_connect_is_retried_before_anything_below_it_is_called_a_downgrade()
+{
+    // A TLS 1.3 server behind an F5-style box (it hangs on 256..511-byte hellos), and a ladder
+    // whose top rung does not pad: the top rung hangs, and at the stall the compact TLS 1.3
+    // rung and the TLS 1.2 rung race it. The compact rung's TCP connect is refused, so it
+    // never sends a hello; the TLS 1.2 rung is refused as an inappropriate fallback. That is
+    // no proof of an attack: the compact rung is retried, alone, and wins.
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::f5_hang()])
+        .await
+        .unwrap();
+    let ladder = tls_fallback::Ladder::new(vec![
+        tls_fallback::Profile::new("modern-unpadded", Tls1_3)
+            .padding(false)
+            .groups("X25519:P-256"),
+        tls_fallback::Profile::modern_compact(),
+        tls_fallback::Profile::tls12(),
+    ]);
+    let layer = builder()
+        .ladder(ladder)
+        .handshake_timeout(Duration::from_millis(1500))
+        .stall_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    // Connect #1 is the compact racer's (racers are polled, and so connect, in rung order).
+    let (client, calls) = slow_client(&layer, Duration::ZERO, |n| n == 1);
+    let res = slow_get(&client, &em.url()).await.unwrap();
+    let info = res.extensions().get::<tls_fallback::TlsInfo>().unwrap();
+    assert_eq!(info.version, Tls1_3);
+    assert_eq!(&*info.profile, "modern-compact");
+    let outcomes: Vec<String> = info.attempts.iter().map(|a| a.outcome.short()).collect();
+    assert!(outcomes.contains(&"connect".to_string()), "{outcomes:?}");
+    assert!(outcomes.contains(&"alert:86".to_string()), "{outcomes:?}");
+    assert_eq!(layer.stats().downgrades, 0);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+    let seen = em.hellos();
+    let last = seen.last().unwrap();
+    assert!(
+        last.len() < 256,
+        "the retried compact hello: {}",
+        last.len()
+    );
+    assert_eq!(server.versions().get("TLSv1.3"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_do_not_take_up_a_reshaped_hello_the_leader_won_after_one_reset() {
+    // One reset during a burst of first contacts: the leader ends on the compact TLS 1.3 hello,
+    // which is only provisionally learned. The waiters must not all send it: one of them walks
+    // from the top again (and the full modern hello now works), the rest follow that.
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::reset_first(1)])
+        .await
+        .unwrap();
+    let layer = builder().build().unwrap();
+    let (client, _) = slow_client(&layer, Duration::from_millis(200), |_| false);
+    for t in ten_at_once(&client, &em.url()) {
+        t.await.unwrap().expect("every request succeeds");
+    }
+    let seen = em.hellos();
+    let compact = seen.iter().filter(|h| h.scsv()).count();
+    assert_eq!(compact, 1, "only the leader's fallback hello");
+    assert_eq!(seen.len(), 11, "one reset, then one hello per request");
+    assert_eq!(server.versions().get("TLSv1.3"), Some(&10));
+    assert_eq!(layer.stats().learned, 0);
+}
