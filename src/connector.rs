@@ -232,6 +232,8 @@ where
                 uri: &uri,
                 key: &key,
                 attempts: Vec::new(),
+                lost: Vec::new(),
+                prior: None,
             };
             walk.run().await
         })
@@ -270,6 +272,8 @@ struct InFlight<'a, T> {
     answered: Arc<AtomicBool>,
     /// When the hello went out (after the TCP connect): the stall clock's start.
     hello_at: Arc<OnceLock<Instant>>,
+    /// Launched while another attempt ran (a racer).
+    parallel: bool,
     future: AttemptFuture<'a, T>,
 }
 
@@ -300,6 +304,12 @@ struct Walk<'a, S> {
     uri: &'a Uri,
     key: &'a HostKey,
     attempts: Vec<Attempt>,
+    /// Rungs of the current `walk_inner` that failed (not by a TCP connect failure) or were
+    /// abandoned: what a win is compared against to tell a reshape from a version fallback.
+    lost: Vec<usize>,
+    /// The host's provisional decision as it was when the current `walk_inner` started: only
+    /// an entry stored before this walk can be confirmed by it.
+    prior: Option<Arc<Decision>>,
 }
 
 /// One TCP connect and one handshake with a rung: the unit the walk runs, alone or raced.
@@ -493,9 +503,10 @@ where
         if let Some(i) = shared.policy.pin_index(self.key) {
             return self.pinned(&shared.pins[i].1).await;
         }
-        // At most three rounds of waiting for someone else's walk, then walk alone.
+        // At most three rounds of waiting for someone else's walk, then (after one more look
+        // at the cache) walk alone.
         let mut connect_retried = false;
-        for _ in 0..3 {
+        for round in 0..=3 {
             if let Some(d) = shared.lookup(self.key) {
                 d.uses.fetch_add(1, Ordering::Relaxed);
                 let start = Start {
@@ -504,7 +515,7 @@ where
                 };
                 return self.walk(start, None).await;
             }
-            if !shared.single_flight {
+            if !shared.single_flight || round == 3 {
                 break;
             }
             match shared.flights.join(self.key) {
@@ -648,7 +659,7 @@ where
         Some(from + off)
     }
 
-    fn launch(&self, idx: usize) -> InFlight<'a, S::Response> {
+    fn launch(&self, idx: usize, parallel: bool) -> InFlight<'a, S::Response> {
         let shared = self.shared;
         let rung = &shared.rungs[idx];
         let floor = shared.policy.floor_for(self.key);
@@ -675,6 +686,7 @@ where
             started: Instant::now(),
             answered,
             hello_at,
+            parallel,
             future: Box::pin(future),
         }
     }
@@ -693,7 +705,7 @@ where
         let max = |i: usize| self.shared.rungs[i].profile.max_version();
         if let Some(after) = *next {
             if max(idx) == max(silent) && max(after) < max(idx) && inflight.len() < MAX_IN_FLIGHT {
-                inflight.push(self.launch(after));
+                inflight.push(self.launch(after, true));
                 *next = self.next_allowed(after + 1, skipped);
             }
         }
@@ -714,6 +726,7 @@ where
     fn abandon(&mut self, inflight: &mut Vec<InFlight<'a, S::Response>>) {
         for f in inflight.drain(..) {
             let rung = &self.shared.rungs[f.idx];
+            self.lost.push(f.idx);
             self.attempts.push(Attempt {
                 profile: Arc::clone(&rung.name),
                 max_version: rung.profile.max_version(),
@@ -735,6 +748,8 @@ where
         let shared = self.shared;
         let policy = &shared.policy;
         let floor = policy.floor_for(self.key);
+        self.lost.clear();
+        self.prior = shared.store.get(self.key).filter(|d| d.provisional);
         let mut skipped = false;
         let mut next = self.next_allowed(start.rung, &mut skipped);
         if start.from_cache && next != Some(start.rung) {
@@ -754,19 +769,19 @@ where
         let mut refused_racer = false;
         // The rung that last failed by timing out with no answer (a silent box).
         let mut silent: Option<usize> = None;
-        // Whether two attempts ever ran at once in this walk.
-        let mut raced = false;
         // The highest rung (lowest index) whose TCP connect failed in a race: it never sent a
-        // hello, so it proves nothing. It is tried once more, alone, before the walk gives up
-        // or calls anything below it a downgrade.
+        // hello, so it proves nothing. It is tried once more, alone, before the walk goes on
+        // down, gives up, or calls anything below it a downgrade.
         let mut connect_failed: Option<(usize, BoxError)> = None;
         let mut relaunched: Option<usize> = None;
+        // The rest of the ladder, held while that rung waits for its retry.
+        let mut held: Option<usize> = None;
         let mut gave_up: Option<BoxError> = None;
         loop {
             if inflight.is_empty() {
                 match (next, &connect_failed) {
                     (Some(idx), _) => {
-                        inflight.push(self.launch(idx));
+                        inflight.push(self.launch(idx, false));
                         next = self.next_allowed(idx + 1, &mut skipped);
                         if let Some(silent) = silent.take() {
                             self.launch_next_version(
@@ -784,7 +799,8 @@ where
                             "a racer could not connect; trying it once more, alone");
                         connect_failed = None;
                         relaunched = Some(idx);
-                        inflight.push(self.launch(idx));
+                        next = held.take();
+                        inflight.push(self.launch(idx, false));
                     }
                     (None, _) => {
                         gave_up = connect_failed.take().map(|(_, e)| e);
@@ -792,7 +808,6 @@ where
                     }
                 }
             }
-            raced |= inflight.len() > 1;
             let race_at = match (shared.stall, inflight.last(), next) {
                 (Some(stall), Some(newest), Some(_))
                     if inflight.len() < MAX_IN_FLIGHT && no_race != Some(newest.idx) =>
@@ -842,7 +857,7 @@ where
                         tracing::debug!(host = %self.key, silent = %shared.rungs[newest_idx].name,
                             racer = %shared.rungs[idx].name,
                             "no answer within the stall time; racing the next rung");
-                        inflight.push(self.launch(idx));
+                        inflight.push(self.launch(idx, true));
                         next = self.next_allowed(idx + 1, &mut skipped);
                         self.launch_next_version(
                             newest_idx,
@@ -870,21 +885,27 @@ where
                     let out = self.finish(stream, rung, start.from_cache, false);
                     return Ok((out, idx, provisional));
                 }
-                Err(AttemptError::Connect(e)) if raced && relaunched != Some(idx) => {
+                Err(AttemptError::Connect(e)) if done.parallel && relaunched.is_none() => {
                     // A racer could not connect: that says nothing about TLS, and the attempts
-                    // still running may succeed. Launch nothing new; the highest such rung is
-                    // tried once more, alone, if nothing else works.
-                    next = None;
+                    // still running may succeed. Launch nothing new for now; the highest such
+                    // rung is tried once more, alone, before the rest of the ladder.
+                    held = held.or(next.take());
                     if connect_failed.as_ref().is_none_or(|(i, _)| idx < *i) {
                         connect_failed = Some((idx, e));
                     }
                     continue;
                 }
+                // The retried rung cannot connect either, after a lower racer was refused as
+                // an inappropriate fallback: that refusal is the only TLS evidence left.
+                Err(AttemptError::Connect(_)) if refused_racer => Verdict::Downgrade,
                 Err(AttemptError::Connect(e)) => {
                     self.settle(&mut inflight);
                     return Err(WalkError::Fail(self.connect_err(e)));
                 }
-                Err(AttemptError::Handshake(verdict)) => verdict,
+                Err(AttemptError::Handshake(verdict)) => {
+                    self.lost.push(idx);
+                    verdict
+                }
             };
             let untried_above = connect_failed.as_ref().is_some_and(|(i, _)| *i < idx);
             if verdict == Verdict::Downgrade
@@ -896,6 +917,7 @@ where
                 // launching lower ones.
                 refused_racer = true;
                 next = None;
+                held = None;
                 let (higher, mut lower): (Vec<_>, Vec<_>) =
                     inflight.drain(..).partition(|f| f.idx < idx);
                 inflight = higher;
@@ -926,9 +948,11 @@ where
                 }
                 Verdict::LegacyServer => {
                     self.count_fallback();
-                    // Only a legacy rung can help: drop modern racers, skip to the first legacy
-                    // rung below this one that the policy allows.
+                    // Only a legacy rung can help: drop modern racers (and any retry of one),
+                    // skip to the first legacy rung below this one that the policy allows.
                     self.abandon(&mut inflight);
+                    connect_failed = None;
+                    held = None;
                     next = match shared.rungs[idx + 1..]
                         .iter()
                         .position(|r| r.profile.is_legacy())
@@ -1085,16 +1109,17 @@ where
             .map(|a| format!("{}: {}", a.profile, a.outcome.short()))
             .collect::<Vec<_>>()
             .join("; ");
+        // A rung above the winner with the same cap failed or was abandoned in this walk.
         let cap = rung.profile.max_version();
-        let reshape = self.attempts.iter().any(|a| {
-            a.max_version == cap && !matches!(a.outcome, Outcome::Ok | Outcome::Connect { .. })
-        });
+        let reshape = self
+            .lost
+            .iter()
+            .any(|&i| i < idx && shared.rungs[i].profile.max_version() == cap);
+        // Confirmed only by an entry stored before this walk started (not by a concurrent walk
+        // that saw the same reset).
         let seen_before = || {
-            shared.store.get(self.key).is_some_and(|d| {
-                d.provisional
-                    && usize::from(d.rung) == idx
-                    && d.profile == rung.name
-                    && !d.expired(shared.ttl)
+            self.prior.as_ref().is_some_and(|d| {
+                usize::from(d.rung) == idx && d.profile == rung.name && !d.expired(shared.ttl)
             })
         };
         let mut decision = Decision::new(idx as u8, Arc::clone(&rung.name), reason);

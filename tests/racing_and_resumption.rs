@@ -81,6 +81,13 @@ async fn a_slow_but_healthy_server_still_wins_on_its_best_version() {
     let seen = ladder_seen(&em);
     assert_eq!(seen[0], (Some(Tls1_3), false));
     assert!(seen[1..].iter().all(|(_, scsv)| *scsv), "{seen:?}");
+    // Remembered as healthy (not as a provisional reshape because of the abandoned compact
+    // racer below it): the next connection is a cache hit on the top rung.
+    let hits = layer.stats().cache_hits;
+    em.clear();
+    let (res, _) = get(&client(&layer), &em.url()).await.unwrap();
+    assert_eq!(&*tls(&res).profile, "modern");
+    assert_eq!(layer.stats().cache_hits, hits + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,4 +500,38 @@ async fn waiters_do_not_take_up_a_reshaped_hello_the_leader_won_after_one_reset(
     assert_eq!(seen.len(), 11, "one reset, then one hello per request");
     assert_eq!(server.versions().get("TLSv1.3"), Some(&10));
     assert_eq!(layer.stats().learned, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_retrying_a_racer_that_could_not_connect_the_walk_goes_on_down() {
+    // A TLS 1.2 server behind a box that hangs on TLS 1.3 hellos and closes long suite lists.
+    // The top rung hangs; at the stall the compact TLS 1.3 rung (hangs too) and the TLS 1.2
+    // rung race it, and the TLS 1.2 rung's TCP connect is refused. It is retried alone (and
+    // closed for its suite list), and the walk must still go on to tls12-compact.
+    let server = TlsServer::only(Tls1_2).await.unwrap();
+    let em = Emulator::start(
+        server.addr(),
+        vec![Rule::hang_above(Tls1_2), Rule::close_if_ciphers_above(16)],
+    )
+    .await
+    .unwrap();
+    let layer = builder()
+        .handshake_timeout(Duration::from_millis(1500))
+        .stall_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    // Connects: #0 modern, #1 modern-compact, #2 tls12 (refused), #3 tls12 again, #4
+    // tls12-compact.
+    let (client, calls) = slow_client(&layer, Duration::ZERO, |n| n == 2);
+    let res = slow_get(&client, &em.url()).await.unwrap();
+    let info = res.extensions().get::<tls_fallback::TlsInfo>().unwrap();
+    assert_eq!(info.version, Tls1_2);
+    assert_eq!(&*info.profile, "tls12-compact");
+    let outcomes: Vec<String> = info.attempts.iter().map(|a| a.outcome.short()).collect();
+    assert_eq!(
+        outcomes,
+        ["connect", "timeout", "timeout", "closed", "ok"],
+        "{outcomes:?}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
