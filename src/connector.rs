@@ -272,7 +272,7 @@ struct InFlight<'a, T> {
     answered: Arc<AtomicBool>,
     /// When the hello went out (after the TCP connect): the stall clock's start.
     hello_at: Arc<OnceLock<Instant>>,
-    /// Launched while another attempt ran (a racer).
+    /// Ran beside another attempt at some point (a racer, or the rung it raced).
     parallel: bool,
     future: AttemptFuture<'a, T>,
 }
@@ -808,6 +808,12 @@ where
                     }
                 }
             }
+            if inflight.len() > 1 {
+                // Every attempt running beside another is a racer (the silent rung included).
+                for f in &mut inflight {
+                    f.parallel = true;
+                }
+            }
             let race_at = match (shared.stall, inflight.last(), next) {
                 (Some(stall), Some(newest), Some(_))
                     if inflight.len() < MAX_IN_FLIGHT && no_race != Some(newest.idx) =>
@@ -885,19 +891,30 @@ where
                     let out = self.finish(stream, rung, start.from_cache, false);
                     return Ok((out, idx, provisional));
                 }
-                Err(AttemptError::Connect(e)) if done.parallel && relaunched.is_none() => {
-                    // A racer could not connect: that says nothing about TLS, and the attempts
-                    // still running may succeed. Launch nothing new for now; the highest such
-                    // rung is tried once more, alone, before the rest of the ladder.
+                Err(AttemptError::Connect(e))
+                    if relaunched != Some(idx) && (done.parallel || !inflight.is_empty()) =>
+                {
+                    // A racer (or the rung it raced) could not connect: that says nothing about
+                    // TLS, and the attempts still running may succeed. Launch nothing new for
+                    // now; the highest such rung is tried once more, alone, before the rest of
+                    // the ladder. A lower one that is not retried counts as lost (the reshape
+                    // rule in `learn` must not take it for untried).
                     held = held.or(next.take());
-                    if connect_failed.as_ref().is_none_or(|(i, _)| idx < *i) {
-                        connect_failed = Some((idx, e));
+                    match &connect_failed {
+                        Some((i, _)) if *i < idx => self.lost.push(idx),
+                        Some((i, _)) => {
+                            self.lost.push(*i);
+                            connect_failed = Some((idx, e));
+                        }
+                        None => connect_failed = Some((idx, e)),
                     }
                     continue;
                 }
                 // The retried rung cannot connect either, after a lower racer was refused as
                 // an inappropriate fallback: that refusal is the only TLS evidence left.
-                Err(AttemptError::Connect(_)) if refused_racer => Verdict::Downgrade,
+                Err(AttemptError::Connect(_)) if refused_racer && relaunched == Some(idx) => {
+                    Verdict::Downgrade
+                }
                 Err(AttemptError::Connect(e)) => {
                     self.settle(&mut inflight);
                     return Err(WalkError::Fail(self.connect_err(e)));
@@ -1119,7 +1136,11 @@ where
         // that saw the same reset).
         let seen_before = || {
             self.prior.as_ref().is_some_and(|d| {
-                usize::from(d.rung) == idx && d.profile == rung.name && !d.expired(shared.ttl)
+                usize::from(d.rung) == idx
+                    && d.profile == rung.name
+                    && !d.expired(shared.ttl)
+                    // Still the stored entry: not forgotten or replaced during this walk.
+                    && shared.store.get(self.key).is_some_and(|now| Arc::ptr_eq(&now, d))
             })
         };
         let mut decision = Decision::new(idx as u8, Arc::clone(&rung.name), reason);

@@ -437,11 +437,23 @@ async fn when_only_a_racer_could_not_connect_the_error_is_the_connect_failure() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_racer_that_could_not_connect_is_retried_before_anything_below_it_is_called_a_downgrade()
 {
-    // A TLS 1.3 server behind an F5-style box (it hangs on 256..511-byte hellos), and a ladder
-    // whose top rung does not pad: the top rung hangs, and at the stall the compact TLS 1.3
-    // rung and the TLS 1.2 rung race it. The compact rung's TCP connect is refused, so it
-    // never sends a hello; the TLS 1.2 rung is refused as an inappropriate fallback. That is
-    // no proof of an attack: the compact rung is retried, alone, and wins.
+    // At the stall, the compact TLS 1.3 rung and the TLS 1.2 rung race the silent top rung.
+    compact_refused_once_then_retried(Some(Duration::from_millis(300))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rung_started_with_its_next_version_partner_is_retried_if_it_could_not_connect() {
+    // Without racing: after the top rung times out, the compact TLS 1.3 rung and the TLS 1.2
+    // rung start together (the silent-rung pair), the first from the loop, the second beside it.
+    compact_refused_once_then_retried(None).await;
+}
+
+/// A TLS 1.3 server behind an F5-style box (it hangs on 256..511-byte hellos), and a ladder
+/// whose top rung does not pad: the top rung hangs, and the compact TLS 1.3 rung and the TLS
+/// 1.2 rung run together after it. The compact rung's TCP connect is refused, so it never sends
+/// a hello; the TLS 1.2 rung is refused as an inappropriate fallback. That is no proof of an
+/// attack: the compact rung is retried, alone, and wins.
+async fn compact_refused_once_then_retried(stall: Option<Duration>) {
     let server = TlsServer::modern().await.unwrap();
     let em = Emulator::start(server.addr(), vec![Rule::f5_hang()])
         .await
@@ -456,10 +468,11 @@ async fn a_racer_that_could_not_connect_is_retried_before_anything_below_it_is_c
     let layer = builder()
         .ladder(ladder)
         .handshake_timeout(Duration::from_millis(1500))
-        .stall_timeout(Some(Duration::from_millis(300)))
+        .stall_timeout(stall)
         .build()
         .unwrap();
-    // Connect #1 is the compact racer's (racers are polled, and so connect, in rung order).
+    // Connect #1 is the compact rung's (rungs started together are polled, and so connect, in
+    // rung order).
     let (client, calls) = slow_client(&layer, Duration::ZERO, |n| n == 1);
     let res = slow_get(&client, &em.url()).await.unwrap();
     let info = res.extensions().get::<tls_fallback::TlsInfo>().unwrap();
