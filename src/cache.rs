@@ -31,9 +31,10 @@ pub struct Decision {
     /// How many connections started from it.
     #[serde(default)]
     pub uses: AtomicU64,
-    /// Seen once, not yet learned: a rung that offers the top version and only reshapes the
-    /// hello. TLS_FALLBACK_SCSV cannot vouch for such a fallback (it guards versions, not
-    /// hello shapes), so one reset must not decide the hello of every later connection: a
+    /// Seen once, not yet learned: a rung that won after a rung above it with the same version
+    /// cap failed, i.e. one that only reshapes the hello (`modern-compact` after `modern`).
+    /// TLS_FALLBACK_SCSV cannot vouch for such a fallback (it guards versions, not hello
+    /// shapes), so one reset must not decide the hello of every later connection: a
     /// provisional decision is not a starting point, and becomes a real one when the next walk
     /// from the top ends on the same rung.
     #[serde(default)]

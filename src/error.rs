@@ -160,7 +160,7 @@ pub enum Error {
         host: String,
         /// The inner connector's error.
         source: Arc<dyn StdError + Send + Sync>,
-        /// Attempts made before this one.
+        /// Every attempt, the failed connects included (a racer's, and its retry).
         attempts: Attempts,
     },
     /// Any other handshake failure, or the ladder ran out of rungs.
@@ -292,7 +292,8 @@ impl fmt::Display for Error {
                 attempts,
             } => write!(
                 f,
-                "could not connect to {host}: {source} (not a TLS problem){attempts}"
+                "could not connect to {host}: {source} (not a TLS problem: check the address, \
+                 port, firewall or proxy){attempts}"
             ),
             Error::Handshake { host, attempts } => {
                 let last = attempts.0.last().map(|a| &a.outcome);

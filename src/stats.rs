@@ -64,7 +64,8 @@ pub struct HostStats {
     pub learned_at_ms: u64,
     /// Connections that started from it.
     pub uses: u64,
-    /// Seen once, not yet a starting point: a reshaped hello at the top version, learned only
-    /// when the next first contact needs it too ([`crate::Decision::provisional`]).
+    /// Seen once, not yet a starting point: a reshaped hello (same version cap as a rung that
+    /// failed above it), learned only when the next walk from the top needs it too
+    /// ([`crate::Decision::provisional`]).
     pub provisional: bool,
 }

@@ -425,6 +425,13 @@ async fn when_only_a_racer_could_not_connect_the_error_is_the_connect_failure() 
     let err = slow_get(&client, &em.url()).await.unwrap_err();
     let err = tls_error(&err);
     assert_eq!(err.kind(), tls_fallback::ErrorKind::Connect, "{err}");
+    // The message says what kind of problem it is, what to check, and every attempt.
+    let text = err.to_string();
+    assert!(
+        text.contains("not a TLS problem: check the address"),
+        "{text}"
+    );
+    assert!(text.contains("modern"), "{text}");
     let outcomes: Vec<String> = err.attempts().iter().map(|a| a.outcome.short()).collect();
     assert!(outcomes.contains(&"timeout".to_string()), "{outcomes:?}");
     assert!(outcomes.contains(&"connect".to_string()), "{outcomes:?}");
