@@ -517,7 +517,8 @@ async fn run_probe(args: ProbeArgs) -> Result<(), CliError> {
     let mut cfg = ProbeConfig::new(target.clone());
     cfg.sni = args.sni.clone().or(cfg.sni);
     cfg.timeout = Duration::from_millis(args.timeout_ms);
-    let mut report = probe::probe(&cfg).await.map_err(|e| match e {
+    cfg.ca_file = args.ca_file.clone();
+    let report = probe::probe(&cfg).await.map_err(|e| match e {
         ProbeError::BadTarget(m) => CliError::bad_input(m),
         other => CliError {
             kind: "connect",
@@ -526,11 +527,6 @@ async fn run_probe(args: ProbeArgs) -> Result<(), CliError> {
             code: 1,
         },
     })?;
-    // One real handshake through the connector (legacy allowed: this is a diagnosis), with
-    // certificate checks, to show what `get` would do.
-    report
-        .tests
-        .push(full_handshake(&args, &cfg, &target).await);
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),
@@ -547,63 +543,6 @@ async fn run_probe(args: ProbeArgs) -> Result<(), CliError> {
         println!("{}", report.to_table());
     }
     Ok(())
-}
-
-async fn full_handshake(args: &ProbeArgs, cfg: &ProbeConfig, target: &str) -> probe::ProbeTest {
-    let started = Instant::now();
-    let host = cfg.sni.clone().unwrap_or_else(|| {
-        target
-            .rsplit_once(':')
-            .map_or(target, |(h, _)| h)
-            .to_string()
-    });
-    let port = target
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .unwrap_or(443);
-    let mut b = FallbackLayer::builder()
-        .handshake_timeout(cfg.timeout)
-        .allow_legacy("*");
-    if let Some(ca) = &args.ca_file {
-        b = b.ca_file(ca);
-    }
-    let mut test = probe::ProbeTest {
-        name: "fallback_connector".into(),
-        description: "a full handshake through the fallback connector, certificates checked".into(),
-        hello_len: 0,
-        outcome: String::new(),
-        negotiated: None,
-        ms: 0,
-    };
-    let host_for_uri = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
-    let uri: Result<http::Uri, _> = format!("https://{host_for_uri}:{port}/").parse();
-    let result = match (b.build(), uri) {
-        (Ok(layer), Ok(uri)) => {
-            let mut connector = layer.layer(FallbackLayer::http_connector());
-            tower_service::Service::call(&mut connector, uri)
-                .await
-                .map(|s| s.tls_info().cloned())
-        }
-        (Err(e), _) => Err(e),
-        (_, Err(e)) => Err(Error::InvalidUri {
-            uri: host,
-            reason: e.to_string(),
-        }),
-    };
-    test.ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(Some(info)) => {
-            test.outcome = format!("ok:{}", info.profile);
-            test.negotiated = Some(info.version.as_str().to_string());
-        }
-        Ok(None) => test.outcome = "ok".into(),
-        Err(e) => test.outcome = format!("error:{}", e.kind().as_str()),
-    }
-    test
 }
 
 // ---------------------------------------------------------------------------------------------
