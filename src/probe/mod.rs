@@ -68,9 +68,7 @@ impl ProbeConfig {
     /// A config for `target` with the default SNI and a 5 s per-test timeout.
     pub fn new(target: impl Into<String>) -> Self {
         let target = target.into();
-        let sni = Target::parse(&target)
-            .ok()
-            .and_then(|t| t.default_sni());
+        let sni = Target::parse(&target).ok().and_then(|t| t.default_sni());
         ProbeConfig {
             target,
             sni,
@@ -151,7 +149,9 @@ mod tests {
 
     #[tokio::test]
     async fn bad_targets_and_refused_connections_are_errors() {
-        let err = probe(&ProbeConfig::new("localhost:99999")).await.unwrap_err();
+        let err = probe(&ProbeConfig::new("localhost:99999"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ProbeError::BadTarget(_)));
         assert_eq!(
             err.to_string(),

@@ -63,10 +63,19 @@ pub struct VersionStep {
     pub intolerance: Option<VersionKey>,
 }
 
+/// A version step as data: id, description, hello, the version it proves, the key it tests.
+type VersionRow = (
+    TestId,
+    &'static str,
+    HelloSpec,
+    Option<u16>,
+    Option<VersionKey>,
+);
+
 /// The version support and intolerance hellos, each kept outside the F5 window.
 pub fn version_plan(sni: &Option<String>) -> Vec<VersionStep> {
     use VersionKey::*;
-    let rows: [(TestId, &'static str, HelloSpec, Option<u16>, Option<VersionKey>); 8] = [
+    let rows: [VersionRow; 8] = [
         (
             TestId::Version10,
             "legacy_version 1.0 only",

@@ -203,7 +203,7 @@ fn join(versions: &[TlsVersion], sep: &str) -> String {
 pub fn recommend(r: &ProbeReport, host: &str) -> String {
     let mut text = match r.no_tls_answer {
         Some(none) => format!(
-            "No TLS answer from {host}: {}. Is this a TLS port? Check the port number, and \
+            "No TLS answer from {host} ({}). Is this a TLS port? Check the port number, and \
              whether a firewall or proxy in between swallows the hello, before blaming \
              intolerance.",
             none.explain()
@@ -276,9 +276,9 @@ fn versions_advice(r: &ProbeReport, host: &str) -> String {
             "Allow legacy TLS for this host ({host} only speaks TLS {supported}), since the \
              connector's floor is TLS 1.2, and ask the vendor to enable TLS 1.2."
         ),
-        Some(TlsVersion::Tls1_3) => format!(
-            "Nothing needed: {host} negotiates TLS {supported} without any intolerance."
-        ),
+        Some(TlsVersion::Tls1_3) => {
+            format!("Nothing needed: {host} negotiates TLS {supported} without any intolerance.")
+        }
         Some(best) => format!(
             "Pin {host} to TLS {}: it only supports TLS {supported} and negotiates down \
              correctly, so a pin just skips the TLS 1.3 offer.",
@@ -394,7 +394,10 @@ mod tests {
         let rows: [(ProbeReport, &str); 4] = [
             (report(&[Tls1_2, Tls1_3], Supported), "Nothing needed"),
             (report(&[Tls1_2], Unknown), "Pin h to TLS 1.2"),
-            (report(&[Tls1_0, Tls1_1], NotSupported), "Allow legacy TLS for this host"),
+            (
+                report(&[Tls1_0, Tls1_1], NotSupported),
+                "Allow legacy TLS for this host",
+            ),
             (report(&[], Unknown), "No TLS version"),
         ];
         for (r, start) in rows {
@@ -437,12 +440,22 @@ mod tests {
         r.fallback_scsv_unknown = Some(ScsvUnknown::NoTlsAnswer);
         r.tests = vec![test(TestId::Version10, TestOutcome::Timeout)];
         r.recommendation = recommend(&r, "h");
-        assert!(r.recommendation.starts_with("No TLS answer from h"), "{}", r.recommendation);
+        assert!(
+            r.recommendation.starts_with("No TLS answer from h"),
+            "{}",
+            r.recommendation
+        );
         assert!(r.recommendation.contains("Is this a TLS port?"));
         let table = r.to_table();
         assert!(table.contains("is this a TLS port?"), "{table}");
-        assert!(!table.contains(": ok") && !table.contains(" ok\n"), "{table}");
-        assert!(table.contains("unknown (not tested: nothing answered in TLS)"), "{table}");
+        assert!(
+            !table.contains(": ok") && !table.contains(" ok\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("unknown (not tested: nothing answered in TLS)"),
+            "{table}"
+        );
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["no_tls_answer"], "silent");
         assert_eq!(v["fallback_scsv_unknown"], "no_tls_answer");
@@ -458,7 +471,10 @@ mod tests {
         t.detail = Some("unable to get local issuer certificate".into());
         r.tests = vec![t];
         let text = recommend(&r, "h");
-        assert!(text.contains("failed the certificate check (unable to get local issuer"), "{text}");
+        assert!(
+            text.contains("failed the certificate check (unable to get local issuer"),
+            "{text}"
+        );
         assert!(text.contains("--ca-file"), "{text}");
         r.tests[0].outcome = TestOutcome::Connected("modern".into());
         assert!(!recommend(&r, "h").contains("--ca-file"));

@@ -32,8 +32,7 @@ const MAX_READ: usize = 16 * 1024;
 
 /// Runs every test against `cfg.target`, sequentially, one TCP connection each.
 pub async fn probe(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
-    let target =
-        Target::parse(&cfg.target).map_err(|e| ProbeError::BadTarget(e.to_string()))?;
+    let target = Target::parse(&cfg.target).map_err(|e| ProbeError::BadTarget(e.to_string()))?;
     let mut runner = Runner::resolve(cfg, &target).await?;
     let sni = cfg.sni.clone();
     let plan = plan::version_plan(&sni);
@@ -320,12 +319,12 @@ async fn connector_handshake(
         None if addr.is_ipv6() => format!("[{}]", addr.ip()),
         None => addr.ip().to_string(),
     };
-    let uri: Uri = format!("https://{host}:{}/", addr.port())
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| Error::InvalidUri {
+    let uri: Uri = format!("https://{host}:{}/", addr.port()).parse().map_err(
+        |e: http::uri::InvalidUri| Error::InvalidUri {
             uri: host.clone(),
             reason: e.to_string(),
-        })?;
+        },
+    )?;
     let mut b = FallbackLayer::builder()
         .handshake_timeout(cfg.timeout)
         .allow_legacy("*");

@@ -199,7 +199,9 @@ fn parse_port(p: &str) -> Result<u16, TargetError> {
     }
     match p.parse::<u32>() {
         Ok(n @ 1..=65535) => Ok(n as u16),
-        _ => Err(TargetError::new(format!("port {p} is out of range 1-65535"))),
+        _ => Err(TargetError::new(format!(
+            "port {p} is out of range 1-65535"
+        ))),
     }
 }
 
@@ -227,7 +229,10 @@ mod tests {
             assert_eq!((t.host(), t.port()), (host, port), "{input}");
             assert_eq!(t.default_sni().as_deref(), sni, "{input}");
         }
-        assert_eq!(Target::parse("[::1]:8443").unwrap().to_string(), "[::1]:8443");
+        assert_eq!(
+            Target::parse("[::1]:8443").unwrap().to_string(),
+            "[::1]:8443"
+        );
     }
 
     #[test]
@@ -242,7 +247,10 @@ mod tests {
             ("", "the target is empty"),
             ("https://", "the host is missing"),
             ("https://:443/", "the host is missing"),
-            ("::1", "\"::1\" has more than one ':' (an IPv6 address goes in brackets: [::1])"),
+            (
+                "::1",
+                "\"::1\" has more than one ':' (an IPv6 address goes in brackets: [::1])",
+            ),
             ("::::", "\"::::\" has more than one ':'"),
             ("::1:443", "has more than one ':'"),
             ("[::1]443", "\"443\" after ']' should be ':PORT'"),
@@ -250,7 +258,10 @@ mod tests {
             ("[x]:1", "\"x\" in brackets is not an IPv6 address"),
             ("http://h/", "scheme \"http\" is not probed"),
             ("ftp://h/", "scheme \"ftp\" is not probed"),
-            ("localhost:8443/health", "has a path but no scheme (write https://localhost:8443/health)"),
+            (
+                "localhost:8443/health",
+                "has a path but no scheme (write https://localhost:8443/health)",
+            ),
             ("https://user@h/", "a user name in the URL is not supported"),
             ("a b:443", "the host \"a b\" contains ' '"),
         ];
