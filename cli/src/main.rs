@@ -88,7 +88,7 @@ pub struct GetArgs {
 /// `probe`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
-    /// HOST:PORT (port 443 if omitted).
+    /// HOST[:PORT] (port 443 if omitted), [IPv6][:PORT] or an https:// URL.
     pub target: String,
     /// Also trust the root certificates in this PEM file (for the full-handshake check).
     #[arg(long, value_name = "PEM")]
