@@ -6,30 +6,27 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Decision, DecisionStore, MemoryStore};
 use crate::policy::HostKey;
 
-#[derive(Serialize, Deserialize)]
-struct FileEntry {
-    host: String,
-    port: u16,
-    #[serde(flatten)]
-    decision: Decision,
-}
+mod disk;
 
-#[derive(Serialize, Deserialize)]
-struct FileBody {
-    version: u32,
-    hosts: Vec<FileEntry>,
-}
+use disk::{FileBody, FileEntry};
 
 /// A store that keeps fallback decisions in a JSON file, so short-lived processes do not
 /// re-learn on every start. Reads once at start; writes in a background thread, debounced,
 /// through a synced temporary file and a rename (a crash never leaves half a file), and writes
-/// what is still pending when dropped. A missing or corrupt file logs a warning and starts
-/// empty. Only fallback decisions (rung > 0) are written.
+/// what is still pending when dropped. Only fallback decisions (rung > 0) are written.
+///
+/// The file is treated as untrusted input. It is read only if it is a regular file (a symbolic
+/// link, FIFO, device or directory at the path is refused, never followed or opened for long)
+/// of at most [`FileStore::MAX_FILE_BYTES`] whose text values are at most
+/// [`FileStore::MAX_VALUE_BYTES`] each; a missing file starts empty, and a refused, corrupt
+/// or truncated one logs a warning and starts empty (it is replaced on the next write).
+/// Writes create a new file with a random name, exclusively and without following links, with
+/// mode 0600 (it lists which hosts fall back), and rename it over the path: a link planted at
+/// the path is replaced, its target never written. Keep the file in a directory only this
+/// user can write: whoever can write there can replace the file.
 ///
 /// Dropping the last handle (the store, or the [`crate::FallbackLayer`] and connectors that
 /// share it) blocks the dropping thread until the pending write is on disk: a file write and
@@ -57,6 +54,24 @@ struct FileShared {
 }
 
 impl FileStore {
+    /// The largest decision file read: 8 MiB (some 40,000 hosts; the writer keeps the newest
+    /// entries that fit). A bigger file is refused whole.
+    pub const MAX_FILE_BYTES: u64 = disk::MAX_FILE_BYTES;
+    /// The longest text value (host, profile name, reason) read from the file: 4 KiB. A file
+    /// with a longer one is refused whole; reasons are cut to this length when written.
+    pub const MAX_VALUE_BYTES: usize = disk::MAX_VALUE_BYTES;
+
+    /// The decisions in the bytes of a decision file, with the limits [`FileStore::open`]
+    /// applies; the error says what is wrong. For tools that inspect a file, and for fuzzing.
+    pub fn parse(bytes: &[u8]) -> Result<Vec<(HostKey, Decision)>, String> {
+        let body = disk::parse(bytes).map_err(|e| e.to_string())?;
+        Ok(body
+            .hosts
+            .into_iter()
+            .map(|e| (HostKey::new(&e.host, e.port), e.decision))
+            .collect())
+    }
+
     /// Opens (or starts) the store at `path`; see the type docs for failure handling.
     /// Decisions older than `ttl` in the file are skipped.
     pub fn open(path: impl AsRef<Path>, capacity: u64, ttl: Duration) -> Self {
@@ -72,31 +87,7 @@ impl FileStore {
     ) -> Self {
         let path = path.as_ref().to_path_buf();
         let memory = MemoryStore::new(capacity);
-        match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<FileBody>(&bytes) {
-                Ok(body) => {
-                    let mut loaded = 0usize;
-                    for e in body.hosts {
-                        if !e.decision.expired(ttl) && e.port != 0 && !e.host.is_empty() {
-                            memory.put(HostKey::new(&e.host, e.port), Arc::new(e.decision));
-                            loaded += 1;
-                        }
-                    }
-                    tracing::debug!(path = %path.display(), loaded, "decision file loaded");
-                }
-                Err(e) => tracing::warn!(
-                    path = %path.display(),
-                    error = %e,
-                    "decision file is corrupt; starting with an empty cache (it will be rewritten)"
-                ),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(
-                path = %path.display(),
-                error = %e,
-                "decision file cannot be read; starting with an empty cache"
-            ),
-        }
+        load(&path, ttl, &memory);
         let shared = Arc::new(FileShared {
             path,
             dirty: Mutex::new(false),
@@ -129,6 +120,34 @@ impl FileStore {
             self.shared.wake.notify_one();
         }
     }
+}
+
+/// Reads the decisions of the file at `path` into `memory`, skipping expired ones; on any
+/// refusal a warning, and `memory` stays empty.
+fn load(path: &Path, ttl: Duration, memory: &MemoryStore) {
+    if let Some(warning) = disk::directory_warning(path) {
+        tracing::warn!(path = %path.display(), "{warning}");
+    }
+    let body = match disk::read(path).and_then(|b| b.map(|b| disk::parse(&b)).transpose()) {
+        Ok(Some(body)) => body,
+        Ok(None) => return,
+        Err(refused) => {
+            tracing::warn!(
+                path = %path.display(),
+                "decision file refused: {refused}; starting with an empty cache (the file is \
+                 replaced on the next write)"
+            );
+            return;
+        }
+    };
+    let mut loaded = 0usize;
+    for e in body.hosts {
+        if !e.decision.expired(ttl) && e.port != 0 && !e.host.is_empty() {
+            memory.put(HostKey::new(&e.host, e.port), Arc::new(e.decision));
+            loaded += 1;
+        }
+    }
+    tracing::debug!(path = %path.display(), loaded, "decision file loaded");
 }
 
 impl FileShared {
@@ -174,51 +193,48 @@ impl FileShared {
     }
 
     fn write_file(&self) -> std::io::Result<()> {
-        static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
         let _one_at_a_time = match self.writing.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let hosts = self
+        let mut hosts: Vec<FileEntry> = self
             .memory
             .snapshot()
             .into_iter()
             // Not the provisional ones: "seen once" is not worth persisting, and a reader that
-            // does not know the field would take them for decisions.
-            .filter(|(_, d)| d.rung > 0 && !d.provisional)
+            // does not know the field would take them for decisions. Nothing a reader would
+            // refuse either (reasons are cut to the limit).
+            .filter(|(k, d)| {
+                d.rung > 0
+                    && !d.provisional
+                    && k.host.len() <= disk::MAX_VALUE_BYTES
+                    && d.profile.len() <= disk::MAX_VALUE_BYTES
+            })
             .map(|(k, d)| FileEntry {
                 host: k.host.to_string(),
                 port: k.port,
                 decision: Decision {
                     rung: d.rung,
                     profile: d.profile.clone(),
-                    reason: d.reason.clone(),
+                    reason: disk::clip(&d.reason).into(),
                     learned_at_ms: d.learned_at_ms,
                     uses: AtomicU64::new(d.uses.load(Ordering::Relaxed)),
                     provisional: false,
                 },
             })
             .collect();
-        let body = serde_json::to_vec_pretty(&FileBody { version: 1, hosts })
-            .map_err(std::io::Error::other)?;
-        // A name no other writer uses (another process, another store on the same path).
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(format!(
-            ".tmp{}.{}",
-            std::process::id(),
-            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let tmp = PathBuf::from(tmp);
-        let written = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut file, &body)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        // The newest first, so that a file over the size limit keeps the newest decisions.
+        hosts.sort_by(|a, b| b.decision.learned_at_ms.cmp(&a.decision.learned_at_ms));
+        let mut body = FileBody { version: 1, hosts };
+        let mut bytes = serde_json::to_vec_pretty(&body).map_err(std::io::Error::other)?;
+        while bytes.len() as u64 > disk::MAX_FILE_BYTES && !body.hosts.is_empty() {
+            // Each round drops at least one entry: bounded by the number of hosts.
+            let keep = (body.hosts.len() as u64 * disk::MAX_FILE_BYTES / bytes.len() as u64)
+                .saturating_sub(1) as usize;
+            body.hosts.truncate(keep.min(body.hosts.len() - 1));
+            bytes = serde_json::to_vec_pretty(&body).map_err(std::io::Error::other)?;
         }
-        written
+        disk::replace(&self.path, &bytes)
     }
 }
 
