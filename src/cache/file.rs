@@ -224,7 +224,7 @@ impl FileShared {
             })
             .collect();
         // The newest first, so that a file over the size limit keeps the newest decisions.
-        hosts.sort_by(|a, b| b.decision.learned_at_ms.cmp(&a.decision.learned_at_ms));
+        hosts.sort_by_key(|e| std::cmp::Reverse(e.decision.learned_at_ms));
         let mut body = FileBody { version: 1, hosts };
         let mut bytes = serde_json::to_vec_pretty(&body).map_err(std::io::Error::other)?;
         while bytes.len() as u64 > disk::MAX_FILE_BYTES && !body.hosts.is_empty() {
