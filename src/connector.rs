@@ -366,8 +366,8 @@ where
         (Some(c), true) => (c, rung.ids.1),
         _ => (&rung.plain, rung.ids.0),
     };
-    let host = uri.host().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    // The key's normalised host: the same name for SNI, the name check and the session key.
+    let host = key.host();
     let ssl = Ssl::new(connector)
         .and_then(|mut ssl| {
             ssl.set_min_proto_version(Some(min.to_ssl()))?;
