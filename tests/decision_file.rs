@@ -233,3 +233,27 @@ fn a_decision_file_in_a_directory_other_users_can_write_is_warned_about() {
         "a private directory (tempdir: 0700) is not warned about"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any cut of a valid file, and any bytes at all, on disk: `open` never panics, and starts
+    /// empty unless the bytes are a whole decision file within the limits.
+    #[test]
+    fn a_cut_or_garbage_file_never_panics_and_loads_only_a_whole_file(
+        cut in 0usize..400,
+        garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.json");
+        let whole = file_with("cut.example", "modern: closed");
+        let cut = cut.min(whole.len());
+        std::fs::write(&path, &whole.as_bytes()[..cut]).unwrap();
+        let loaded = FileStore::open(&path, 100, TTL).snapshot().len();
+        proptest::prop_assert_eq!(loaded, usize::from(cut == whole.len()));
+        std::fs::write(&path, &garbage).unwrap();
+        let parsed = FileStore::parse(&garbage).map(|e| e.len());
+        let loaded = FileStore::open(&path, 100, TTL).snapshot().len();
+        proptest::prop_assert_eq!(loaded, parsed.unwrap_or(0));
+    }
+}
