@@ -3,7 +3,6 @@
 //! knows nothing of the ladder.
 
 use std::future::poll_fn;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -119,7 +118,7 @@ where
     // The stall clock starts here, with the hello, not with a slow TCP connect.
     let _ = signals.hello_at.set(Instant::now());
     signals.hello_sent.notify_one();
-    let mut stream = match tls_stream(shared, uri, key, &plan, scsv, tcp, &signals) {
+    let mut stream = match tls_stream(shared, key, &plan, scsv, tcp, &signals) {
         Ok(s) => s,
         Err(e) => {
             return Tried {
@@ -175,10 +174,11 @@ where
 
 /// The TLS stream over the TCP stream, set up for this rung: minimum version, SNI for names
 /// (never for IP literals), the same host name check on every rung (what rust-openssl's
-/// `ConnectConfiguration::into_ssl` does), and the host's session for this very context.
+/// `ConnectConfiguration::into_ssl` does), and the host's session for this very context. The
+/// name is the key's normalised host, so SNI, the name check and the session key agree on
+/// every spelling of the host.
 fn tls_stream<T>(
     shared: &Shared,
-    uri: &Uri,
     key: &HostKey,
     plan: &Plan<'_>,
     scsv: bool,
@@ -193,15 +193,14 @@ where
         (Some(c), true) => (c, rung.ids.1),
         _ => (&rung.plain, rung.ids.0),
     };
-    let host = uri.host().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = key.host();
     let mut ssl = Ssl::new(connector)?;
     ssl.set_min_proto_version(Some(plan.min.to_ssl()))?;
     let param = ssl.param_mut();
     param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-    match host.parse::<IpAddr>() {
-        Ok(ip) => param.set_ip(ip)?,
-        Err(_) => {
+    match key.ip() {
+        Some(ip) => param.set_ip(ip)?,
+        None => {
             param.set_host(host)?;
             ssl.set_hostname(host)?;
         }
