@@ -102,7 +102,9 @@ impl ErrorKind {
 
 /// Why a connection could not be made. Every connection error lists each attempt.
 ///
-/// hyper's client wraps connector errors; find ours with [`Error::find`]:
+/// hyper's client wraps connector errors (its own `Display` says only `client error
+/// (Connect)`); find ours with [`Error::find`], which takes what you hold (hyper-util's error, a
+/// `&dyn Error`, a `Box<dyn Error + Send + Sync>`):
 /// ```
 /// # fn f(e: &hyper_util::client::legacy::Error) {
 /// if let Some(tls) = tls_fallback::Error::find(e) {
@@ -207,16 +209,6 @@ impl Error {
             | Error::Connect { attempts, .. }
             | Error::Handshake { attempts, .. } => attempts.as_slice(),
             Error::InvalidUri { .. } | Error::Config(_) => &[],
-        }
-    }
-
-    /// Finds a tls-fallback error in a chain of sources (e.g. inside hyper's client error).
-    pub fn find<'a>(mut e: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
-        loop {
-            if let Some(ours) = e.downcast_ref::<Error>() {
-                return Some(ours);
-            }
-            e = e.source()?;
         }
     }
 }

@@ -50,6 +50,7 @@ pub mod cache;
 pub mod classify;
 mod connector;
 mod error;
+mod find;
 pub mod policy;
 pub mod probe;
 mod profile;
@@ -66,8 +67,9 @@ pub use cache::{Decision, DecisionStore, FileStore, MemoryStore};
 pub use classify::{Outcome, Verdict};
 pub use connector::{FallbackConnector, FallbackLayer, FallbackLayerBuilder};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
+pub use find::ErrorChain;
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, Pin};
 pub use profile::{Ladder, ParseVersionError, Profile, TlsVersion};
 pub use stats::{HostStats, Stats};
-pub use stream::{MaybeHttpsStream, ReadWatch, TlsInfo, TlsStream};
+pub use stream::{ConnectionUse, MaybeHttpsStream, ReadWatch, TlsInfo, TlsStream};
