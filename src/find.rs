@@ -69,7 +69,7 @@ impl Error {
     /// fn from_boxed(r: &Result<(), Box<dyn StdError + Send + Sync>>) -> Option<&Error> {
     ///     r.as_ref().err().and_then(Error::find)
     /// }
-    /// fn from_dyn(e: Option<&(dyn StdError + 'static)>) -> Option<&Error> {
+    /// fn from_dyn<'a>(e: Option<&'a (dyn StdError + 'static)>) -> Option<&'a Error> {
     ///     e.and_then(Error::find)
     /// }
     /// // Found through any depth of sources, and in itself:
