@@ -86,7 +86,14 @@ impl Error {
             if let Some(ours) = e.downcast_ref::<Error>() {
                 return Some(ours);
             }
-            e = e.source()?;
+            // An io::Error's `source()` skips the error it wraps: step into it instead.
+            let wrapped = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref());
+            e = match wrapped {
+                Some(inner) => inner,
+                None => e.source()?,
+            };
         }
     }
 
