@@ -48,6 +48,8 @@ struct ReadmeDoctests;
 mod builder;
 pub mod cache;
 pub mod classify;
+#[cfg(feature = "client")]
+mod client;
 mod connector;
 mod error;
 mod find;
@@ -65,6 +67,8 @@ pub mod wire;
 pub use cache::{Decision, DecisionStore, FileStore, MemoryStore};
 #[doc(inline)]
 pub use classify::{Outcome, Verdict};
+#[cfg(feature = "client")]
+pub use client::{Client, ClientBuilder, RequestBuilder, RequestError, Response};
 pub use connector::{FallbackConnector, FallbackLayer, FallbackLayerBuilder};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
 pub use find::ErrorChain;
