@@ -40,10 +40,15 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-/// The README's examples, compiled as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled as doctests (the Quick start uses `Client`).
+#[cfg(all(doctest, feature = "client"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The production guide's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../docs/PRODUCTION.md")]
+struct ProductionDoctests;
 
 mod builder;
 pub mod cache;
