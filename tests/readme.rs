@@ -57,10 +57,9 @@ fn crates_named(program: &str) -> Vec<String> {
         if is_root
             && word.chars().next().is_some_and(|c| c.is_lowercase())
             && !local.contains(&word.as_str())
+            && !names.contains(&word)
         {
-            if !names.contains(&word) {
-                names.push(word);
-            }
+            names.push(word);
         }
     }
     names

@@ -95,7 +95,9 @@ mod tests {
             note: None,
             test: true,
         };
-        let rows: Vec<(Result<String, String>, Result<&str, &str>)> = vec![
+        // (encoded, want: the body or words of the error)
+        type Row = (Result<String, String>, Result<&'static str, &'static str>);
+        let rows: Vec<Row> = vec![
             (encode(&payment), Ok("amount=42&currency=EUR&test=true")),
             (encode(&[("a b", "x&y=z/é")]), Ok("a+b=x%26y%3Dz%2F%C3%A9")),
             (encode(&[("k", "*-._~")]), Ok("k=*-._%7E")),
