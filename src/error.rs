@@ -82,12 +82,12 @@ pub enum ErrorKind {
     Handshake,
     /// A malformed URI, pattern or configuration.
     BadInput,
-    /// [`crate::Client`] only: the whole request (connect, handshakes, request, body) did not
+    /// `Client` only: the whole request (connect, handshakes, request, body) did not
     /// finish within the client's timeout.
     RequestTimeout,
-    /// [`crate::Client`] only: the response body was larger than the client's cap.
+    /// `Client` only: the response body was larger than the client's cap.
     BodyTooLarge,
-    /// [`crate::Client`] only: the HTTP exchange failed after the TLS connection was made
+    /// `Client` only: the HTTP exchange failed after the TLS connection was made
     /// (the server closed the connection, sent bad HTTP, or redirected too often).
     Http,
 }

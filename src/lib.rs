@@ -18,6 +18,11 @@
 //! legacy crypto are only used for hosts allowed them, certificates are checked on every rung,
 //! and a downgrade signal ends the attempt and forgets the host.
 //!
+//! Most programs want `Client` (feature `client`, on by default): the layer inside
+//! hyper-util's client, with one timeout for the whole request, a body cap, JSON and form
+//! bodies, and errors that carry every attempt and a remedy. Programs with their own hyper
+//! stack use the layer directly:
+//!
 //! ```no_run
 //! use http_body_util::Empty;
 //! use hyper::body::Bytes;
@@ -34,9 +39,13 @@
 //! let client = Client::builder(TokioExecutor::new())
 //!     .build::<_, Empty<Bytes>>(layer.layer(FallbackLayer::http_connector()));
 //! let res = client.get("https://eu.legacy-gateway.example/health".parse()?).await?;
+//! // How the connection was made, and whether this request reused it:
 //! println!("{:?}", res.extensions().get::<tls_fallback::TlsInfo>());
+//! println!("{:?}", res.extensions().get::<tls_fallback::ConnectionUse>());
 //! # Ok(()) }
 //! ```
+//!
+//! hyper's error says only `client error (Connect)`; [`Error::find`] finds ours in it.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
