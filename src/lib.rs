@@ -64,6 +64,7 @@ pub mod cache;
 pub mod classify;
 #[cfg(feature = "client")]
 mod client;
+mod config;
 mod connector;
 mod error;
 mod find;
@@ -75,15 +76,17 @@ mod stats;
 mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod walk;
 pub mod wire;
 
+pub use builder::FallbackLayerBuilder;
 #[doc(inline)]
 pub use cache::{Decision, DecisionStore, FileStore, MemoryStore};
 #[doc(inline)]
 pub use classify::{Outcome, Verdict};
 #[cfg(feature = "client")]
 pub use client::{Client, ClientBuilder, RequestBuilder, RequestError, Response};
-pub use connector::{FallbackConnector, FallbackLayer, FallbackLayerBuilder};
+pub use connector::{FallbackConnector, FallbackLayer};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
 pub use find::ErrorChain;
 #[doc(inline)]
