@@ -373,3 +373,30 @@ async fn bad_input_says_what_is_wrong_and_what_is_expected() {
         assert!(err.to_string().contains(words), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_hyper_client_sees_which_request_reused_a_learned_legacy_connection() {
+    // The case: the third request on a kept-alive connection still shows the
+    // connection's six handshakes, and ConnectionUse says it is request 3.
+    let (_server, em) = common::legacy_gateway().await;
+    let layer = builder().allow_legacy("localhost").build().unwrap();
+    let client = common::client(&layer);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (res, _) = common::get(&client, &em.url()).await.unwrap();
+        let tls = common::tls(&res);
+        let used = res
+            .extensions()
+            .get::<tls_fallback::ConnectionUse>()
+            .cloned();
+        seen.push((tls.handshakes(), used.map(|u| (u.request(), u.reused()))));
+    }
+    assert_eq!(
+        seen,
+        [
+            (6, Some((1, false))),
+            (6, Some((2, true))),
+            (6, Some((3, true)))
+        ]
+    );
+}
