@@ -24,6 +24,9 @@ use tls_fallback::{
 };
 use tower_layer::Layer;
 
+#[path = "../../cli/src/proxy/mod.rs"]
+mod proxy;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tls-fallback",
@@ -43,6 +46,9 @@ enum Command {
     Probe(ProbeArgs),
     /// Start broken gateways on 127.0.0.1 and show the connector handling each one.
     Demo(DemoArgs),
+    /// Run an egress proxy that originates TLS through the fallback connector for apps that
+    /// send http:// requests through it (forward mode) or to it (--upstream mode).
+    Proxy(proxy::ProxyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -207,6 +213,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Demo(args) => demo(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
         }
     })
 }
