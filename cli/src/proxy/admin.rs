@@ -19,6 +19,18 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// Counters shown from the start.
+const ZERO_COUNTERS: [&str; 8] = [
+    "tls_fallback_connections_total",
+    "tls_fallback_handshakes_total",
+    "tls_fallback_downgrades_total",
+    "tls_fallback_learned_total",
+    "tls_fallback_races_total",
+    "tls_fallback_resumed_total",
+    "tls_fallback_cache_hits_total",
+    "tls_fallback_cache_misses_total",
+];
+
 /// Installs the Prometheus recorder as the global `metrics` recorder.
 pub fn install_recorder() -> Result<PrometheusHandle, String> {
     let recorder = PrometheusBuilder::new()
@@ -28,6 +40,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    // The library's unlabelled counters, at zero until they move, so dashboards see them.
+    for name in ZERO_COUNTERS {
+        metrics::counter!(name).increment(0);
+    }
     Ok(handle)
 }
 
@@ -43,6 +59,21 @@ pub fn answer(
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/metrics" => {
+            let rt = current(rt);
+            let learned: usize = rt
+                .upstreams
+                .all()
+                .iter()
+                .map(|b| {
+                    b.layer
+                        .stats()
+                        .hosts
+                        .iter()
+                        .filter(|h| !h.provisional)
+                        .count()
+                })
+                .sum();
+            metrics::gauge!("tls_fallback_learned_hosts").set(learned as f64);
             metrics.run_upkeep();
             text(
                 StatusCode::OK,
@@ -51,10 +82,7 @@ pub fn answer(
             )
         }
         "/decisions" => {
-            let rt = match rt.read() {
-                Ok(g) => Arc::clone(&g),
-                Err(p) => Arc::clone(&p.into_inner()),
-            };
+            let rt = current(rt);
             text(
                 StatusCode::OK,
                 &decisions(&rt).to_string(),
@@ -66,6 +94,13 @@ pub fn answer(
             "not found: try /healthz, /metrics or /decisions\n",
             "text/plain",
         ),
+    }
+}
+
+fn current(rt: &RwLock<Arc<Runtime>>) -> Arc<Runtime> {
+    match rt.read() {
+        Ok(g) => Arc::clone(&g),
+        Err(p) => Arc::clone(&p.into_inner()),
     }
 }
 

@@ -104,7 +104,13 @@ async fn serve(args: ProxyArgs, rt: Runtime) -> Result<(), String> {
     let metrics = admin::install_recorder()?;
     let listener = bind("proxy", rt.settings.listen).await?;
     let admin_listener = match rt.settings.admin {
-        Some(a) => Some(bind("admin", a).await?),
+        Some(a) => {
+            let l = bind("admin", a).await?;
+            if let Ok(local) = l.local_addr() {
+                say(&format!("admin on {local}"));
+            }
+            Some(l)
+        }
         None => None,
     };
     let limits = rt.settings.limits.clone();
