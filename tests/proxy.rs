@@ -567,3 +567,29 @@ async fn a_407_from_the_via_proxy_is_a_connect_error_naming_it_never_a_fallback(
     assert!(msg.contains("authorization required"), "{msg}");
     assert_eq!(em.count(), 0, "no hello went through");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_504_a_handshake_one_and_a_slow_upstream_one() {
+    let echo = Echo::start().await;
+    let (_s, hang) = gateway_with(Rule::hang_above(Tls1_2)).await;
+    let pin = format!("localhost:{}=1.3", hang.addr().port());
+    let proxy = Proxy::start(&[
+        "--allow", "localhost", "--pin", &pin, "--handshake-timeout-ms", "300",
+        "--request-timeout-ms", "500",
+    ])
+    .await;
+    // (url, error kind)
+    let rows = [
+        (format!("http://localhost:{}/", hang.addr().port()), "timeout"),
+        (echo.http_url("/slow/3000"), "timeout"),
+    ];
+    for (url, kind) in rows {
+        let started = Instant::now();
+        let (status, headers, body) = curl_via(&proxy, &[], &url).await;
+        assert_eq!(status, 504, "{url}: {body}");
+        assert_eq!(headers["x-tls-fallback-error"], kind, "{url}");
+        assert_eq!(json(&body)["error"]["kind"], kind, "{url}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{url}");
+    }
+    assert_eq!(hang.count(), 1, "a pinned host is not walked: {:?}", ladder_seen(&hang));
+}
