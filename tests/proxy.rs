@@ -3,12 +3,10 @@
 //! and tinyproxy as an outbound CONNECT proxy.
 #![cfg(feature = "cli")]
 
-mod common;
 mod proxy_support;
 
 use std::time::{Duration, Instant};
 
-use common::{gateway_with, ladder_seen, legacy_gateway, LEGACY_WALK};
 use proxy_support::*;
 use serde_json::Value;
 use tls_fallback::testkit::{Emulator, Rule, TlsServer};
@@ -592,4 +590,50 @@ async fn timeouts_are_504_a_handshake_one_and_a_slow_upstream_one() {
         assert!(started.elapsed() < Duration::from_secs(3), "{url}");
     }
     assert_eq!(hang.count(), 1, "a pinned host is not walked: {:?}", ladder_seen(&hang));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_from_the_config_file_bound_header_size_and_idle_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("proxy.toml");
+    std::fs::write(
+        &cfg,
+        "allow = [\"localhost\"]\n[limits]\nmax_header_bytes = 8192\nidle_timeout_ms = 300\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start_in(dir, &["--config", cfg.to_str().unwrap()]).await;
+    let big = format!("X-Big: {}", "a".repeat(20_000));
+    let (status, _, _) = curl_via(&proxy, &["-H", &big], &echo.http_url("/echo")).await;
+    assert_eq!(status, 431);
+    assert_eq!(curl_via(&proxy, &[], &echo.http_url("/echo")).await.0, 200);
+    // An app connection that sends nothing is closed after the idle time.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    // hyper may answer 408 before closing; either way the connection ends.
+    if n > 0 {
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"));
+    }
+    let _ = tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_picks_h2_by_alpn_is_served_over_h2() {
+    let server = TlsServer::builder().http2(true).start().await.unwrap();
+    let upstream = format!("https://localhost:{}", server.addr().port());
+    let proxy = Proxy::start(&["--upstream", &upstream]).await;
+    for _ in 0..3 {
+        let r = curl(&["-sS", "-i", "-X", "POST", "-d", "a=1", &format!("{}/h2", proxy.url())]).await;
+        assert!(r.stdout.starts_with("HTTP/1.1 200"), "{}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("POST over TLSv1.3, 3 body bytes"), "{}", r.stdout);
+    }
+    assert_eq!(server.requests("POST"), 3);
+    assert_eq!(server.handshakes(), 1, "one h2 connection carries the three requests");
 }

@@ -19,7 +19,8 @@ use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
-use tls_fallback::testkit::TestPki;
+use tls_fallback::testkit::{Emulator, Rule, TestPki, TlsServer};
+use tls_fallback::TlsVersion;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -471,3 +472,32 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A TLS 1.0-only server behind an emulator with this rule.
+pub async fn gateway_with(rule: Rule) -> (TlsServer, Emulator) {
+    let server = TlsServer::only(TlsVersion::Tls1_0).await.expect("server");
+    let em = Emulator::start(server.addr(), vec![rule])
+        .await
+        .expect("emulator");
+    (server, em)
+}
+
+/// A TLS 1.0-only server behind a box that closes any hello above TLS 1.0.
+pub async fn legacy_gateway() -> (TlsServer, Emulator) {
+    gateway_with(Rule::close_above(TlsVersion::Tls1_0)).await
+}
+
+/// (offered max version, SCSV) of every hello the emulator saw, in order.
+pub fn ladder_seen(em: &Emulator) -> Vec<(Option<TlsVersion>, bool)> {
+    em.hellos().iter().map(|h| (h.offered(), h.scsv())).collect()
+}
+
+/// What the emulator sees when the default ladder walks down to TLS 1.0.
+pub const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
+    (Some(TlsVersion::Tls1_3), false),
+    (Some(TlsVersion::Tls1_3), true),
+    (Some(TlsVersion::Tls1_2), true),
+    (Some(TlsVersion::Tls1_2), true),
+    (Some(TlsVersion::Tls1_1), true),
+    (Some(TlsVersion::Tls1_0), true),
+];

@@ -340,10 +340,14 @@ fn pins(
     Ok(out)
 }
 
-fn merge(args: &ProxyArgs, file: FileConfig, src: &Src) -> Result<Settings, String> {
-    let listen = addr(src, "listen", flag_or(&args.listen, file.listen))?
+fn listeners(
+    args: &ProxyArgs,
+    file: &mut FileConfig,
+    src: &Src,
+) -> Result<(SocketAddr, Option<SocketAddr>), String> {
+    let listen = addr(src, "listen", flag_or(&args.listen, file.listen.take()))?
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let admin = addr(src, "admin", flag_or(&args.admin, file.admin))?;
+    let admin = addr(src, "admin", flag_or(&args.admin, file.admin.take()))?;
     let public = args.listen_public || file.listen_public.unwrap_or(false);
     for (what, a) in [("listen", Some(listen)), ("admin", admin)] {
         if let Some(a) = a.filter(|a| !a.ip().is_loopback() && !public) {
@@ -354,8 +358,12 @@ fn merge(args: &ProxyArgs, file: FileConfig, src: &Src) -> Result<Settings, Stri
             ));
         }
     }
-    let allow = patterns(src, "allow", &args.allow, file.allow)?;
-    let upstream = match flag_or(&args.upstream, file.upstream) {
+    Ok((listen, admin))
+}
+
+fn routing(args: &ProxyArgs, file: &mut FileConfig, src: &Src) -> Result<Routing, String> {
+    let allow = patterns(src, "allow", &args.allow, file.allow.take())?;
+    let upstream = match flag_or(&args.upstream, file.upstream.take()) {
         Some((s, span)) => {
             Some(Upstream::parse(&s).map_err(|e| err_at(src, "upstream", &span, e))?)
         }
@@ -369,81 +377,86 @@ fn merge(args: &ProxyArgs, file: FileConfig, src: &Src) -> Result<Settings, Stri
                 .to_string(),
         );
     }
-    let mut legacy: Vec<String> =
-        patterns(src, "allow_legacy", &args.allow_legacy, file.allow_legacy)?
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-    let mut pin_list = pins(src, &args.pin, file.pin)?;
+    Ok(Routing { allow, upstream })
+}
+
+/// The shared layer's settings, before the `[[host]]` sections add their pins and legacy gate.
+fn base_layer(args: &ProxyArgs, file: &mut FileConfig, src: &Src) -> Result<LayerSettings, String> {
     let identity = match (
-        args.client_cert.clone().or(file.client_cert),
-        args.client_key.clone().or(file.client_key),
+        args.client_cert.clone().or(file.client_cert.take()),
+        args.client_key.clone().or(file.client_key.take()),
     ) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
-        _ => {
-            return Err(format!(
-                "{}: client_cert and client_key go together",
-                src.path.display()
-            ))
-        }
+        _ => return Err("client_cert and client_key go together".to_string()),
     };
-    let via = match flag_or(&args.via, file.via) {
+    let via = match flag_or(&args.via, file.via.take()) {
         Some((s, span)) => {
             Some(super::via::parse_proxy_url(&s).map_err(|e| err_at(src, "via", &span, e))?)
         }
         None => None,
     };
-    let layer = LayerSettings {
-        allow_legacy: Vec::new(),
-        pins: Vec::new(),
-        ca_file: args.ca_file.clone().or(file.ca_file),
+    Ok(LayerSettings {
+        allow_legacy: patterns(
+            src,
+            "allow_legacy",
+            &args.allow_legacy,
+            file.allow_legacy.take(),
+        )?
+        .iter()
+        .map(ToString::to_string)
+        .collect(),
+        pins: pins(src, &args.pin, file.pin.take())?,
+        ca_file: args.ca_file.clone().or(file.ca_file.take()),
         client_identity: identity,
-        cache_file: args.cache_file.clone().or(file.cache_file),
+        cache_file: args.cache_file.clone().or(file.cache_file.take()),
         handshake_timeout: millis(
             src,
             "handshake_timeout_ms",
             args.handshake_timeout_ms,
-            file.handshake_timeout_ms,
+            file.handshake_timeout_ms.take(),
             10_000,
         )?,
         via: via.map(|u| u.to_string()),
-    };
-    let host_layers = hosts(
+    })
+}
+
+fn merge(args: &ProxyArgs, mut file: FileConfig, src: &Src) -> Result<Settings, String> {
+    let (listen, admin) = listeners(args, &mut file, src)?;
+    let routing = routing(args, &mut file, src)?;
+    let mut layer = base_layer(args, &mut file, src)?;
+    let (mut legacy, mut pin_list) = (
+        std::mem::take(&mut layer.allow_legacy),
+        std::mem::take(&mut layer.pins),
+    );
+    let mut host_layers = hosts(
         src,
-        file.host.unwrap_or_default(),
+        file.host.take().unwrap_or_default(),
         &layer,
         &mut legacy,
         &mut pin_list,
     )?;
-    let layer = LayerSettings {
-        allow_legacy: legacy,
-        pins: pin_list,
-        ..layer
-    };
-    let host_layers = host_layers
-        .into_iter()
-        .map(|mut h| {
-            h.layer.allow_legacy = layer.allow_legacy.clone();
-            h.layer.pins = layer.pins.clone();
-            h
-        })
-        .collect();
+    layer.allow_legacy = legacy;
+    layer.pins = pin_list;
+    for h in &mut host_layers {
+        h.layer.allow_legacy = layer.allow_legacy.clone();
+        h.layer.pins = layer.pins.clone();
+    }
     Ok(Settings {
         listen,
         admin,
-        routing: Routing { allow, upstream },
+        routing,
         layer,
         host_layers,
         request_timeout: millis(
             src,
             "request_timeout_ms",
             args.request_timeout_ms,
-            file.request_timeout_ms,
+            file.request_timeout_ms.take(),
             60_000,
         )?,
-        log_format: log_format(src, flag_or(&args.log_format, file.log_format))?,
-        limits: limits(src, file.limits.unwrap_or_default())?,
+        log_format: log_format(src, flag_or(&args.log_format, file.log_format.take()))?,
+        limits: limits(src, file.limits.take().unwrap_or_default())?,
     })
 }
 
@@ -546,211 +559,4 @@ fn limits(src: &Src, f: FileLimits) -> Result<Limits, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_file(text: &str, args: ProxyArgs) -> Result<Settings, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.toml");
-        std::fs::write(&path, text).unwrap();
-        resolve(&ProxyArgs {
-            config: Some(path),
-            ..args
-        })
-        .map_err(|e| e.replace(&dir.path().display().to_string(), "DIR"))
-    }
-
-    fn allow(p: &str) -> ProxyArgs {
-        ProxyArgs {
-            allow: vec![p.into()],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn bad_files_name_the_file_line_and_key() {
-        // (file, the error must contain)
-        let rows: &[(&str, &str)] = &[
-            (
-                "allow = [\"gw.example\"]\nlisten = \"nope\"\n",
-                "DIR/proxy.toml:2: key `listen`: invalid address \"nope\"",
-            ),
-            (
-                "allow = [\"gw.example\"]\n\nhandshake_timeout_ms = \"ten\"\n",
-                "DIR/proxy.toml:3: key `handshake_timeout_ms`",
-            ),
-            (
-                "allow = [\"gw.example\"]\nhandshake_timeout_ms = 0\n",
-                "DIR/proxy.toml:2: key `handshake_timeout_ms`: must be above 0",
-            ),
-            (
-                "allow = [\"gw.example\"]\nbogus = 1\n",
-                "DIR/proxy.toml:2: key `bogus`: unknown field `bogus`",
-            ),
-            (
-                "allow = [\"gw.example\", \"bad host\"]\n",
-                "DIR/proxy.toml:1: key `allow`: invalid host pattern \"bad host\"",
-            ),
-            (
-                "allow = [\"a\"]\npin = [\"a=1.7\"]\n",
-                "DIR/proxy.toml:2: key `pin`",
-            ),
-            (
-                "upstream = \"http://gw.example\"\n",
-                "DIR/proxy.toml:1: key `upstream`: invalid upstream URL",
-            ),
-            (
-                "allow = [\"a\"]\nlog_format = \"xml\"\n",
-                "DIR/proxy.toml:2: key `log_format`: unknown format \"xml\"",
-            ),
-            (
-                "allow = [\"a\"]\n[limits]\nmax_connections = 0\n",
-                "DIR/proxy.toml:3: key `max_connections`: must be above 0",
-            ),
-            (
-                "allow = [\"a\"]\n[limits]\nmax_header_bytes = 10\n",
-                "DIR/proxy.toml:3: key `max_header_bytes`: must be at least 8192",
-            ),
-            (
-                "allow = [\"a\"]\n[[host]]\nmatch = \"a\"\npin = \"2.0\"\n",
-                "DIR/proxy.toml:4: key `pin`",
-            ),
-            (
-                "allow = [\"a\"]\n[[host]]\nmatch = \"a b\"\n",
-                "DIR/proxy.toml:3: key `match`",
-            ),
-            (
-                "allow = [\"a\"]\n[[host]]\nmatch = \"a\"\nclient_cert = \"c.pem\"\n",
-                "client_cert and client_key go together",
-            ),
-            ("allow = [\"a\"\n", "DIR/proxy.toml:"),
-            (
-                "listen = \"10.1.2.3:8080\"\nallow = [\"a\"]\n",
-                "--listen-public",
-            ),
-            (
-                "via = \"ftp://p\"\nallow = [\"a\"]\n",
-                "DIR/proxy.toml:1: key `via`",
-            ),
-        ];
-        for (text, want) in rows {
-            let e = with_file(text, ProxyArgs::default()).unwrap_err();
-            assert!(e.contains(want), "{text:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn a_missing_file_is_named() {
-        let e = resolve(&ProxyArgs {
-            config: Some("/nonexistent/proxy.toml".into()),
-            ..allow("a")
-        })
-        .unwrap_err();
-        assert!(
-            e.contains("cannot read the config file /nonexistent/proxy.toml"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn no_allow_and_no_upstream_refuses_to_start() {
-        let e = resolve(&ProxyArgs::default()).unwrap_err();
-        assert!(e.contains("--allow") && e.contains("--upstream"), "{e}");
-    }
-
-    #[test]
-    fn flag_errors_name_the_flag() {
-        let rows: Vec<(ProxyArgs, &str)> = vec![
-            (
-                ProxyArgs {
-                    listen: Some("x".into()),
-                    ..allow("a")
-                },
-                "--listen: invalid address",
-            ),
-            (
-                ProxyArgs {
-                    handshake_timeout_ms: Some(0),
-                    ..allow("a")
-                },
-                "--handshake-timeout-ms: must be above 0",
-            ),
-            (allow("a b"), "--allow: invalid host pattern"),
-            (
-                ProxyArgs {
-                    pin: vec!["a".into()],
-                    ..allow("a")
-                },
-                "--pin:",
-            ),
-            (
-                ProxyArgs {
-                    log_format: Some("x".into()),
-                    ..allow("a")
-                },
-                "--log-format: unknown format",
-            ),
-            (
-                ProxyArgs {
-                    listen: Some("0.0.0.0:8080".into()),
-                    ..allow("a")
-                },
-                "not a loopback address",
-            ),
-            (
-                ProxyArgs {
-                    admin: Some("0.0.0.0:9090".into()),
-                    ..allow("a")
-                },
-                "--admin 0.0.0.0:9090",
-            ),
-            (
-                ProxyArgs {
-                    upstream: Some("https://a/b".into()),
-                    ..Default::default()
-                },
-                "--upstream: invalid upstream URL",
-            ),
-        ];
-        for (args, want) in rows {
-            let e = resolve(&args).unwrap_err();
-            assert!(e.contains(want), "{args:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn flags_win_over_the_file_and_lists_add_up() {
-        let file = "listen = \"127.0.0.1:1\"\nallow = [\"a\"]\nallow_legacy = [\"old\"]\n\
-                    handshake_timeout_ms = 5\n[[host]]\nmatch = \"p:8443\"\npin = \"1.0\"\n\
-                    allow_legacy = true\n[[host]]\nmatch = \"m\"\nca_file = \"m.pem\"\n";
-        let s = with_file(
-            file,
-            ProxyArgs {
-                listen: Some("127.0.0.1:2".into()),
-                allow: vec!["b".into()],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(s.listen.port(), 2);
-        let allow: Vec<String> = s.routing.allow.iter().map(ToString::to_string).collect();
-        assert_eq!(allow, ["a", "b"]);
-        assert_eq!(s.layer.allow_legacy, ["old", "p:8443"]);
-        assert_eq!(s.layer.pins, [("p:8443".to_string(), TlsVersion::Tls1_0)]);
-        assert_eq!(s.layer.handshake_timeout, Duration::from_millis(5));
-        assert_eq!(s.host_layers.len(), 1);
-        assert_eq!(s.host_layers[0].layer.ca_file, Some(PathBuf::from("m.pem")));
-        assert_eq!(s.host_layers[0].layer.pins, s.layer.pins);
-    }
-
-    #[test]
-    fn public_addresses_need_the_flag() {
-        let s = resolve(&ProxyArgs {
-            listen: Some("0.0.0.0:8080".into()),
-            listen_public: true,
-            ..allow("a")
-        })
-        .unwrap();
-        assert!(!s.listen.ip().is_loopback());
-    }
-}
+mod tests;
