@@ -26,7 +26,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The inner connector reaches the proxy; `Tunnel` asks it for a CONNECT to each target.
     let tunnel = Tunnel::new(proxy.parse()?, FallbackLayer::http_connector());
     let layer = FallbackLayer::builder().build()?;
-    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(layer.layer(tunnel));
+    let client =
+        Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(layer.layer(tunnel));
 
     match client.get(url.parse()?).await {
         Ok(res) => {

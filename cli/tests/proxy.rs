@@ -1,7 +1,6 @@
 //! `tls-fallback proxy` from the built binary, in front of test-kit gateways, driven by real
 //! clients nobody here wrote: curl, Python `requests`, reqwest (`Proxy::http`/`Proxy::custom`)
 //! and tinyproxy as an outbound CONNECT proxy.
-#![cfg(feature = "cli")]
 
 mod proxy_support;
 
@@ -572,13 +571,22 @@ async fn timeouts_are_504_a_handshake_one_and_a_slow_upstream_one() {
     let (_s, hang) = gateway_with(Rule::hang_above(Tls1_2)).await;
     let pin = format!("localhost:{}=1.3", hang.addr().port());
     let proxy = Proxy::start(&[
-        "--allow", "localhost", "--pin", &pin, "--handshake-timeout-ms", "300",
-        "--request-timeout-ms", "500",
+        "--allow",
+        "localhost",
+        "--pin",
+        &pin,
+        "--handshake-timeout-ms",
+        "300",
+        "--request-timeout-ms",
+        "500",
     ])
     .await;
     // (url, error kind)
     let rows = [
-        (format!("http://localhost:{}/", hang.addr().port()), "timeout"),
+        (
+            format!("http://localhost:{}/", hang.addr().port()),
+            "timeout",
+        ),
         (echo.http_url("/slow/3000"), "timeout"),
     ];
     for (url, kind) in rows {
@@ -589,7 +597,12 @@ async fn timeouts_are_504_a_handshake_one_and_a_slow_upstream_one() {
         assert_eq!(json(&body)["error"]["kind"], kind, "{url}");
         assert!(started.elapsed() < Duration::from_secs(3), "{url}");
     }
-    assert_eq!(hang.count(), 1, "a pinned host is not walked: {:?}", ladder_seen(&hang));
+    assert_eq!(
+        hang.count(),
+        1,
+        "a pinned host is not walked: {:?}",
+        ladder_seen(&hang)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,7 +629,11 @@ async fn limits_from_the_config_file_bound_header_size_and_idle_time() {
         .await
         .expect("closed within 5 s")
         .unwrap_or(0);
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
     // hyper may answer 408 before closing; either way the connection ends.
     if n > 0 {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"));
@@ -630,10 +647,32 @@ async fn an_upstream_that_picks_h2_by_alpn_is_served_over_h2() {
     let upstream = format!("https://localhost:{}", server.addr().port());
     let proxy = Proxy::start(&["--upstream", &upstream]).await;
     for _ in 0..3 {
-        let r = curl(&["-sS", "-i", "-X", "POST", "-d", "a=1", &format!("{}/h2", proxy.url())]).await;
-        assert!(r.stdout.starts_with("HTTP/1.1 200"), "{}{}", r.stdout, r.stderr);
-        assert!(r.stdout.contains("POST over TLSv1.3, 3 body bytes"), "{}", r.stdout);
+        let r = curl(&[
+            "-sS",
+            "-i",
+            "-X",
+            "POST",
+            "-d",
+            "a=1",
+            &format!("{}/h2", proxy.url()),
+        ])
+        .await;
+        assert!(
+            r.stdout.starts_with("HTTP/1.1 200"),
+            "{}{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(
+            r.stdout.contains("POST over TLSv1.3, 3 body bytes"),
+            "{}",
+            r.stdout
+        );
     }
     assert_eq!(server.requests("POST"), 3);
-    assert_eq!(server.handshakes(), 1, "one h2 connection carries the three requests");
+    assert_eq!(
+        server.handshakes(),
+        1,
+        "one h2 connection carries the three requests"
+    );
 }

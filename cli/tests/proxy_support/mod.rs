@@ -489,7 +489,10 @@ pub async fn legacy_gateway() -> (TlsServer, Emulator) {
 
 /// (offered max version, SCSV) of every hello the emulator saw, in order.
 pub fn ladder_seen(em: &Emulator) -> Vec<(Option<TlsVersion>, bool)> {
-    em.hellos().iter().map(|h| (h.offered(), h.scsv())).collect()
+    em.hellos()
+        .iter()
+        .map(|h| (h.offered(), h.scsv()))
+        .collect()
 }
 
 /// What the emulator sees when the default ladder walks down to TLS 1.0.

@@ -120,7 +120,13 @@ fn start_proxy(dir: &Path, upstream: u16, ca: &Path) -> (Guard, u16) {
 fn wrk(url: &str) -> (f64, f64, f64) {
     let bin = find("wrk").expect("wrk is installed (apt-get install wrk)");
     let out = Command::new(bin)
-        .args(["-t2", &format!("-c{CONNECTIONS}"), &format!("-d{SECONDS}s"), "--latency", url])
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{SECONDS}s"),
+            "--latency",
+            url,
+        ])
         .output()
         .expect("wrk runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -193,7 +199,10 @@ fn main() {
     );
     println!("| path | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms |");
     println!("|---|---|---|---|---|---|");
-    println!("| direct (wrk -> https upstream) | {:.0} | {:.2} | {:.2} | | |", direct.0, direct.1, direct.2);
+    println!(
+        "| direct (wrk -> https upstream) | {:.0} | {:.2} | {:.2} | | |",
+        direct.0, direct.1, direct.2
+    );
     for (name, r) in [("nginx proxy_pass https", n), ("tls-fallback proxy", p)] {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
