@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
@@ -24,7 +23,7 @@ use crate::output::{
 use crate::GetArgs;
 
 /// The client every subcommand uses: hyper-util's, over the fallback connector.
-pub type CliClient = Client<FallbackConnector<HttpConnector>, Full<Bytes>>;
+pub type CliClient = Client<FallbackConnector<crate::proxy::via::ViaConnector>, Full<Bytes>>;
 
 /// One request's result.
 struct Outcome {
@@ -174,8 +173,10 @@ pub async fn run(args: GetArgs) -> Result<ExitCode, CliError> {
         code: EXIT_BAD_INPUT,
         ..CliError::from_tls(&e)
     })?;
-    let client: CliClient =
-        Client::builder(TokioExecutor::new()).build(layer.layer(FallbackLayer::http_connector()));
+    // --proxy, else HTTPS_PROXY minus NO_PROXY: each rung is one CONNECT through it.
+    let tcp = crate::proxy::via::connector(args.proxy.as_deref())
+        .map_err(|e| CliError::bad_input(format!("--proxy: {e}")))?;
+    let client: CliClient = Client::builder(TokioExecutor::new()).build(layer.layer(tcp));
     let data = Bytes::from(args.data.clone().unwrap_or_default());
 
     if args.repeat == 1 {

@@ -84,6 +84,9 @@ pub struct GetArgs {
     /// Requests in flight at once with --repeat.
     #[arg(long, value_name = "C", default_value_t = 1)]
     pub concurrency: u32,
+    /// Reach the host through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -676,3 +676,69 @@ async fn an_upstream_that_picks_h2_by_alpn_is_served_over_h2() {
         "one h2 connection carries the three requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_through_a_connect_proxy_walks_inside_the_tunnel_and_a_407_names_the_proxy() {
+    let open = Tinyproxy::start(false).await;
+    let locked = Tinyproxy::start(true).await;
+    let (_s, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let url = em.url();
+    let get = |extra: Vec<String>, env: Vec<(&'static str, String)>| {
+        let ca = ca.to_str().unwrap().to_string();
+        let url = url.clone();
+        async move {
+            let mut args = vec!["get".to_string(), url, "--ca-file".into(), ca];
+            args.extend(["--allow-legacy".into(), "--json".into()]);
+            args.extend(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            run(env!("CARGO_BIN_EXE_tls-fallback"), &args, &env).await
+        }
+    };
+    // (flag, environment, exit code, error kind or the version reached)
+    let rows: Vec<(Vec<String>, Vec<(&str, String)>, i32, &str)> = vec![
+        (vec!["--proxy".into(), open.url()], vec![], 0, "1.0"),
+        (vec!["--proxy".into(), locked.url()], vec![], 1, "connect"),
+        (vec![], vec![("HTTPS_PROXY", locked.url())], 1, "connect"),
+        (
+            vec![],
+            vec![
+                ("HTTPS_PROXY", locked.url()),
+                ("NO_PROXY", "localhost".into()),
+            ],
+            0,
+            "1.0",
+        ),
+        (
+            vec!["--proxy".into(), "socks5://x:1".into()],
+            vec![],
+            2,
+            "bad_input",
+        ),
+    ];
+    for (flag, env, code, want) in rows {
+        em.clear();
+        let r = get(flag.clone(), env.clone()).await;
+        assert_eq!(r.code, code, "{flag:?} {env:?}: {}{}", r.stdout, r.stderr);
+        let v = json(&r.stdout);
+        if code == 0 {
+            assert_eq!(v["tls_version"], want, "{v}");
+            // Every rung went through (one CONNECT each): the emulator saw the whole walk.
+            assert_eq!(ladder_seen(&em), LEGACY_WALK, "{flag:?} {env:?}");
+        } else {
+            assert_eq!(v["error"]["kind"], want, "{v}");
+        }
+        if want == "connect" {
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(&locked.url()), "{msg}");
+            assert!(msg.contains("authorization required"), "{msg}");
+            assert_eq!(
+                em.count(),
+                0,
+                "a 407 is no fallback: no hello reached the gateway"
+            );
+        }
+    }
+}

@@ -103,10 +103,7 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
         b = b.cache_file(f);
     }
     let layer = b.build().map_err(|e| e.to_string())?;
-    let tcp = match via::from_flag_or_env(ls.via.as_deref())? {
-        Some((proxy, np)) => ViaConnector::through(proxy, np),
-        None => ViaConnector::direct(),
-    };
+    let tcp = via::connector(ls.via.as_deref())?;
     let client = Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

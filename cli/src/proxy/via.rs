@@ -104,6 +104,14 @@ pub fn from_flag_or_env(flag: Option<&str>) -> Result<Option<(Uri, NoProxy)>, St
     Ok(Some((uri, np)))
 }
 
+/// The connector for `--proxy` / `--via` (or the environment): tunneled or direct.
+pub fn connector(flag: Option<&str>) -> Result<ViaConnector, String> {
+    Ok(match from_flag_or_env(flag)? {
+        Some((proxy, np)) => ViaConnector::through(proxy, np),
+        None => ViaConnector::direct(),
+    })
+}
+
 /// A TCP connector that goes directly, or through a CONNECT tunnel; wrap it in the fallback
 /// layer. Its connections are plain TCP streams either way.
 #[derive(Clone)]
