@@ -1,10 +1,11 @@
 //! `tls-fallback proxy` against nginx as a TLS-originating reverse proxy, in one run:
-//! `cargo bench --features cli --bench proxy` (about a minute). Both sit in front of the same
-//! test-kit HTTPS upstream (TLS 1.3, HTTP/1.1) and keep upstream connections alive; `wrk`
+//! `cargo bench -p tls-fallback-cli --bench proxy` (about a minute). Both sit in front of the
+//! same test-kit HTTPS upstream (TLS 1.3, HTTP/1.1) and keep upstream connections alive; `wrk`
 //! drives each with 64 keep-alive connections, plain HTTP, for 5 s per round, in the order
-//! direct, nginx, proxy, proxy, nginx (to even out drift). It prints requests/s and p50/p99
-//! latency for each, the latency each adds over going to the upstream directly, and the
-//! proxy/nginx ratios. Everything shares the machine's cores: compare ratios, not absolutes.
+//! direct, nginx, proxy, proxy, nginx (to even out drift), once with one worker each (nginx
+//! `worker_processes 1`, the proxy's runtime `TOKIO_WORKER_THREADS=1`) and once with two. It
+//! prints requests/s and p50/p99 latency for each, the latency each adds over going to the
+//! upstream directly, and the proxy/nginx ratios. Everything shares the machine's cores: compare ratios, not absolutes.
 //! Needs `wrk` and `nginx` (Debian packages; `.ci/run` installs them).
 
 use std::path::{Path, PathBuf};
@@ -50,12 +51,12 @@ fn wait_listening(port: u16, what: &str) {
     panic!("{what} is not listening on {port}");
 }
 
-fn start_nginx(dir: &Path, upstream: u16, ca: &Path) -> (Guard, u16) {
+fn start_nginx(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u16) {
     let bin = find("nginx").expect("nginx is installed (apt-get install nginx)");
     let port = free_port();
     let d = dir.display();
     let conf = format!(
-        "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "daemon off;\nworker_processes {workers};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n\
            access_log {d}/access.log;\n\
@@ -100,20 +101,23 @@ fn start_nginx(dir: &Path, upstream: u16, ca: &Path) -> (Guard, u16) {
     (Guard(child), port)
 }
 
-fn start_proxy(dir: &Path, upstream: u16, ca: &Path) -> (Guard, u16) {
+fn start_proxy(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u16, u16) {
     let port = free_port();
+    let admin = free_port();
     let log = std::fs::File::create(dir.join("proxy-access.log")).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_tls-fallback"))
         .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
         .args(["--upstream", &format!("https://localhost:{upstream}")])
         .arg("--ca-file")
         .arg(ca)
+        .env("TOKIO_WORKER_THREADS", workers.to_string())
         .stdout(log)
         .stderr(Stdio::null())
         .spawn()
         .expect("the proxy starts");
     wait_listening(port, "tls-fallback proxy");
-    (Guard(child), port)
+    (Guard(child), port, admin)
 }
 
 /// One wrk run: (requests/s, p50 ms, p99 ms).
@@ -167,23 +171,17 @@ fn mean(rows: &[(f64, f64, f64)]) -> (f64, f64, f64) {
     (sum.0 / n, sum.1 / n, sum.2 / n)
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let upstream = rt.block_on(TlsServer::modern()).expect("upstream");
-    let up = upstream.addr().port();
+/// One configuration: nginx with `workers` worker processes, the proxy with `workers` runtime
+/// threads (`TOKIO_WORKER_THREADS`), measured direct, nginx, proxy, proxy, nginx.
+fn compare(workers: u32, up: u16, ca: &Path) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, TestPki::shared().ca_pem()).expect("write the CA");
-    let (_nginx, nginx_port) = start_nginx(dir.path(), up, &ca);
-    let (_proxy, proxy_port) = start_proxy(dir.path(), up, &ca);
+    let (_nginx, nginx_port) = start_nginx(dir.path(), up, ca, workers);
+    let (_proxy, proxy_port, admin) = start_proxy(dir.path(), up, ca, workers);
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
     let proxy_url = format!("http://127.0.0.1:{proxy_port}/");
     // Warm both (upstream connections, sessions) before measuring.
     for url in [&nginx_url, &proxy_url] {
-        let _ = Command::new(find("curl").unwrap_or_else(|| "curl".into()))
+        let _ = Command::new("curl")
             .args(["-s", "-o", "/dev/null", url])
             .status();
     }
@@ -193,10 +191,7 @@ fn main() {
     let p2 = wrk(&proxy_url);
     let n2 = wrk(&nginx_url);
     let (n, p) = (mean(&[n1, n2]), mean(&[p1, p2]));
-    println!(
-        "{CONNECTIONS} keep-alive connections, {SECONDS} s per round (wrk -t2), upstream: test-kit \
-         TLS 1.3 HTTP/1.1 server\n"
-    );
+    println!("\n### {workers} worker(s) each (nginx worker_processes, proxy runtime threads)\n");
     println!("| path | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms |");
     println!("|---|---|---|---|---|---|");
     println!(
@@ -219,5 +214,39 @@ fn main() {
         p.2 / n.2,
         p.1 / n.1
     );
+    // How many upstream connections the proxy opened: keep-alive means about 64, not one per
+    // request.
+    let stats = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{admin}/decisions")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+    println!(
+        "proxy upstream connections: {} ({} handshakes, {} resumed)",
+        v["connections"], v["handshakes"], v["resumed"]
+    );
     println!("rounds: nginx {n1:?} {n2:?}; proxy {p1:?} {p2:?} (requests/s, p50 ms, p99 ms)");
+}
+
+fn main() {
+    // The upstream's runtime has a fixed size, whatever TOKIO_WORKER_THREADS says.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let upstream = rt.block_on(TlsServer::modern()).expect("upstream");
+    let up = upstream.addr().port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, TestPki::shared().ca_pem()).expect("write the CA");
+    println!(
+        "{CONNECTIONS} keep-alive connections, {SECONDS} s per round (wrk -t2), upstream: test-kit \
+         TLS 1.3 HTTP/1.1 server (2 threads)"
+    );
+    for workers in [1, 2] {
+        compare(workers, up, &ca);
+    }
+    println!("upstream TLS handshakes in all: {}", upstream.handshakes());
 }

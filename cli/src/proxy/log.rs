@@ -2,7 +2,8 @@
 //! (`tls_fallback_proxy_requests_total` and `tls_fallback_proxy_request_duration_seconds`, by
 //! upstream host and status).
 
-use std::io::Write;
+use std::io::{BufWriter, Stdout, Write};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -35,9 +36,23 @@ pub fn record(format: LogFormat, e: &Entry) {
     metrics::histogram!("tls_fallback_proxy_request_duration_seconds", "host" => host.to_string(), "status" => status)
         .record(e.duration.as_secs_f64());
     let line = format_line(format, e, &timestamp(SystemTime::now()));
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    if let Ok(mut out) = sink().lock() {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// The access log's buffer: lines reach stdout in batches, on [`flush`] (every second, and on
+/// shutdown) or when 64 KiB are waiting, not one write per request.
+fn sink() -> &'static Mutex<BufWriter<Stdout>> {
+    static SINK: OnceLock<Mutex<BufWriter<Stdout>>> = OnceLock::new();
+    SINK.get_or_init(|| Mutex::new(BufWriter::with_capacity(64 * 1024, std::io::stdout())))
+}
+
+/// Writes the buffered access log lines out.
+pub fn flush() {
+    if let Ok(mut out) = sink().lock() {
+        let _ = out.flush();
+    }
 }
 
 /// The access log line.

@@ -115,6 +115,7 @@ async fn serve(args: ProxyArgs, rt: Runtime) -> Result<(), String> {
     };
     let limits = rt.settings.limits.clone();
     let shared = Arc::new(RwLock::new(Arc::new(rt)));
+    let upkeep = spawn_upkeep(metrics.clone());
     let admin_task =
         admin_listener.map(|l| tokio::spawn(admin::serve(l, Arc::clone(&shared), metrics)));
     let sig = |k: SignalKind| signal(k).map_err(|e| format!("cannot watch signals: {e}"));
@@ -165,8 +166,25 @@ async fn serve(args: ProxyArgs, rt: Runtime) -> Result<(), String> {
     if let Some(t) = admin_task {
         t.abort();
     }
+    upkeep.abort();
+    log::flush();
     flush(&shared);
     Ok(())
+}
+
+/// Every second: the histograms' upkeep (they keep samples until it runs; without the
+/// exporter's own listener nothing else runs it) and the access log's flush.
+fn spawn_upkeep(
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            metrics.run_upkeep();
+            log::flush();
+        }
+    })
 }
 
 /// Serves one app connection (HTTP/1.1, keep-alive, bounded head and idle time) in a task

@@ -216,85 +216,49 @@ mod tests {
         uri.parse().unwrap()
     }
 
+    /// (routing, method, request target, Ok(upstream URI) or Err(status)); routings: `fwd`
+    /// allows gw.example, *.bank.example, h:8443 and [::1]; `up` has the upstream
+    /// https://up.example:9443 and no allow-list; `both` allows gw.example, upstream up.example.
+    #[rustfmt::skip]
+    const ROWS: &[(&str, &str, &str, Result<&str, u16>)] = &[
+        ("fwd", "GET", "http://gw.example/pay?x=1", Ok("https://gw.example/pay?x=1")),
+        ("fwd", "POST", "http://GW.Example./pay", Ok("https://gw.example/pay")),
+        ("fwd", "GET", "http://gw.example", Ok("https://gw.example/")),
+        ("fwd", "GET", "https://gw.example/a", Ok("https://gw.example/a")),
+        ("fwd", "GET", "http://eu.bank.example/", Ok("https://eu.bank.example/")),
+        ("fwd", "GET", "http://bank.example/", Err(403)),
+        ("fwd", "GET", "http://h:8443/x", Ok("https://h:8443/x")),
+        ("fwd", "GET", "http://h/x", Err(403)),
+        ("fwd", "GET", "http://h:9443/x", Err(403)),
+        ("fwd", "GET", "http://gw.example:8443/", Ok("https://gw.example:8443/")),
+        ("fwd", "GET", "http://[::1]/", Ok("https://[::1]/")),
+        ("fwd", "GET", "http://user@gw.example/", Ok("https://gw.example/")),
+        ("fwd", "GET", "http://evil.example/", Err(403)),
+        ("fwd", "GET", "ftp://gw.example/", Err(400)),
+        ("fwd", "GET", "/pay", Err(400)),
+        ("fwd", "OPTIONS", "*", Err(400)),
+        ("fwd", "CONNECT", "gw.example:443", Err(405)),
+        ("up", "GET", "/pay?a=b", Ok("https://up.example:9443/pay?a=b")),
+        ("up", "GET", "/", Ok("https://up.example:9443/")),
+        ("up", "GET", "http://up.example:9443/x", Ok("https://up.example:9443/x")),
+        ("up", "GET", "http://up.example/x", Err(403)),
+        ("up", "GET", "http://other.example/", Err(403)),
+        ("up", "CONNECT", "up.example:9443", Err(405)),
+        ("both", "GET", "/x", Ok("https://up.example/x")),
+        ("both", "GET", "http://gw.example/y", Ok("https://gw.example/y")),
+    ];
+
     #[test]
     fn decisions_by_request_line() {
         let fwd = routing(&["gw.example", "*.bank.example", "h:8443", "[::1]"], None);
         let up = routing(&[], Some("https://up.example:9443"));
         let both = routing(&["gw.example"], Some("https://up.example"));
-        // (routing, method, target, Ok(upstream uri) or Err(status))
-        let rows: Vec<(&Routing, &str, &str, Result<&str, u16>)> = vec![
-            (
-                &fwd,
-                "GET",
-                "http://gw.example/pay?x=1",
-                Ok("https://gw.example/pay?x=1"),
-            ),
-            (
-                &fwd,
-                "POST",
-                "http://GW.Example./pay",
-                Ok("https://gw.example/pay"),
-            ),
-            (&fwd, "GET", "http://gw.example", Ok("https://gw.example/")),
-            (
-                &fwd,
-                "GET",
-                "https://gw.example/a",
-                Ok("https://gw.example/a"),
-            ),
-            (
-                &fwd,
-                "GET",
-                "http://eu.bank.example/",
-                Ok("https://eu.bank.example/"),
-            ),
-            (&fwd, "GET", "http://bank.example/", Err(403)),
-            (&fwd, "GET", "http://h:8443/x", Ok("https://h:8443/x")),
-            (&fwd, "GET", "http://h/x", Err(403)),
-            (&fwd, "GET", "http://h:9443/x", Err(403)),
-            (
-                &fwd,
-                "GET",
-                "http://gw.example:8443/",
-                Ok("https://gw.example:8443/"),
-            ),
-            (&fwd, "GET", "http://[::1]/", Ok("https://[::1]/")),
-            (
-                &fwd,
-                "GET",
-                "http://user@gw.example/",
-                Ok("https://gw.example/"),
-            ),
-            (&fwd, "GET", "http://evil.example/", Err(403)),
-            (&fwd, "GET", "ftp://gw.example/", Err(400)),
-            (&fwd, "GET", "/pay", Err(400)),
-            (&fwd, "OPTIONS", "*", Err(400)),
-            (&fwd, "CONNECT", "gw.example:443", Err(405)),
-            (
-                &up,
-                "GET",
-                "/pay?a=b",
-                Ok("https://up.example:9443/pay?a=b"),
-            ),
-            (&up, "GET", "/", Ok("https://up.example:9443/")),
-            (
-                &up,
-                "GET",
-                "http://up.example:9443/x",
-                Ok("https://up.example:9443/x"),
-            ),
-            (&up, "GET", "http://up.example/x", Err(403)),
-            (&up, "GET", "http://other.example/", Err(403)),
-            (&up, "CONNECT", "up.example:9443", Err(405)),
-            (&both, "GET", "/x", Ok("https://up.example/x")),
-            (
-                &both,
-                "GET",
-                "http://gw.example/y",
-                Ok("https://gw.example/y"),
-            ),
-        ];
-        for (r, method, t, want) in rows {
+        for (name, method, t, want) in ROWS {
+            let r = match *name {
+                "fwd" => &fwd,
+                "up" => &up,
+                _ => &both,
+            };
             let got = decide(
                 r,
                 &Method::from_bytes(method.as_bytes()).unwrap(),
@@ -302,10 +266,10 @@ mod tests {
             );
             match (&got, want) {
                 (Route::Forward { uri, .. }, Ok(w)) => {
-                    assert_eq!(uri.to_string(), w, "{method} {t}")
+                    assert_eq!(uri.to_string(), *w, "{method} {t}")
                 }
                 (Route::Refuse { status, .. }, Err(w)) => {
-                    assert_eq!(status.as_u16(), w, "{method} {t}: {got:?}")
+                    assert_eq!(status.as_u16(), *w, "{method} {t}: {got:?}")
                 }
                 _ => panic!("{method} {t}: got {got:?}, want {want:?}"),
             }
