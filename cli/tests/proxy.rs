@@ -698,7 +698,8 @@ async fn get_through_a_connect_proxy_walks_inside_the_tunnel_and_a_407_names_the
         }
     };
     // (flag, environment, exit code, error kind or the version reached)
-    let rows: Vec<(Vec<String>, Vec<(&str, String)>, i32, &str)> = vec![
+    type Env = Vec<(&'static str, String)>;
+    let rows: Vec<(Vec<String>, Env, i32, &str)> = vec![
         (vec!["--proxy".into(), open.url()], vec![], 0, "1.0"),
         (vec!["--proxy".into(), locked.url()], vec![], 1, "connect"),
         (vec![], vec![("HTTPS_PROXY", locked.url())], 1, "connect"),

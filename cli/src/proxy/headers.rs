@@ -89,7 +89,8 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         // (headers in, names kept)
-        let rows: &[(&[(&str, &str)], &[&str])] = &[
+        type Row<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let rows: &[Row] = &[
             (&[("accept", "*/*"), ("host", "h")], &["accept", "host"]),
             (
                 &[("connection", "keep-alive"), ("keep-alive", "timeout=5")],

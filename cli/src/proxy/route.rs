@@ -304,7 +304,8 @@ mod tests {
 
     #[test]
     fn upstream_urls() {
-        let rows: &[(&str, Result<(&str, u16), &str>)] = &[
+        type Want<'a> = Result<(&'a str, u16), &'a str>;
+        let rows: &[(&str, Want)] = &[
             ("https://gw.example", Ok(("gw.example", 443))),
             ("https://gw.example/", Ok(("gw.example", 443))),
             ("https://GW.example:8443", Ok(("gw.example", 8443))),
