@@ -10,13 +10,12 @@ use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 
-use crate::cache::{DecisionStore, FileStore, Flights, MemoryStore};
-use crate::connector::{FallbackLayer, Shared};
+use crate::cache::{DecisionStore, FileStore, MemoryStore};
+use crate::config::{BuiltRung, Config, PinnedRung};
 use crate::error::Error;
 use crate::policy::{HostPattern, Pin as HostPin, Policy};
 use crate::profile::{Ladder, Profile, TlsVersion};
 use crate::session::{ContextId, SessionCache};
-use crate::stats::Counters;
 
 /// `SSL_OP_TLSEXT_PADDING`: RFC 7685 padding, part of OpenSSL 3's default options.
 const PADDING: SslOptions = SslOptions::from_bits_retain(openssl_sys::SSL_OP_TLSEXT_PADDING as _);
@@ -24,18 +23,7 @@ const PADDING: SslOptions = SslOptions::from_bits_retain(openssl_sys::SSL_OP_TLS
 const LEGACY_SERVER_CONNECT: SslOptions =
     SslOptions::from_bits_retain(openssl_sys::SSL_OP_LEGACY_SERVER_CONNECT as _);
 
-/// A rung built into its OpenSSL contexts, once.
-pub(crate) struct BuiltRung {
-    pub(crate) profile: Profile,
-    pub(crate) name: Arc<str>,
-    pub(crate) plain: SslContext,
-    /// The same context with TLS_FALLBACK_SCSV; `None` for pins (never a fallback).
-    pub(crate) scsv: Option<SslContext>,
-    /// Session-cache identities of `plain` and `scsv`.
-    pub(crate) ids: (ContextId, ContextId),
-}
-
-/// Configures a [`FallbackLayer`].
+/// Configures a [`crate::FallbackLayer`].
 #[derive(Debug)]
 pub struct FallbackLayerBuilder {
     system_roots: bool,
@@ -270,14 +258,93 @@ impl FallbackLayerBuilder {
         self
     }
 
-    /// Builds every rung's OpenSSL contexts and checks patterns, pins and the ladder.
-    pub fn build(self) -> Result<FallbackLayer, Error> {
-        self.ladder.validate().map_err(Error::Config)?;
-        if self.timeout.is_zero() {
-            return Err(Error::Config(
-                "the handshake timeout must be above zero".into(),
-            ));
+    /// Checks the settings and builds every rung and pin into its OpenSSL contexts (what
+    /// [`FallbackLayerBuilder::build`] runs).
+    pub(crate) fn into_config(self) -> Result<Config, Error> {
+        self.check()?;
+        let parse = |p: &str| {
+            p.parse::<HostPattern>()
+                .map_err(|e| Error::Config(e.to_string()))
+        };
+        let legacy_hosts = self
+            .legacy
+            .iter()
+            .map(|p| parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let roots = self.roots()?;
+        // OpenSSL's default security level (library default or openssl.cnf): certificate
+        // checks stay at it on every rung, legacy rungs included.
+        let level = SslContextBuilder::new(SslMethod::tls_client())
+            .map_err(|e| Error::Config(format!("cannot create an OpenSSL context: {e}")))?
+            .build()
+            .security_level();
+        let sessions = SessionCache::new(self.session_capacity.max(1));
+        let session_ref = (self.session_capacity > 0).then_some(&sessions);
+        let identity = self.identity.map(ClientIdentity::resolve).transpose()?;
+        let common = Common {
+            roots: &roots,
+            h2: self.h2,
+            level,
+            identity: identity.as_ref(),
+            sessions: session_ref,
+        };
+        let mut pins = Vec::new();
+        for (i, (pattern, pin)) in self.pins.iter().enumerate() {
+            let id = ContextId::Pin(i as u16);
+            pins.push(PinnedRung {
+                pattern: parse(pattern)?,
+                rung: build_rung(pin.profile(), &common, (id, None))?,
+            });
         }
+        let rungs = build_ladder(self.ladder, &common)?;
+        let store: Arc<dyn DecisionStore> = match (self.store, self.cache_file) {
+            (Some(s), _) => s,
+            (None, Some(path)) => Arc::new(FileStore::open(path, self.capacity, self.ttl)),
+            (None, None) => Arc::new(MemoryStore::new(self.capacity)),
+        };
+        Ok(Config {
+            rungs,
+            pins,
+            policy: Policy {
+                floor: self.floor,
+                legacy_hosts,
+                handshake_timeout: self.timeout,
+            },
+            store,
+            ttl: self.ttl,
+            sessions: session_ref.cloned(),
+            stall: self.stall,
+            single_flight: self.single_flight,
+        })
+    }
+
+    /// The settings that need no OpenSSL to be judged.
+    fn check(&self) -> Result<(), Error> {
+        self.ladder.validate().map_err(Error::Config)?;
+        let bad = |msg: &str| Err(Error::Config(msg.into()));
+        if self.timeout.is_zero() {
+            return bad("the handshake timeout must be above zero");
+        }
+        if self.ladder.len() > usize::from(u8::MAX) || self.pins.len() > usize::from(u16::MAX) {
+            return bad("at most 255 rungs and 65535 pins");
+        }
+        if self.stall.is_some_and(|s| s.is_zero()) {
+            return bad("the stall time must be above zero");
+        }
+        if self.ttl.is_zero() {
+            return bad("the cache TTL must be above zero");
+        }
+        if self.store.is_some() && self.cache_file.is_some() {
+            return bad(
+                "both a decision store and a cache file were given: choose one (a FileStore \
+                 is a decision store)",
+            );
+        }
+        Ok(())
+    }
+
+    /// The trusted roots: given, from CA files, and the system's.
+    fn roots(&self) -> Result<Vec<X509>, Error> {
         let mut roots = self.roots.clone();
         for path in &self.ca_files {
             let pem = std::fs::read(path).map_err(|e| {
@@ -297,102 +364,22 @@ impl FallbackLayerBuilder {
             }
             roots.extend(certs);
         }
-        let parse = |p: &str| {
-            p.parse::<HostPattern>()
-                .map_err(|e| Error::Config(e.to_string()))
-        };
-        let legacy_hosts = self
-            .legacy
-            .iter()
-            .map(|p| parse(p))
-            .collect::<Result<Vec<_>, _>>()?;
         if self.system_roots {
             roots.extend(system_roots()?);
         }
-        if self.ladder.len() > usize::from(u8::MAX) || self.pins.len() > usize::from(u16::MAX) {
-            return Err(Error::Config("at most 255 rungs and 65535 pins".into()));
-        }
-        if self.stall.is_some_and(|s| s.is_zero()) {
-            return Err(Error::Config("the stall time must be above zero".into()));
-        }
-        if self.ttl.is_zero() {
-            return Err(Error::Config("the cache TTL must be above zero".into()));
-        }
-        if self.store.is_some() && self.cache_file.is_some() {
-            return Err(Error::Config(
-                "both a decision store and a cache file were given: choose one (a FileStore \
-                 is a decision store)"
-                    .into(),
-            ));
-        }
-        // OpenSSL's default security level (library default or openssl.cnf): certificate
-        // checks stay at it on every rung, legacy rungs included.
-        let level = SslContextBuilder::new(SslMethod::tls_client())
-            .map_err(|e| Error::Config(format!("cannot create an OpenSSL context: {e}")))?
-            .build()
-            .security_level();
-        let sessions = SessionCache::new(self.session_capacity.max(1));
-        let session_ref = (self.session_capacity > 0).then_some(&sessions);
-        let identity = self.identity.map(ClientIdentity::resolve).transpose()?;
-        let common = Common {
-            roots: &roots,
-            h2: self.h2,
-            level,
-            identity: identity.as_ref(),
-            sessions: session_ref,
-        };
-        let mut pins = Vec::new();
-        let mut policy_pins = Vec::new();
-        for (i, (pattern, pin)) in self.pins.iter().enumerate() {
-            let pat = parse(pattern)?;
-            let profile = pin.profile();
-            let id = ContextId::Pin(i as u16);
-            let built = build_rung(profile, &common, (id, None))?;
-            policy_pins.push((pat.clone(), pin.clone()));
-            pins.push((pat, built));
-        }
-        let rungs = self
-            .ladder
-            .into_rungs()
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let plain = ContextId::Rung {
-                    index: i as u8,
-                    scsv: false,
-                };
-                let scsv = ContextId::Rung {
-                    index: i as u8,
-                    scsv: true,
-                };
-                build_rung(p, &common, (plain, Some(scsv)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let store: Arc<dyn DecisionStore> = match (self.store, self.cache_file) {
-            (Some(s), _) => s,
-            (None, Some(path)) => Arc::new(FileStore::open(path, self.capacity, self.ttl)),
-            (None, None) => Arc::new(MemoryStore::new(self.capacity)),
-        };
-        Ok(FallbackLayer {
-            shared: Arc::new(Shared {
-                rungs,
-                pins,
-                policy: Policy {
-                    floor: self.floor,
-                    legacy_hosts,
-                    pins: policy_pins,
-                    handshake_timeout: self.timeout,
-                },
-                store,
-                ttl: self.ttl,
-                flights: Flights::default(),
-                stats: Counters::default(),
-                sessions: session_ref.cloned(),
-                stall: self.stall,
-                single_flight: self.single_flight,
-            }),
-        })
+        Ok(roots)
     }
+}
+
+/// Every rung, with a plain and an SCSV context each.
+fn build_ladder(ladder: Ladder, common: &Common<'_>) -> Result<Vec<BuiltRung>, Error> {
+    let ids = |i: usize, scsv| ContextId::Rung {
+        index: i as u8,
+        scsv,
+    };
+    (ladder.into_rungs().into_iter().enumerate())
+        .map(|(i, p)| build_rung(p, common, (ids(i, false), Some(ids(i, true)))))
+        .collect()
 }
 
 fn build_rung(
@@ -426,73 +413,14 @@ fn context(profile: &Profile, common: &Common<'_>, scsv: bool) -> Result<SslCont
     let err = |what: &str, e: openssl::error::ErrorStack| {
         Error::Config(format!("profile {:?}: {what}: {e}", profile.name()))
     };
-    let mut b = SslContextBuilder::new(SslMethod::tls_client())
-        .map_err(|e| err("cannot create an OpenSSL context", e))?;
-    let mut options = SslOptions::ALL
-        | SslOptions::NO_COMPRESSION
-        | SslOptions::NO_SSLV2
-        | SslOptions::NO_SSLV3
-        | SslOptions::SINGLE_DH_USE
-        | SslOptions::SINGLE_ECDH_USE;
-    options &= !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS;
-    b.set_options(options);
-    b.set_mode(
-        SslMode::AUTO_RETRY
-            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
-            | SslMode::ENABLE_PARTIAL_WRITE
-            | SslMode::RELEASE_BUFFERS,
-    );
-    b.set_verify(SslVerifyMode::PEER);
-    for cert in common.roots {
-        b.cert_store_mut()
-            .add_cert(cert.clone())
-            .map_err(|e| err("cannot add a root certificate", e))?;
-    }
-    b.set_cipher_list(
-        profile
-            .cipher_list_opt()
-            .unwrap_or("DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK"),
-    )
-    .map_err(|e| err("cipher list", e))?;
-    b.set_max_proto_version(Some(profile.max_version().to_ssl()))
-        .map_err(|e| err("max version", e))?;
-    b.set_min_proto_version(Some(
-        profile
-            .min_version_opt()
-            .unwrap_or(TlsVersion::Tls1_0)
-            .to_ssl(),
-    ))
-    .map_err(|e| err("min version", e))?;
+    let mut b = base_context(profile, common).map_err(|(what, e)| err(what, e))?;
     if profile.is_legacy() {
         // After the cipher list: a cipher string may carry its own @SECLEVEL.
         b.set_security_level(0);
         b.set_options(LEGACY_SERVER_CONNECT);
         b.verify_param_mut().set_auth_level(level as i32);
     }
-    if let Some(list) = profile.ciphersuites_opt() {
-        b.set_ciphersuites(list)
-            .map_err(|e| err("TLS 1.3 suites", e))?;
-    }
-    if let Some(list) = profile.groups_opt() {
-        b.set_groups_list(list).map_err(|e| err("groups", e))?;
-    }
-    if let Some(list) = profile.sigalgs_opt() {
-        b.set_sigalgs_list(list)
-            .map_err(|e| err("signature algorithms", e))?;
-    }
-    if profile.has_padding() {
-        b.set_options(PADDING);
-    } else {
-        b.clear_options(PADDING);
-    }
-    if profile.has_alpn() {
-        let protos: &[u8] = if common.h2 {
-            b"\x02h2\x08http/1.1"
-        } else {
-            b"\x08http/1.1"
-        };
-        b.set_alpn_protos(protos).map_err(|e| err("ALPN", e))?;
-    }
+    shape(&mut b, profile, common.h2).map_err(|(what, e)| err(what, e))?;
     if scsv {
         b.set_mode(SslMode::SEND_FALLBACK_SCSV);
     }
@@ -521,6 +449,75 @@ fn context(profile: &Profile, common: &Common<'_>, scsv: bool) -> Result<SslCont
         )));
     }
     Ok(ctx)
+}
+
+type Failed = (&'static str, openssl::error::ErrorStack);
+
+/// rust-openssl's `SslConnector` settings, the roots, the cipher list and the versions.
+fn base_context(profile: &Profile, common: &Common<'_>) -> Result<SslContextBuilder, Failed> {
+    let mut b = SslContextBuilder::new(SslMethod::tls_client())
+        .map_err(|e| ("cannot create an OpenSSL context", e))?;
+    let mut options = SslOptions::ALL
+        | SslOptions::NO_COMPRESSION
+        | SslOptions::NO_SSLV2
+        | SslOptions::NO_SSLV3
+        | SslOptions::SINGLE_DH_USE
+        | SslOptions::SINGLE_ECDH_USE;
+    options &= !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS;
+    b.set_options(options);
+    b.set_mode(
+        SslMode::AUTO_RETRY
+            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
+            | SslMode::ENABLE_PARTIAL_WRITE
+            | SslMode::RELEASE_BUFFERS,
+    );
+    b.set_verify(SslVerifyMode::PEER);
+    for cert in common.roots {
+        b.cert_store_mut()
+            .add_cert(cert.clone())
+            .map_err(|e| ("cannot add a root certificate", e))?;
+    }
+    b.set_cipher_list(
+        profile
+            .cipher_list_opt()
+            .unwrap_or("DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK"),
+    )
+    .map_err(|e| ("cipher list", e))?;
+    b.set_max_proto_version(Some(profile.max_version().to_ssl()))
+        .map_err(|e| ("max version", e))?;
+    let min = profile.min_version_opt().unwrap_or(TlsVersion::Tls1_0);
+    b.set_min_proto_version(Some(min.to_ssl()))
+        .map_err(|e| ("min version", e))?;
+    Ok(b)
+}
+
+/// The hello's shape: TLS 1.3 suites, groups, signature algorithms, padding, ALPN.
+fn shape(b: &mut SslContextBuilder, profile: &Profile, h2: bool) -> Result<(), Failed> {
+    if let Some(list) = profile.ciphersuites_opt() {
+        b.set_ciphersuites(list)
+            .map_err(|e| ("TLS 1.3 suites", e))?;
+    }
+    if let Some(list) = profile.groups_opt() {
+        b.set_groups_list(list).map_err(|e| ("groups", e))?;
+    }
+    if let Some(list) = profile.sigalgs_opt() {
+        b.set_sigalgs_list(list)
+            .map_err(|e| ("signature algorithms", e))?;
+    }
+    if profile.has_padding() {
+        b.set_options(PADDING);
+    } else {
+        b.clear_options(PADDING);
+    }
+    if profile.has_alpn() {
+        let protos: &[u8] = if h2 {
+            b"\x02h2\x08http/1.1"
+        } else {
+            b"\x08http/1.1"
+        };
+        b.set_alpn_protos(protos).map_err(|e| ("ALPN", e))?;
+    }
+    Ok(())
 }
 
 /// The system roots (OpenSSL's default file and directory, `SSL_CERT_FILE`/`SSL_CERT_DIR`

@@ -82,6 +82,17 @@ pub enum ErrorKind {
     Handshake,
     /// A malformed URI, pattern or configuration.
     BadInput,
+    /// No rung the policy allows got a single byte back: not a TLS port, traffic dropped on
+    /// the way, or a box that only answers versions below the floor.
+    NoTlsAnswer,
+    /// `Client` only: the whole request (connect, handshakes, request, body) did not
+    /// finish within the client's timeout.
+    RequestTimeout,
+    /// `Client` only: the response body was larger than the client's cap.
+    BodyTooLarge,
+    /// `Client` only: the HTTP exchange failed after the TLS connection was made
+    /// (the server closed the connection, sent bad HTTP, or redirected too often).
+    Http,
 }
 
 impl ErrorKind {
@@ -90,19 +101,25 @@ impl ErrorKind {
         match self {
             ErrorKind::DowngradeDetected => "downgrade_detected",
             ErrorKind::BelowFloor => "below_floor",
+            ErrorKind::NoTlsAnswer => "no_tls_answer",
             ErrorKind::LegacyNotAllowed => "legacy_not_allowed",
             ErrorKind::Certificate => "certificate",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Connect => "connect",
             ErrorKind::Handshake => "handshake",
             ErrorKind::BadInput => "bad_input",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::Http => "http",
         }
     }
 }
 
 /// Why a connection could not be made. Every connection error lists each attempt.
 ///
-/// hyper's client wraps connector errors; find ours with [`Error::find`]:
+/// hyper's client wraps connector errors (its own `Display` says only `client error
+/// (Connect)`); find ours with [`Error::find`], which takes what you hold (hyper-util's error, a
+/// `&dyn Error`, a `Box<dyn Error + Send + Sync>`):
 /// ```
 /// # fn f(e: &hyper_util::client::legacy::Error) {
 /// if let Some(tls) = tls_fallback::Error::find(e) {
@@ -126,6 +143,17 @@ pub enum Error {
         /// The host.
         host: String,
         /// The floor that stopped the walk.
+        floor: TlsVersion,
+        /// Every attempt.
+        attempts: Attempts,
+    },
+    /// No rung the policy allows got a single byte back: nothing there speaks TLS to us (a
+    /// plain TCP service that waits for the client, a firewall that drops the traffic after
+    /// the TCP handshake), or the box only answers versions below the floor.
+    NoTlsAnswer {
+        /// The host.
+        host: String,
+        /// The floor for this host.
         floor: TlsVersion,
         /// Every attempt.
         attempts: Attempts,
@@ -187,6 +215,7 @@ impl Error {
         match self {
             Error::DowngradeDetected { .. } => ErrorKind::DowngradeDetected,
             Error::BelowFloor { .. } => ErrorKind::BelowFloor,
+            Error::NoTlsAnswer { .. } => ErrorKind::NoTlsAnswer,
             Error::LegacyNotAllowed { .. } => ErrorKind::LegacyNotAllowed,
             Error::Certificate { .. } => ErrorKind::Certificate,
             Error::Timeout { .. } => ErrorKind::Timeout,
@@ -201,22 +230,13 @@ impl Error {
         match self {
             Error::DowngradeDetected { attempts, .. }
             | Error::BelowFloor { attempts, .. }
+            | Error::NoTlsAnswer { attempts, .. }
             | Error::LegacyNotAllowed { attempts, .. }
             | Error::Certificate { attempts, .. }
             | Error::Timeout { attempts, .. }
             | Error::Connect { attempts, .. }
             | Error::Handshake { attempts, .. } => attempts.as_slice(),
             Error::InvalidUri { .. } | Error::Config(_) => &[],
-        }
-    }
-
-    /// Finds a tls-fallback error in a chain of sources (e.g. inside hyper's client error).
-    pub fn find<'a>(mut e: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
-        loop {
-            if let Some(ours) = e.downcast_ref::<Error>() {
-                return Some(ours);
-            }
-            e = e.source()?;
         }
     }
 }
@@ -251,18 +271,20 @@ impl fmt::Display for Error {
                 host,
                 floor,
                 attempts,
-            } => {
-                let lowest = attempts.0.last().map(|a| a.max_version).unwrap_or(*floor);
-                write!(
-                    f,
-                    "every hello to {host} down to {lowest} {} and the floor is {floor}: the \
-                     server probably only speaks an older TLS. If you trust this host, allow \
-                     legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI `--allow-legacy`) \
-                     or pin it to the version it speaks; and send the vendor the report of \
-                     `tls-fallback probe {host}`.{attempts}",
-                    common_outcome(attempts)
-                )
-            }
+            } => below_floor(f, host, *floor, attempts),
+            Error::NoTlsAnswer {
+                host,
+                floor,
+                attempts,
+            } => write!(
+                f,
+                "no TLS answer from {host}: every hello was left unanswered, not a single byte \
+                 came back. Is this a TLS port? Check the port (an HTTP or other plain-TCP \
+                 service waits for the client to speak first) and any firewall that accepts \
+                 the TCP connection and then drops the traffic. Only rungs down to the floor \
+                 ({floor}) were tried: a box that answers nothing newer than that looks the \
+                 same; `tls-fallback probe {host}` tells them apart.{attempts}"
+            ),
             Error::LegacyNotAllowed {
                 host,
                 floor,
@@ -295,34 +317,54 @@ impl fmt::Display for Error {
                 "could not connect to {host}: {source} (not a TLS problem: check the address, \
                  port, firewall or proxy){attempts}"
             ),
-            Error::Handshake { host, attempts } => {
-                let last = attempts.0.last().map(|a| &a.outcome);
-                if attempts.0.is_empty() {
-                    write!(
-                        f,
-                        "no rung of the ladder may be used for {host}: the floor and the legacy \
-                         gate forbid them all; lower the floor or allow legacy TLS for this host"
-                    )
-                } else if last.is_some_and(Outcome::is_fallback_signal) {
-                    write!(
-                        f,
-                        "the TLS handshake with {host} failed on every rung of the ladder the \
-                         policy allows; send the vendor the report of `tls-fallback probe \
-                         {host}`.{attempts}"
-                    )
-                } else {
-                    write!(
-                        f,
-                        "the TLS handshake with {host} failed in a way no fallback can fix (the \
-                         last attempt: {}); send the vendor the report of `tls-fallback probe \
-                         {host}`.{attempts}",
-                        last.map_or_else(|| "none".to_string(), |o| o.to_string())
-                    )
-                }
-            }
+            Error::Handshake { host, attempts } => handshake(f, host, attempts),
             Error::InvalidUri { uri, reason } => write!(f, "invalid URI {uri:?}: {reason}"),
             Error::Config(msg) => write!(f, "invalid tls-fallback configuration: {msg}"),
         }
+    }
+}
+
+fn below_floor(
+    f: &mut fmt::Formatter<'_>,
+    host: &str,
+    floor: TlsVersion,
+    attempts: &Attempts,
+) -> fmt::Result {
+    let lowest = attempts.0.last().map(|a| a.max_version).unwrap_or(floor);
+    write!(
+        f,
+        "every hello to {host} down to {lowest} {} and the floor is {floor}: the \
+         server probably only speaks an older TLS. If you trust this host, allow \
+         legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI `--allow-legacy`) \
+         or pin it to the version it speaks; and send the vendor the report of \
+         `tls-fallback probe {host}`.{attempts}",
+        common_outcome(attempts)
+    )
+}
+
+fn handshake(f: &mut fmt::Formatter<'_>, host: &str, attempts: &Attempts) -> fmt::Result {
+    let last = attempts.0.last().map(|a| &a.outcome);
+    if attempts.0.is_empty() {
+        write!(
+            f,
+            "no rung of the ladder may be used for {host}: the floor and the legacy \
+             gate forbid them all; lower the floor or allow legacy TLS for this host"
+        )
+    } else if last.is_some_and(Outcome::is_fallback_signal) {
+        write!(
+            f,
+            "the TLS handshake with {host} failed on every rung of the ladder the \
+             policy allows; send the vendor the report of `tls-fallback probe \
+             {host}`.{attempts}"
+        )
+    } else {
+        write!(
+            f,
+            "the TLS handshake with {host} failed in a way no fallback can fix (the \
+             last attempt: {}); send the vendor the report of `tls-fallback probe \
+             {host}`.{attempts}",
+            last.map_or_else(|| "none".to_string(), |o| o.to_string())
+        )
     }
 }
 

@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Fetch a URL through the fallback connector and report how the TLS connection was made.
-    Get(GetArgs),
+    Get(Box<GetArgs>),
     /// Diagnose a TLS endpoint: versions, intolerance, TLS_FALLBACK_SCSV (SSL Labs style).
     Probe(ProbeArgs),
     /// Start broken gateways on 127.0.0.1 and show the connector handling each one.
@@ -90,12 +90,37 @@ pub struct GetArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Request header, 'Name: value' (e.g. -H 'Content-Type: application/json'). Repeatable.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Show the response headers.
+    #[arg(short = 'i', long = "include")]
+    pub include: bool,
+    /// Write the response body to FILE (streamed, not kept in memory).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Time for the whole request (connect, every handshake, the request and the body), in
+    /// milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Largest response body to read, in bytes (K, M, G: KiB, MiB, GiB).
+    #[arg(long, value_name = "BYTES", default_value = "64M")]
+    pub max_body: String,
+    /// Load learned decisions from this JSON file and save them back, across runs.
+    #[arg(long, value_name = "PATH")]
+    pub cache_file: Option<PathBuf>,
+    /// Lowest TLS version for hosts not allowed legacy (1.0, 1.1, 1.2, 1.3; default 1.2).
+    #[arg(long, value_name = "VERSION")]
+    pub floor: Option<String>,
+    /// Start the next rung beside a silent one after N ms (default 1500; 0: no racing).
+    #[arg(long, value_name = "N")]
+    pub stall_timeout_ms: Option<u64>,
 }
 
 /// `probe`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
-    /// HOST:PORT (port 443 if omitted).
+    /// HOST[:PORT] (port 443 if omitted), [IPv6][:PORT] or an https:// URL.
     pub target: String,
     /// Also trust the root certificates in this PEM file (for the full-handshake check).
     #[arg(long, value_name = "PEM")]
@@ -135,7 +160,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Get(args) => {
                 let json_out = args.json;
-                match get::run(args).await {
+                match get::run(*args).await {
                     Ok(code) => code,
                     Err(e) => e.report(json_out),
                 }
