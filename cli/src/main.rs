@@ -41,7 +41,7 @@ enum Command {
     Demo(DemoArgs),
     /// Run an egress proxy that originates TLS through the fallback connector for apps that
     /// send http:// requests through it (forward mode) or to it (--upstream mode).
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
 }
 
 /// `get`'s arguments.
@@ -173,7 +173,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Demo(args) => demo::run(args).await,
-            Command::Proxy(args) => proxy::run(args).await,
+            Command::Proxy(args) => proxy::run(*args).await,
         }
     })
 }
