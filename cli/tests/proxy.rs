@@ -743,3 +743,29 @@ async fn get_through_a_connect_proxy_walks_inside_the_tunnel_and_a_407_names_the
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_silent_on_every_rung_is_504_no_tls_answer() {
+    use tls_fallback::testkit::{Action, Trigger};
+    let silent = Rule {
+        trigger: Trigger::Always,
+        action: Action::Hang,
+    };
+    let (server, em) = gateway_with(silent).await;
+    let proxy = Proxy::start(&["--allow", "localhost", "--handshake-timeout-ms", "300"]).await;
+    let started = Instant::now();
+    let url = format!("http://localhost:{}/", em.addr().port());
+    let (status, headers, body) = curl_via(&proxy, &[], &url).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(headers["x-tls-fallback-error"], "no_tls_answer", "{body}");
+    assert!(
+        !json(&body)["attempts"].as_array().unwrap().is_empty(),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.requests("GET"), 0);
+}

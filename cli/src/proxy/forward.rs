@@ -94,12 +94,14 @@ async fn send(
     Response::from_parts(parts, Either::Left(body))
 }
 
-/// Maps a client error: the library's TLS errors by kind (a handshake timeout is 504), other
+/// Maps a client error: the library's TLS errors by kind (a handshake timeout, or no answer on
+/// any rung, is 504), other
 /// connect failures `connect`, anything after the connection `http`.
 fn upstream_error(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
     match Error::find(e) {
         Some(tls) => {
-            let status = if tls.kind() == ErrorKind::Timeout {
+            // Silence on every rung ends in a timeout too: both are the upstream not answering.
+            let status = if matches!(tls.kind(), ErrorKind::Timeout | ErrorKind::NoTlsAnswer) {
                 StatusCode::GATEWAY_TIMEOUT
             } else {
                 StatusCode::BAD_GATEWAY
