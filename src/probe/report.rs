@@ -218,13 +218,13 @@ pub fn recommend(r: &ProbeReport, host: &str) -> String {
     }
     if let Some(t) = r.test(TestId::FallbackConnector) {
         if t.outcome == TestOutcome::Failed(ErrorKind::Certificate) {
-            text.push_str(&format!(
-                " First, though: the probe's own full handshake failed the certificate check ({}). \
-                 Fix the server's certificate chain, or if it is signed by a private CA, pass \
-                 that CA with --ca-file (ProbeConfig::ca_file); no client will connect until \
-                 then.",
+            text = format!(
+                "Fix the certificate first: the probe's own full handshake failed the \
+                 certificate check ({}); fix the server's certificate chain, or if a private CA \
+                 signed it, pass that CA with --ca-file (ProbeConfig::ca_file). No client \
+                 connects until then. Then: {text}",
                 t.detail.as_deref().unwrap_or("certificate rejected")
-            ));
+            );
         }
     }
     text
@@ -403,6 +403,7 @@ mod tests {
         for (r, start) in rows {
             let text = recommend(&r, "h");
             assert!(text.starts_with(start), "{text}");
+            assert!(!text.contains("--ca-file"), "{text}");
             assert_eq!(
                 text.contains("ignores TLS_FALLBACK_SCSV"),
                 r.fallback_scsv == NotSupported,
