@@ -507,4 +507,43 @@ mod tests {
         assert!(v["tests"][0].get("detail").is_none());
         assert!(r.to_table().contains("version_1.3_only"));
     }
+
+    /// The JSON contract, byte for byte: key order, string forms of every enum, absent new keys.
+    #[test]
+    fn report_json_is_byte_for_byte_the_contract() {
+        let mut r = report(&[Tls1_2, Tls1_3], ScsvSupport::NotSupported);
+        r.version_intolerance.insert(VersionKey::Future, true);
+        r.recommendation = "R".into();
+        r.tests = vec![
+            test(TestId::Version12, hello(Tls1_2)),
+            test(TestId::Future0398, TestOutcome::Alert(70)),
+            test(TestId::Long300, TestOutcome::Skipped),
+            test(
+                TestId::FallbackConnector,
+                TestOutcome::Connected("tls12".into()),
+            ),
+        ];
+        r.tests[3].negotiated = Some(WireVersion(0x0303));
+        r.tests[3].detail = Some("not serialized".into());
+        let expected = concat!(
+            r#"{"target":"h:443","supported":["1.2","1.3"],"#,
+            r#""version_intolerance":{"1.0":false,"1.1":false,"1.2":false,"1.3":false,"future":true},"#,
+            r#""long_handshake_intolerance":false,"cipher_count_intolerance":false,"#,
+            r#""extension_intolerance":false,"fallback_scsv":"not_supported","recommendation":"R","#,
+            r#""tests":["#,
+            r#"{"name":"version_1.2","description":"","hello_len":100,"outcome":"server_hello:1.2","negotiated":"1.2","ms":1},"#,
+            r#"{"name":"future_0x0398","description":"","hello_len":100,"outcome":"alert:70","negotiated":null,"ms":1},"#,
+            r#"{"name":"long_300","description":"","hello_len":100,"outcome":"skipped","negotiated":null,"ms":1},"#,
+            r#"{"name":"fallback_connector","description":"","hello_len":100,"outcome":"ok:tls12","negotiated":"1.2","ms":1}"#,
+            r#"]}"#
+        );
+        assert_eq!(serde_json::to_string(&r).unwrap(), expected);
+        r.no_tls_answer = Some(NoTlsAnswer::Mixed);
+        r.fallback_scsv_unknown = Some(ScsvUnknown::Inconclusive);
+        let grown = serde_json::to_string(&r).unwrap();
+        assert!(
+            grown.ends_with(r#"],"fallback_scsv_unknown":"inconclusive","no_tls_answer":"mixed"}"#),
+            "{grown}"
+        );
+    }
 }
