@@ -109,7 +109,7 @@ impl ProbeReport {
         let mut out = format!("TLS protocol details for {}\n", self.target);
         if let Some(none) = self.no_tls_answer {
             out.push_str(&format!(
-                "  No TLS answer             {}: is this a TLS port?\n",
+                "  No TLS answer             {}. Is this a TLS port?\n",
                 none.explain()
             ));
         }
@@ -448,7 +448,7 @@ mod tests {
         );
         assert!(r.recommendation.contains("Is this a TLS port?"));
         let table = r.to_table();
-        assert!(table.contains("is this a TLS port?"), "{table}");
+        assert!(table.contains(". Is this a TLS port?"), "{table}");
         assert!(
             !table.contains(": ok") && !table.contains(" ok\n"),
             "{table}"

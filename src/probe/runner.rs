@@ -38,6 +38,13 @@ pub async fn probe(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     let plan = plan::version_plan(&sni);
     let mut tests = Vec::new();
     for step in &plan {
+        // The support hellos come first; when none of them got a TLS answer, the others
+        // cannot show intolerance (no version is known to be supported): skip their timeouts.
+        if step.support.is_none() && NoTlsAnswer::of(&tests).is_some() {
+            let why = format!("{}: skipped, nothing answered in TLS", step.description);
+            tests.push(ProbeTest::skipped(step.id, why));
+            continue;
+        }
         tests.push(runner.run(step.id, step.description, &step.spec).await);
         if let Some(e) = runner.take_first_error() {
             return Err(e);
