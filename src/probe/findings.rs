@@ -320,6 +320,34 @@ impl VersionFindings {
     }
 }
 
+/// What the length, cipher-count and extension tests show: each is a failure of the changed
+/// hello while its baseline got a ServerHello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShapeFindings {
+    /// `long_300` failed, `long_short` worked (the F5 256..511-byte bug).
+    pub long_handshake: bool,
+    /// `ciphers_many` failed, `baseline_padded` worked.
+    pub cipher_count: bool,
+    /// `extension_unknown` failed, `baseline_padded` worked.
+    pub extension: bool,
+}
+
+impl ShapeFindings {
+    /// Derives the findings from the tests that ran (missing tests show nothing).
+    pub fn of(tests: &[ProbeTest]) -> ShapeFindings {
+        let find = |id| tests.iter().find(|t: &&ProbeTest| t.name == id);
+        let intolerant = |changed: TestId, baseline: TestId| {
+            find(changed).is_some_and(ProbeTest::failed)
+                && find(baseline).is_some_and(ProbeTest::server_hello)
+        };
+        ShapeFindings {
+            long_handshake: intolerant(TestId::Long300, TestId::LongShort),
+            cipher_count: intolerant(TestId::CiphersMany, TestId::BaselinePadded),
+            extension: intolerant(TestId::ExtensionUnknown, TestId::BaselinePadded),
+        }
+    }
+}
+
 /// Why TLS_FALLBACK_SCSV support is unknown.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -505,6 +533,61 @@ mod tests {
             outcome,
             ms: 1,
             detail: None,
+        }
+    }
+
+    fn named(name: TestId, outcome: TestOutcome) -> ProbeTest {
+        ProbeTest {
+            name,
+            ..row(outcome)
+        }
+    }
+
+    #[test]
+    fn a_shape_is_intolerance_only_against_a_working_baseline() {
+        use TestId::*;
+        let ok = || TestOutcome::ServerHello(WireVersion(TLS13));
+        let f = |long, cipher_count, extension| ShapeFindings {
+            long_handshake: long,
+            cipher_count,
+            extension,
+        };
+        let rows: Vec<(Vec<ProbeTest>, ShapeFindings)> = vec![
+            (
+                vec![named(LongShort, ok()), named(Long300, TestOutcome::Timeout)],
+                f(true, false, false),
+            ),
+            (
+                vec![
+                    named(LongShort, TestOutcome::Timeout),
+                    named(Long300, TestOutcome::Timeout),
+                ],
+                f(false, false, false),
+            ),
+            (
+                vec![named(LongShort, ok()), named(Long300, TestOutcome::Skipped)],
+                f(false, false, false),
+            ),
+            (
+                vec![
+                    named(BaselinePadded, ok()),
+                    named(CiphersMany, TestOutcome::Closed),
+                    named(ExtensionUnknown, TestOutcome::Alert(50)),
+                ],
+                f(false, true, true),
+            ),
+            (
+                vec![
+                    named(BaselinePadded, TestOutcome::Reset),
+                    named(CiphersMany, TestOutcome::Closed),
+                    named(ExtensionUnknown, ok()),
+                ],
+                f(false, false, false),
+            ),
+            (vec![], f(false, false, false)),
+        ];
+        for (tests, expected) in rows {
+            assert_eq!(ShapeFindings::of(&tests), expected, "{tests:?}");
         }
     }
 

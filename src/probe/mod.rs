@@ -41,7 +41,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use findings::{
-    NoTlsAnswer, ScsvSupport, ScsvUnknown, TestId, TestOutcome, VersionKey, WireVersion,
+    NoTlsAnswer, ScsvSupport, ScsvUnknown, ShapeFindings, TestId, TestOutcome, VersionKey,
+    WireVersion,
 };
 pub use report::{ProbeReport, ProbeTest};
 pub use runner::probe;
