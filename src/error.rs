@@ -268,18 +268,7 @@ impl fmt::Display for Error {
                 host,
                 floor,
                 attempts,
-            } => {
-                let lowest = attempts.0.last().map(|a| a.max_version).unwrap_or(*floor);
-                write!(
-                    f,
-                    "every hello to {host} down to {lowest} {} and the floor is {floor}: the \
-                     server probably only speaks an older TLS. If you trust this host, allow \
-                     legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI `--allow-legacy`) \
-                     or pin it to the version it speaks; and send the vendor the report of \
-                     `tls-fallback probe {host}`.{attempts}",
-                    common_outcome(attempts)
-                )
-            }
+            } => below_floor(f, host, *floor, attempts),
             Error::NoTlsAnswer {
                 host,
                 floor,
@@ -325,34 +314,54 @@ impl fmt::Display for Error {
                 "could not connect to {host}: {source} (not a TLS problem: check the address, \
                  port, firewall or proxy){attempts}"
             ),
-            Error::Handshake { host, attempts } => {
-                let last = attempts.0.last().map(|a| &a.outcome);
-                if attempts.0.is_empty() {
-                    write!(
-                        f,
-                        "no rung of the ladder may be used for {host}: the floor and the legacy \
-                         gate forbid them all; lower the floor or allow legacy TLS for this host"
-                    )
-                } else if last.is_some_and(Outcome::is_fallback_signal) {
-                    write!(
-                        f,
-                        "the TLS handshake with {host} failed on every rung of the ladder the \
-                         policy allows; send the vendor the report of `tls-fallback probe \
-                         {host}`.{attempts}"
-                    )
-                } else {
-                    write!(
-                        f,
-                        "the TLS handshake with {host} failed in a way no fallback can fix (the \
-                         last attempt: {}); send the vendor the report of `tls-fallback probe \
-                         {host}`.{attempts}",
-                        last.map_or_else(|| "none".to_string(), |o| o.to_string())
-                    )
-                }
-            }
+            Error::Handshake { host, attempts } => handshake(f, host, attempts),
             Error::InvalidUri { uri, reason } => write!(f, "invalid URI {uri:?}: {reason}"),
             Error::Config(msg) => write!(f, "invalid tls-fallback configuration: {msg}"),
         }
+    }
+}
+
+fn below_floor(
+    f: &mut fmt::Formatter<'_>,
+    host: &str,
+    floor: TlsVersion,
+    attempts: &Attempts,
+) -> fmt::Result {
+    let lowest = attempts.0.last().map(|a| a.max_version).unwrap_or(floor);
+    write!(
+        f,
+        "every hello to {host} down to {lowest} {} and the floor is {floor}: the \
+         server probably only speaks an older TLS. If you trust this host, allow \
+         legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI `--allow-legacy`) \
+         or pin it to the version it speaks; and send the vendor the report of \
+         `tls-fallback probe {host}`.{attempts}",
+        common_outcome(attempts)
+    )
+}
+
+fn handshake(f: &mut fmt::Formatter<'_>, host: &str, attempts: &Attempts) -> fmt::Result {
+    let last = attempts.0.last().map(|a| &a.outcome);
+    if attempts.0.is_empty() {
+        write!(
+            f,
+            "no rung of the ladder may be used for {host}: the floor and the legacy \
+             gate forbid them all; lower the floor or allow legacy TLS for this host"
+        )
+    } else if last.is_some_and(Outcome::is_fallback_signal) {
+        write!(
+            f,
+            "the TLS handshake with {host} failed on every rung of the ladder the \
+             policy allows; send the vendor the report of `tls-fallback probe \
+             {host}`.{attempts}"
+        )
+    } else {
+        write!(
+            f,
+            "the TLS handshake with {host} failed in a way no fallback can fix (the \
+             last attempt: {}); send the vendor the report of `tls-fallback probe \
+             {host}`.{attempts}",
+            last.map_or_else(|| "none".to_string(), |o| o.to_string())
+        )
     }
 }
 

@@ -18,9 +18,11 @@
 //! ```
 
 mod emulator;
+mod misbehave;
 mod pki;
 mod server;
 
 pub use emulator::{Action, Emulator, Rule, SeenHello, Trigger};
+pub use misbehave::{MisbehavingServer, Misbehaviour, SeenRequest};
 pub use pki::{Identity, TestPki};
 pub use server::{TlsServer, TlsServerBuilder};
