@@ -15,9 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_layer::Layer;
 
+use super::analysis::{ShapeFindings, VersionFindings};
 use super::findings::{
-    scsv_verdict, NoTlsAnswer, ScsvSupport, ScsvUnknown, ShapeFindings, TestId, TestOutcome,
-    VersionFindings, WireVersion,
+    scsv_verdict, NoTlsAnswer, ScsvSupport, ScsvUnknown, TestId, TestOutcome, WireVersion,
 };
 use super::hello::{self, HelloSpec};
 use super::plan::{self, Step, VersionStep};
