@@ -85,6 +85,14 @@ pub enum ErrorKind {
     /// No rung the policy allows got a single byte back: not a TLS port, traffic dropped on
     /// the way, or a box that only answers versions below the floor.
     NoTlsAnswer,
+    /// `Client` only: the whole request (connect, handshakes, request, body) did not
+    /// finish within the client's timeout.
+    RequestTimeout,
+    /// `Client` only: the response body was larger than the client's cap.
+    BodyTooLarge,
+    /// `Client` only: the HTTP exchange failed after the TLS connection was made
+    /// (the server closed the connection, sent bad HTTP, or redirected too often).
+    Http,
 }
 
 impl ErrorKind {
@@ -100,13 +108,18 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::Handshake => "handshake",
             ErrorKind::BadInput => "bad_input",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::Http => "http",
         }
     }
 }
 
 /// Why a connection could not be made. Every connection error lists each attempt.
 ///
-/// hyper's client wraps connector errors; find ours with [`Error::find`]:
+/// hyper's client wraps connector errors (its own `Display` says only `client error
+/// (Connect)`); find ours with [`Error::find`], which takes what you hold (hyper-util's error, a
+/// `&dyn Error`, a `Box<dyn Error + Send + Sync>`):
 /// ```
 /// # fn f(e: &hyper_util::client::legacy::Error) {
 /// if let Some(tls) = tls_fallback::Error::find(e) {
@@ -224,16 +237,6 @@ impl Error {
             | Error::Connect { attempts, .. }
             | Error::Handshake { attempts, .. } => attempts.as_slice(),
             Error::InvalidUri { .. } | Error::Config(_) => &[],
-        }
-    }
-
-    /// Finds a tls-fallback error in a chain of sources (e.g. inside hyper's client error).
-    pub fn find<'a>(mut e: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
-        loop {
-            if let Some(ours) = e.downcast_ref::<Error>() {
-                return Some(ours);
-            }
-            e = e.source()?;
         }
     }
 }

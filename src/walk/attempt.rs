@@ -26,6 +26,7 @@ use crate::policy::HostKey;
 use crate::profile::TlsVersion;
 use crate::session::SessionKey;
 use crate::stream::{ReadWatch, TlsStream};
+use crate::wire::{self, is_server_hello, server_hello_version};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -233,7 +234,7 @@ fn judge_failure<T>(signal: &Signal, stream: &TlsStream<T>) -> (Outcome, Verdict
         };
         verdict = Verdict::Fatal;
     }
-    if outcome == Outcome::Alert(alert::HANDSHAKE_FAILURE) && answered_with_server_hello(head) {
+    if outcome == Outcome::Alert(alert::HANDSHAKE_FAILURE) && is_server_hello(head) {
         // The server accepted this hello (it chose a version and a suite) and refused the
         // handshake later: not hello intolerance. A server that requires a client
         // certificate does this; so would another rung.
@@ -249,30 +250,14 @@ fn judge_failure<T>(signal: &Signal, stream: &TlsStream<T>) -> (Outcome, Verdict
     (outcome, verdict)
 }
 
-/// Whether the server's first message was a ServerHello (a TLS 1.3 HelloRetryRequest, a
-/// ServerHello with a fixed random, is not: the server still waits for a hello it likes).
-fn answered_with_server_hello(head: &[u8]) -> bool {
-    // SHA-256("HelloRetryRequest") starts with these bytes (RFC 8446, 4.1.3).
-    const HRR_RANDOM: [u8; 4] = [0xcf, 0x21, 0xad, 0x74];
-    matches!(head, [22, _, _, _, _, 2, _, _, _, _, _, r @ ..] if r.len() >= 4 && r[..4] != HRR_RANDOM)
-}
-
 /// For a local "unsupported protocol" refusal: the ServerHello's version if it is not TLS
 /// 1.0-1.2 (the versions whose `legacy_version` a legacy rung can accept).
 fn impossible_version(outcome: &Outcome, head: &[u8]) -> Option<u16> {
-    if *outcome
-        != (Outcome::Refused {
-            reason: reason::UNSUPPORTED_PROTOCOL,
-        })
-    {
+    let refused = Outcome::Refused {
+        reason: reason::UNSUPPORTED_PROTOCOL,
+    };
+    if *outcome != refused {
         return None;
     }
-    // record type 22 (handshake), then handshake type 2 (ServerHello), then its version.
-    match head {
-        [22, _, _, _, _, 2, _, _, _, hi, lo, ..] => {
-            let v = u16::from_be_bytes([*hi, *lo]);
-            (!(0x0301..=0x0303).contains(&v)).then_some(v)
-        }
-        _ => None,
-    }
+    server_hello_version(head).filter(|v| !(wire::TLS10..=wire::TLS12).contains(v))
 }
