@@ -260,11 +260,8 @@ async fn connection_use_counts_requests_on_a_kept_alive_connection() {
             .map(|n| (Some(n), n > 1))
             .collect();
         assert_eq!(got, want, "{version}");
-        assert_eq!(
-            got[1],
-            (Some(2), true),
-            "{version}: the second request reuses the first's"
-        );
+        let reused = got.iter().any(|(_, reused)| *reused);
+        assert!(reused, "{version}: no request reused a connection: {got:?}");
         assert_eq!(server.requests().len(), 3, "{version}");
     }
 }
@@ -423,9 +420,8 @@ async fn a_plain_hyper_client_sees_which_request_reused_a_learned_legacy_connect
         })
         .collect();
     assert_eq!(got, want);
-    assert_eq!(
-        got[1],
-        (2, 6),
-        "the second request reuses the first's connection"
+    assert!(
+        got.iter().any(|(n, _)| *n >= 2),
+        "no request reused a connection: {got:?}"
     );
 }
