@@ -37,6 +37,7 @@ struct Running<'a, T> {
     scsv: bool,
     started: Instant,
     future: AttemptFuture<'a, T>,
+    signals: Arc<Signals>,
     /// Fires once, when the hello has been out for the stall time; yields `answered`.
     stall: Option<StallFuture<'a>>,
 }
@@ -116,6 +117,7 @@ where
         for action in actions {
             match action {
                 Action::Launch { id, rung, fallback } => self.launch(id, rung, fallback),
+                Action::Watch(id) => self.watch(id),
                 Action::Abandon(id) => self.abandon(id),
                 Action::Count(count) => self.count(count, pending.as_ref()),
                 Action::Forget(why) => self.forget(why),
@@ -189,21 +191,26 @@ where
             plan,
             Arc::clone(&signals),
         );
-        let stall = shared
-            .config
-            .stall
-            .filter(|_| !self.pinned)
-            .map(|stall| Box::pin(stall_timer(signals, stall)) as StallFuture<'a>);
         let running = Running {
             id,
             rung: idx,
             scsv: fallback && rung.scsv.is_some(),
             started: Instant::now(),
             future: Box::pin(future),
-            stall,
+            signals,
+            stall: None,
         };
         let pos = self.running.partition_point(|r| r.rung < idx);
         self.running.insert(pos, running);
+    }
+
+    fn watch(&mut self, id: AttemptId) {
+        let Some(stall) = self.shared.config.stall else {
+            return;
+        };
+        if let Some(r) = self.running.iter_mut().find(|r| r.id == id) {
+            r.stall = Some(Box::pin(stall_timer(Arc::clone(&r.signals), stall)));
+        }
     }
 
     fn abandon(&mut self, id: AttemptId) {

@@ -186,6 +186,10 @@ pub(crate) enum Action {
         /// A fallback hello (every rung but the top).
         fallback: bool,
     },
+    /// Start the stall clock of a running attempt: report `Event::Stalled` once its hello has
+    /// been out for the stall time. Asked only when a stall could change something (a rung is
+    /// left to race with, or a sweep runs): a timer costs a little on every connection.
+    Watch(AttemptId),
     /// Drop a running attempt (recorded as stalled).
     Abandon(AttemptId),
     /// Bump a counter.
@@ -214,6 +218,8 @@ struct Running {
     /// Ran beside another attempt at some point.
     parallel: bool,
     watch: Watch,
+    /// Its stall clock runs (see [`Action::Watch`]).
+    watched: bool,
 }
 
 /// A rung whose TCP connect failed in a race, waiting for its one retry.

@@ -135,7 +135,7 @@ pub(super) fn trace(facts: Facts, start: Start, prior: Option<usize>, events: &[
             }
             Action::Abandon(id) => format!("A{}", rung_of[id.0 as usize]),
             Action::Count(Count::Race) => "race".into(),
-            Action::Count(_) => continue,
+            Action::Count(_) | Action::Watch(_) => continue,
             Action::Forget(why) => format!("forget:{why:?}").to_lowercase(),
             Action::Conclude(Conclusion::Won { rung, learn, .. }) => {
                 format!("won {rung} {learn:?}").to_lowercase()

@@ -107,6 +107,26 @@ impl Planner {
 
     /// Launches what the phase calls for once the running attempts allow it.
     fn advance(&mut self, out: &mut Out) {
+        self.launch_or_end(out);
+        if self.phase != Phase::Done {
+            self.watch_running(out);
+        }
+    }
+
+    /// Starts the stall clock of every running attempt not yet watched, when a stall could
+    /// start a racer or end a sweep.
+    fn watch_running(&mut self, out: &mut Out) {
+        let useful = matches!(self.phase, Phase::Descend { next: Some(_) } | Phase::Sweep);
+        if !self.facts.racing || !useful {
+            return;
+        }
+        for r in self.running.iter_mut().filter(|r| !r.watched) {
+            r.watched = true;
+            out.push(Action::Watch(r.id));
+        }
+    }
+
+    fn launch_or_end(&mut self, out: &mut Out) {
         if !self.running.is_empty() {
             self.maybe_race(out);
             self.maybe_end_sweep(out);
@@ -205,6 +225,7 @@ impl Planner {
                 rung,
                 parallel: false,
                 watch: Watch::Quiet,
+                watched: false,
             },
         );
         if self.running.len() > 1 {

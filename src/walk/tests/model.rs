@@ -161,6 +161,8 @@ struct Live {
     id: AttemptId,
     finish: Finish,
     stalled: bool,
+    /// The planner asked for its stall clock.
+    watched: bool,
 }
 
 /// What a run of the planner against a world did.
@@ -196,9 +198,14 @@ fn run(world: &World) -> Run {
                         id,
                         finish,
                         stalled: false,
+                        watched: false,
                     });
                 }
                 Action::Abandon(id) => live.retain(|l| l.id != id),
+                Action::Watch(id) => live
+                    .iter_mut()
+                    .filter(|l| l.id == id)
+                    .for_each(|l| l.watched = true),
                 Action::Forget(Forget::Obsolete | Forget::RanOut) if r.before_reprobe.is_none() => {
                     // A new walk from the top: what the first one saw does not carry over.
                     r.before_reprobe = Some(r.launches.len());
@@ -232,16 +239,16 @@ fn run(world: &World) -> Run {
 }
 
 /// The scheduler: any running attempt may finish (a silent one only after its stall, when
-/// racing) or, when racing, stall first.
+/// its stall clock runs) or, when its stall clock runs, stall first.
 fn pick(world: &World, live: &mut Vec<Live>, step: usize) -> Event {
     let choice = usize::from(world.picks[step % world.picks.len()]);
     let mut options = Vec::new();
     for (i, l) in live.iter().enumerate() {
         let silent = matches!(l.finish, Finish::Failed { silent: true, .. });
-        if !(world.racing && silent && !l.stalled) {
+        if !(l.watched && silent && !l.stalled) {
             options.push((i, true));
         }
-        if world.racing && !l.stalled {
+        if l.watched && !l.stalled {
             options.push((i, false));
         }
     }
