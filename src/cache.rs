@@ -17,6 +17,12 @@ use tokio::sync::watch;
 
 use crate::policy::HostKey;
 
+pub(crate) mod check;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use redis::{RedisOptions, RedisStore};
+
 /// What was learned about one host.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Decision {
@@ -93,6 +99,69 @@ pub trait DecisionStore: Send + Sync + std::fmt::Debug + 'static {
     fn flush(&self) -> std::io::Result<()> {
         Ok(())
     }
+    /// On a local miss, before the first walk: one bounded read of a decision another instance
+    /// learned (a shared store). A decision returned is already in the local store. The
+    /// default (no remote) answers `None` at once.
+    fn fetch_remote<'a>(&'a self, key: &'a HostKey) -> BoxFuture<'a, Option<Arc<Decision>>> {
+        let _ = key;
+        Box::pin(std::future::ready(None))
+    }
+    /// Fleet-wide single flight, asked by the local flight's leader before it walks: lead
+    /// (hold the returned lease until the walk has concluded and its decision is stored),
+    /// or wait at most `wait` for the instance that leads. The default (no remote) answers
+    /// [`FleetFlight::Alone`] at once.
+    fn fleet_flight<'a>(&'a self, key: &'a HostKey, wait: Duration) -> BoxFuture<'a, FleetFlight> {
+        let _ = (key, wait);
+        Box::pin(std::future::ready(FleetFlight::Alone))
+    }
+    /// Counters of the sharing (shared stores only).
+    fn shared_stats(&self) -> Option<SharedStats> {
+        None
+    }
+}
+
+/// A boxed future, as the [`DecisionStore`] hooks return them.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What [`DecisionStore::fleet_flight`] tells the local leader.
+#[derive(Debug)]
+pub enum FleetFlight {
+    /// No other instance to ask (no shared store, or it is unreachable), or the wait ran
+    /// out: walk.
+    Alone,
+    /// This instance leads for the fleet: walk, store the decision, then drop the lease.
+    Lead(FleetLease),
+    /// Another instance concluded while we waited: look the host up again (its decision, if
+    /// it learned one, is in the local store now; else walk).
+    Concluded,
+}
+
+/// Held by the instance that walks for the fleet; dropping it releases the host for the
+/// others and tells the waiters the walk is over.
+pub struct FleetLease {
+    /// Whatever releases the lock when dropped.
+    pub(crate) _held: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for FleetLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetLease")
+    }
+}
+
+/// Counters of a shared store (see [`DecisionStore::shared_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SharedStats {
+    /// Decisions read from the shared store on a local miss.
+    pub read: u64,
+    /// Decisions and forgets published to the other instances.
+    pub published: u64,
+    /// Decisions and forgets received from the other instances and applied.
+    pub received: u64,
+    /// Values refused by the validation (unknown rung, forbidden rung, garbage, oversize).
+    pub dropped_invalid: u64,
+    /// Errors and timeouts talking to the shared store.
+    pub errors: u64,
 }
 
 /// The default store: a bounded, concurrent in-memory cache (`quick_cache`: sharded, CLOCK-Pro
@@ -217,10 +286,19 @@ impl FileStore {
             Ok(bytes) => match serde_json::from_slice::<FileBody>(&bytes) {
                 Ok(body) => {
                     let mut loaded = 0usize;
+                    let now = unix_ms();
                     for e in body.hosts {
-                        if !e.decision.expired(ttl) && e.port != 0 && !e.host.is_empty() {
-                            memory.put(HostKey::new(&e.host, e.port), Arc::new(e.decision));
-                            loaded += 1;
+                        let key = HostKey::new(&e.host, e.port);
+                        match check::entry(&key, &e.decision, ttl, now) {
+                            Ok(()) => {
+                                memory.put(key, Arc::new(e.decision));
+                                loaded += 1;
+                            }
+                            Err(why) if why.is_suspicious() => tracing::warn!(
+                                path = %path.display(), host = %key, %why,
+                                "decision file entry ignored"
+                            ),
+                            Err(_) => {}
                         }
                     }
                     tracing::debug!(path = %path.display(), loaded, "decision file loaded");

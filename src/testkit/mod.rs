@@ -19,8 +19,12 @@
 
 mod emulator;
 mod pki;
+#[cfg(feature = "redis")]
+mod redis;
 mod server;
 
 pub use emulator::{Action, Emulator, Rule, SeenHello, Trigger};
 pub use pki::{Identity, TestPki};
+#[cfg(feature = "redis")]
+pub use redis::RedisServer;
 pub use server::{TlsServer, TlsServerBuilder};
