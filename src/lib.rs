@@ -61,7 +61,9 @@ pub mod testkit;
 pub mod wire;
 
 #[doc(inline)]
-pub use cache::{Decision, DecisionStore, FileStore, FleetFlight, FleetLease, MemoryStore, SharedStats};
+pub use cache::{
+    Decision, DecisionStore, FileStore, FleetFlight, FleetLease, MemoryStore, SharedStats,
+};
 #[cfg(feature = "redis")]
 pub use cache::{RedisOptions, RedisStore};
 #[doc(inline)]

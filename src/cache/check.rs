@@ -93,7 +93,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Decision, Invalid> {
 
 /// The checks that need no ladder: the host, the date, the lengths, not provisional. The cache
 /// file loader runs these; [`Rules::check`] adds the ladder and the policy.
-pub(crate) fn entry(key: &HostKey, d: &Decision, ttl: Duration, now_ms: u64) -> Result<(), Invalid> {
+pub(crate) fn entry(
+    key: &HostKey,
+    d: &Decision,
+    ttl: Duration,
+    now_ms: u64,
+) -> Result<(), Invalid> {
     if key.host.is_empty() || key.host.len() > MAX_HOST_BYTES || key.port == 0 {
         return Err(Invalid::BadHost);
     }
@@ -189,15 +194,30 @@ mod tests {
         let rows: Vec<(&str, HostKey, Decision, Result<(), Invalid>)> = vec![
             ("a fallback", key.clone(), decision(2, "tls12"), Ok(())),
             ("healthy", key.clone(), decision(0, "modern"), Ok(())),
-            ("empty host", HostKey::new("", 443), decision(2, "tls12"), Err(Invalid::BadHost)),
-            ("port 0", HostKey::new("a", 0), decision(2, "tls12"), Err(Invalid::BadHost)),
+            (
+                "empty host",
+                HostKey::new("", 443),
+                decision(2, "tls12"),
+                Err(Invalid::BadHost),
+            ),
+            (
+                "port 0",
+                HostKey::new("a", 0),
+                decision(2, "tls12"),
+                Err(Invalid::BadHost),
+            ),
             (
                 "provisional",
                 key.clone(),
                 decision(1, "modern-compact").into_provisional(),
                 Err(Invalid::Provisional),
             ),
-            ("expired", key.clone(), aged(now - 3_600_001), Err(Invalid::Expired)),
+            (
+                "expired",
+                key.clone(),
+                aged(now - 3_600_001),
+                Err(Invalid::Expired),
+            ),
             ("a minute ahead", key.clone(), aged(now + 60_000), Ok(())),
             (
                 "a year ahead",
@@ -240,7 +260,10 @@ mod tests {
     fn oversized_and_garbage_values_are_refused_before_use() {
         let big = vec![b'x'; 10 * 1024 * 1024];
         assert_eq!(parse(&big).err(), Some(Invalid::TooLarge(big.len())));
-        assert!(matches!(parse(b"\x00\xffnot json"), Err(Invalid::Malformed(_))));
+        assert!(matches!(
+            parse(b"\x00\xffnot json"),
+            Err(Invalid::Malformed(_))
+        ));
         let ok = serde_json::to_vec(&decision(2, "tls12")).unwrap();
         assert_eq!(parse(&ok).map(|d| d.rung), Ok(2));
     }

@@ -66,7 +66,10 @@ impl RedisServer {
         self.kill();
         Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("redis-server did not accept on port {} within 10 s", self.port),
+            format!(
+                "redis-server did not accept on port {} within 10 s",
+                self.port
+            ),
         ))
     }
 }

@@ -126,8 +126,15 @@ pub(crate) fn start(
              or rediss:// for TLS"
         ))
     };
-    let info = options.url.as_str().into_connection_info().map_err(|e| bad(&e))?;
-    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+    let info = options
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| bad(&e))?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
     let client = redis::Client::open(info.set_redis_settings(settings)).map_err(|e| bad(&e))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -297,7 +304,11 @@ impl Link {
                     return;
                 }
                 let px = u64::try_from(left).unwrap_or(u64::MAX);
-                pipe.cmd("SET").arg(self.keys.decision(&key)).arg(value).arg("PX").arg(px);
+                pipe.cmd("SET")
+                    .arg(self.keys.decision(&key))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(px);
                 (key, Event::Learn { decision: copy(&d) })
             }
             Op::Forget(key, before_ms) => {
@@ -305,7 +316,11 @@ impl Link {
                 (key, Event::Forget { before_ms })
             }
             Op::Release(key) => {
-                pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(self.keys.lock(&key)).arg(&self.me);
+                pipe.cmd("EVAL")
+                    .arg(RELEASE)
+                    .arg(1)
+                    .arg(self.keys.lock(&key))
+                    .arg(&self.me);
                 (key, Event::Done)
             }
         };
@@ -368,7 +383,11 @@ impl Link {
                 self.count(Counter::Received);
             }
             Event::Forget { before_ms } => {
-                if self.memory.get(&key).is_some_and(|d| d.learned_at_ms <= before_ms) {
+                if self
+                    .memory
+                    .get(&key)
+                    .is_some_and(|d| d.learned_at_ms <= before_ms)
+                {
                     self.memory.remove(&key);
                 }
                 self.count(Counter::Received);
@@ -435,7 +454,11 @@ impl Link {
         let mut notes = self.notes.subscribe();
         let px = u64::try_from(self.options.lock_time.as_millis()).unwrap_or(u64::MAX);
         let mut set = redis::cmd("SET");
-        set.arg(self.keys.lock(key)).arg(&self.me).arg("NX").arg("PX").arg(px.max(1));
+        set.arg(self.keys.lock(key))
+            .arg(&self.me)
+            .arg("NX")
+            .arg("PX")
+            .arg(px.max(1));
         let mut conn = self.conn.clone();
         let taken = tokio::time::timeout(self.options.read_timeout, set.query_async(&mut conn));
         match taken.await {
