@@ -235,7 +235,11 @@ where
                 lost: Vec::new(),
                 prior: None,
             };
-            walk.run().await
+            let result = walk.run().await;
+            if let Err(e) = &result {
+                shared.stats.failure(e.kind());
+            }
+            result
         })
     }
 }
@@ -359,7 +363,7 @@ where
             }
         }
     };
-    shared.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+    shared.stats.handshake();
     // The stall clock starts here, with the hello, not with a slow TCP connect.
     let _ = hello_at.set(Instant::now());
     let (connector, context) = match (&rung.scsv, scsv) {
@@ -408,7 +412,7 @@ where
     let signal = match tokio::time::timeout(timeout, Pin::new(&mut stream).connect()).await {
         Ok(Ok(())) => {
             if stream.ssl().session_reused() {
-                shared.stats.resumed.fetch_add(1, Ordering::Relaxed);
+                shared.stats.resumed();
             }
             return Tried {
                 attempt: record(Outcome::Ok),
@@ -499,7 +503,7 @@ where
 {
     async fn run(&mut self) -> Result<MaybeHttpsStream<S::Response>, Error> {
         let shared = self.shared;
-        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        shared.stats.connection();
         if let Some(i) = shared.policy.pin_index(self.key) {
             return self.pinned(&shared.pins[i].1).await;
         }
@@ -527,10 +531,7 @@ where
                     return self.walk(start, Some(leader)).await;
                 }
                 Join::Wait(rx) => {
-                    shared
-                        .stats
-                        .single_flight_waits
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.stats.single_flight_wait();
                     match cache::wait_flight(rx).await {
                         Some(FlightOutcome::Rung(rung)) => {
                             let start = Start {
@@ -597,7 +598,7 @@ where
                 let host = self.key.to_string();
                 let timed_out = self.last_outcome_is_timeout();
                 if verdict == Verdict::Downgrade {
-                    self.shared.stats.downgrades.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.downgrade();
                     self.forget_sessions();
                     tracing::error!(host = %self.key, "downgrade signal on a pinned host");
                 }
@@ -859,7 +860,7 @@ where
                         // A slow server, not a silent box: let it finish.
                         no_race = Some(newest.idx);
                     } else {
-                        shared.stats.races.fetch_add(1, Ordering::Relaxed);
+                        shared.stats.race();
                         tracing::debug!(host = %self.key, silent = %shared.rungs[newest_idx].name,
                             racer = %shared.rungs[idx].name,
                             "no answer within the stall time; racing the next rung");
@@ -1000,7 +1001,7 @@ where
                 }
                 Verdict::Downgrade => {
                     self.settle(&mut inflight);
-                    shared.stats.downgrades.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.downgrade();
                     shared.store.remove(self.key);
                     self.forget_sessions();
                     tracing::error!(
@@ -1155,7 +1156,7 @@ where
             );
             decision = decision.into_provisional();
         } else if idx > 0 {
-            shared.stats.learned.fetch_add(1, Ordering::Relaxed);
+            shared.stats.learned();
             tracing::warn!(
                 host = %self.key,
                 failed = %decision.reason,
@@ -1182,9 +1183,7 @@ where
     }
 
     fn count_fallback_as(&self, why: &str) {
-        if let Ok(mut m) = self.shared.stats.fallbacks.lock() {
-            *m.entry(why.to_string()).or_insert(0) += 1;
-        }
+        self.shared.stats.fallback(why);
     }
 
     fn last_outcome_is_timeout(&self) -> bool {
@@ -1217,12 +1216,12 @@ impl Shared {
         match self.store.get(key) {
             Some(d) if d.expired(self.ttl) => {
                 self.store.remove(key);
-                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_miss();
                 if d.provisional {
                     // Never used as a start: nothing expires that anyone relied on.
                     return None;
                 }
-                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                self.stats.expired();
                 if d.rung > 0 {
                     tracing::info!(
                         host = %key,
@@ -1241,7 +1240,7 @@ impl Shared {
                 // Learned with another ladder (a cache file from another version or
                 // configuration): the rung number means nothing here.
                 self.store.remove(key);
-                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_miss();
                 tracing::info!(
                     host = %key,
                     was = %d.profile,
@@ -1251,12 +1250,12 @@ impl Shared {
                 None
             }
             Some(d) if !d.provisional => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_hit();
                 Some(d)
             }
             // Provisional (seen once): not a starting point; the next walk starts at the top.
             Some(_) | None => {
-                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_miss();
                 None
             }
         }

@@ -1,7 +1,29 @@
 //! Counters and the serializable [`Stats`] snapshot of a connector.
+//!
+//! Every counter is kept twice: in the layer's own atomics (read by [`Stats`]) and through the
+//! [`metrics`] facade, which costs nothing when the application installs no recorder. The
+//! facade's names, all counters:
+//!
+//! | name | labels | counts |
+//! |---|---|---|
+//! | `tls_fallback_connections_total` | | `https://` connections requested |
+//! | `tls_fallback_handshakes_total` | | handshakes sent (every rung of every connection) |
+//! | `tls_fallback_fallbacks_total` | `reason` | fallbacks, by the outcome that caused them |
+//! | `tls_fallback_downgrades_total` | | downgrade signals |
+//! | `tls_fallback_failures_total` | `kind` | connections that failed, by [`crate::ErrorKind`] |
+//! | `tls_fallback_learned_total` | | fallback decisions learned |
+//! | `tls_fallback_expired_total` | | decisions that expired |
+//! | `tls_fallback_races_total` | | stalled rungs raced by the next one |
+//! | `tls_fallback_resumed_total` | | handshakes that resumed a session |
+//! | `tls_fallback_cache_hits_total`, `tls_fallback_cache_misses_total` | | decision lookups |
+//! | `tls_fallback_single_flight_waits_total` | | connections that waited for another's walk |
+//!
+//! The number of learned hosts is a property of the store, not an event: an exporter reads it
+//! from [`Stats::hosts`] when it is scraped (the proxy exports it as the gauge
+//! `tls_fallback_learned_hosts`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -20,6 +42,48 @@ pub(crate) struct Counters {
     pub(crate) fallbacks: Mutex<BTreeMap<String, u64>>,
     pub(crate) resumed: AtomicU64,
     pub(crate) races: AtomicU64,
+}
+
+/// One counter: bumps the layer's atomic and the facade's counter of the same meaning.
+macro_rules! count {
+    ($(#[$doc:meta])* $fn:ident, $field:ident, $name:literal) => {
+        $(#[$doc])*
+        pub(crate) fn $fn(&self) {
+            self.$field.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!($name).increment(1);
+        }
+    };
+}
+
+impl Counters {
+    count!(connection, connections, "tls_fallback_connections_total");
+    count!(handshake, handshakes, "tls_fallback_handshakes_total");
+    count!(cache_hit, cache_hits, "tls_fallback_cache_hits_total");
+    count!(cache_miss, cache_misses, "tls_fallback_cache_misses_total");
+    count!(
+        single_flight_wait,
+        single_flight_waits,
+        "tls_fallback_single_flight_waits_total"
+    );
+    count!(downgrade, downgrades, "tls_fallback_downgrades_total");
+    count!(learned, learned, "tls_fallback_learned_total");
+    count!(expired, expired, "tls_fallback_expired_total");
+    count!(resumed, resumed, "tls_fallback_resumed_total");
+    count!(race, races, "tls_fallback_races_total");
+
+    /// A fallback to the next rung, by the outcome that caused it (`closed`, `alert:70`...).
+    pub(crate) fn fallback(&self, reason: &str) {
+        if let Ok(mut m) = self.fallbacks.lock() {
+            *m.entry(reason.to_string()).or_insert(0) += 1;
+        }
+        metrics::counter!("tls_fallback_fallbacks_total", "reason" => reason.to_string())
+            .increment(1);
+    }
+
+    /// A connection that failed, by error kind (facade only: [`Stats`] has no such field).
+    pub(crate) fn failure(&self, kind: crate::ErrorKind) {
+        metrics::counter!("tls_fallback_failures_total", "kind" => kind.as_str()).increment(1);
+    }
 }
 
 /// Counters and learned hosts of a connector; see [`crate::FallbackConnector::stats`].
