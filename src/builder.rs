@@ -10,13 +10,12 @@ use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 
-use crate::cache::{DecisionStore, FileStore, Flights, MemoryStore};
-use crate::connector::{FallbackLayer, Shared};
+use crate::cache::{DecisionStore, FileStore, MemoryStore};
+use crate::config::{BuiltRung, Config, PinnedRung};
 use crate::error::Error;
 use crate::policy::{HostPattern, Pin as HostPin, Policy};
 use crate::profile::{Ladder, Profile, TlsVersion};
 use crate::session::{ContextId, SessionCache};
-use crate::stats::Counters;
 
 /// `SSL_OP_TLSEXT_PADDING`: RFC 7685 padding, part of OpenSSL 3's default options.
 const PADDING: SslOptions = SslOptions::from_bits_retain(openssl_sys::SSL_OP_TLSEXT_PADDING as _);
@@ -24,18 +23,7 @@ const PADDING: SslOptions = SslOptions::from_bits_retain(openssl_sys::SSL_OP_TLS
 const LEGACY_SERVER_CONNECT: SslOptions =
     SslOptions::from_bits_retain(openssl_sys::SSL_OP_LEGACY_SERVER_CONNECT as _);
 
-/// A rung built into its OpenSSL contexts, once.
-pub(crate) struct BuiltRung {
-    pub(crate) profile: Profile,
-    pub(crate) name: Arc<str>,
-    pub(crate) plain: SslContext,
-    /// The same context with TLS_FALLBACK_SCSV; `None` for pins (never a fallback).
-    pub(crate) scsv: Option<SslContext>,
-    /// Session-cache identities of `plain` and `scsv`.
-    pub(crate) ids: (ContextId, ContextId),
-}
-
-/// Configures a [`FallbackLayer`].
+/// Configures a [`crate::FallbackLayer`].
 #[derive(Debug)]
 pub struct FallbackLayerBuilder {
     system_roots: bool,
@@ -289,8 +277,9 @@ impl FallbackLayerBuilder {
         self
     }
 
-    /// Builds every rung's OpenSSL contexts and checks patterns, pins and the ladder.
-    pub fn build(self) -> Result<FallbackLayer, Error> {
+    /// Checks the settings and builds every rung and pin into its OpenSSL contexts (what
+    /// [`FallbackLayerBuilder::build`] runs).
+    pub(crate) fn into_config(self) -> Result<Config, Error> {
         self.ladder.validate().map_err(Error::Config)?;
         if self.timeout.is_zero() {
             return Err(Error::Config(
@@ -363,14 +352,12 @@ impl FallbackLayerBuilder {
             sessions: session_ref,
         };
         let mut pins = Vec::new();
-        let mut policy_pins = Vec::new();
         for (i, (pattern, pin)) in self.pins.iter().enumerate() {
-            let pat = parse(pattern)?;
-            let profile = pin.profile();
             let id = ContextId::Pin(i as u16);
-            let built = build_rung(profile, &common, (id, None))?;
-            policy_pins.push((pat.clone(), pin.clone()));
-            pins.push((pat, built));
+            pins.push(PinnedRung {
+                pattern: parse(pattern)?,
+                rung: build_rung(pin.profile(), &common, (id, None))?,
+            });
         }
         let rungs = self
             .ladder
@@ -398,24 +385,19 @@ impl FallbackLayerBuilder {
             (None, Some(path)) => Arc::new(FileStore::open(path, self.capacity, self.ttl)),
             (None, None) => Arc::new(MemoryStore::new(self.capacity)),
         };
-        Ok(FallbackLayer {
-            shared: Arc::new(Shared {
-                rungs,
-                pins,
-                policy: Policy {
-                    floor: self.floor,
-                    legacy_hosts,
-                    pins: policy_pins,
-                    handshake_timeout: self.timeout,
-                },
-                store,
-                ttl: self.ttl,
-                flights: Flights::default(),
-                stats: Counters::default(),
-                sessions: session_ref.cloned(),
-                stall: self.stall,
-                single_flight: self.single_flight,
-            }),
+        Ok(Config {
+            rungs,
+            pins,
+            policy: Policy {
+                floor: self.floor,
+                legacy_hosts,
+                handshake_timeout: self.timeout,
+            },
+            store,
+            ttl: self.ttl,
+            sessions: session_ref.cloned(),
+            stall: self.stall,
+            single_flight: self.single_flight,
         })
     }
 }

@@ -6,14 +6,12 @@
 //! certificates and respects the policy. A decision expires after a TTL (the next connection
 //! walks from the top again) and is forgotten at once on a downgrade signal.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::policy::HostKey;
 
@@ -22,6 +20,7 @@ pub(crate) mod check;
 mod redis;
 #[cfg(feature = "redis")]
 pub use redis::{RedisOptions, RedisStore};
+pub(crate) mod lookup;
 
 /// What was learned about one host.
 #[derive(Debug, Serialize, Deserialize)]
@@ -498,109 +497,6 @@ impl DecisionStore for FileStore {
     }
 }
 
-/// How a learning walk ended, as told to the connections that waited for it.
-#[derive(Debug, Clone)]
-pub(crate) enum FlightOutcome {
-    /// This rung worked.
-    Rung(usize),
-    /// A rung worked that is only provisionally learned (a reshaped hello, see
-    /// [`Decision::provisional`]): not a starting point for the waiters either.
-    Provisional,
-    /// The walk failed with this error.
-    Failed(crate::Error),
-}
-
-/// Concurrent first contacts to one host: one leads the walk, the others wait for its outcome.
-#[derive(Debug, Default)]
-pub(crate) struct Flights {
-    map: Mutex<HashMap<HostKey, watch::Receiver<Option<FlightOutcome>>>>,
-}
-
-/// The leader's handle; dropping it without [`Leader::finish`] wakes the waiters with no
-/// outcome (they then try again themselves).
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
-    key: HostKey,
-    tx: watch::Sender<Option<FlightOutcome>>,
-    /// The entry is already out of the table (`finish` took it out).
-    removed: bool,
-}
-
-pub(crate) enum Join<'a> {
-    Lead(Leader<'a>),
-    Wait(watch::Receiver<Option<FlightOutcome>>),
-}
-
-impl Flights {
-    pub(crate) fn join(&self, key: &HostKey) -> Join<'_> {
-        let mut map = match self.map.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(rx) = map.get(key) {
-            if rx.has_changed().is_ok() {
-                return Join::Wait(rx.clone());
-            }
-        }
-        let (tx, rx) = watch::channel(None);
-        map.insert(key.clone(), rx);
-        Join::Lead(Leader {
-            flights: self,
-            key: key.clone(),
-            tx,
-            removed: false,
-        })
-    }
-
-    #[cfg(test)]
-    pub(crate) fn in_flight(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-impl Leader<'_> {
-    /// Hands the outcome to the waiters. The flight leaves the table first, under its lock: a
-    /// connection that arrives later never joins a finished flight (it finds the learned rung
-    /// in the cache, or leads a new walk).
-    pub(crate) fn finish(mut self, outcome: FlightOutcome) {
-        self.remove();
-        let _ = self.tx.send(Some(outcome));
-    }
-
-    fn remove(&mut self) {
-        if self.removed {
-            return;
-        }
-        self.removed = true;
-        let mut map = match self.flights.map.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.remove(&self.key);
-    }
-}
-
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
-        // Without `finish` (a cancelled walk): waiters see the channel close with no outcome.
-        self.remove();
-    }
-}
-
-/// Waits for a leader's outcome; `None` when the leader gave up without one.
-pub(crate) async fn wait_flight(
-    mut rx: watch::Receiver<Option<FlightOutcome>>,
-) -> Option<FlightOutcome> {
-    loop {
-        if let Some(o) = rx.borrow_and_update().clone() {
-            return Some(o);
-        }
-        if rx.changed().await.is_err() {
-            return rx.borrow().clone();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,29 +637,5 @@ mod tests {
         let again = FileStore::open(&path, 100, Duration::from_secs(60));
         let got = again.get(&HostKey::new("pay.example", 443)).unwrap();
         assert_eq!((got.rung, &*got.profile), (4, "tls10-legacy"));
-    }
-
-    #[test]
-    fn single_flight_has_one_leader_per_host() {
-        let f = Flights::default();
-        let k = HostKey::new("a", 1);
-        let lead = match f.join(&k) {
-            Join::Lead(l) => l,
-            Join::Wait(_) => panic!("first joiner must lead"),
-        };
-        let rx = match f.join(&k) {
-            Join::Wait(rx) => rx,
-            Join::Lead(_) => panic!("second joiner must wait"),
-        };
-        assert!(matches!(f.join(&HostKey::new("b", 1)), Join::Lead(_)));
-        lead.finish(FlightOutcome::Rung(3));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        match rt.block_on(wait_flight(rx)) {
-            Some(FlightOutcome::Rung(3)) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-        assert_eq!(f.in_flight(), 0);
     }
 }

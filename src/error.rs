@@ -82,6 +82,9 @@ pub enum ErrorKind {
     Handshake,
     /// A malformed URI, pattern or configuration.
     BadInput,
+    /// No rung the policy allows got a single byte back: not a TLS port, traffic dropped on
+    /// the way, or a box that only answers versions below the floor.
+    NoTlsAnswer,
 }
 
 impl ErrorKind {
@@ -90,6 +93,7 @@ impl ErrorKind {
         match self {
             ErrorKind::DowngradeDetected => "downgrade_detected",
             ErrorKind::BelowFloor => "below_floor",
+            ErrorKind::NoTlsAnswer => "no_tls_answer",
             ErrorKind::LegacyNotAllowed => "legacy_not_allowed",
             ErrorKind::Certificate => "certificate",
             ErrorKind::Timeout => "timeout",
@@ -126,6 +130,17 @@ pub enum Error {
         /// The host.
         host: String,
         /// The floor that stopped the walk.
+        floor: TlsVersion,
+        /// Every attempt.
+        attempts: Attempts,
+    },
+    /// No rung the policy allows got a single byte back: nothing there speaks TLS to us (a
+    /// plain TCP service that waits for the client, a firewall that drops the traffic after
+    /// the TCP handshake), or the box only answers versions below the floor.
+    NoTlsAnswer {
+        /// The host.
+        host: String,
+        /// The floor for this host.
         floor: TlsVersion,
         /// Every attempt.
         attempts: Attempts,
@@ -187,6 +202,7 @@ impl Error {
         match self {
             Error::DowngradeDetected { .. } => ErrorKind::DowngradeDetected,
             Error::BelowFloor { .. } => ErrorKind::BelowFloor,
+            Error::NoTlsAnswer { .. } => ErrorKind::NoTlsAnswer,
             Error::LegacyNotAllowed { .. } => ErrorKind::LegacyNotAllowed,
             Error::Certificate { .. } => ErrorKind::Certificate,
             Error::Timeout { .. } => ErrorKind::Timeout,
@@ -201,6 +217,7 @@ impl Error {
         match self {
             Error::DowngradeDetected { attempts, .. }
             | Error::BelowFloor { attempts, .. }
+            | Error::NoTlsAnswer { attempts, .. }
             | Error::LegacyNotAllowed { attempts, .. }
             | Error::Certificate { attempts, .. }
             | Error::Timeout { attempts, .. }
@@ -263,6 +280,19 @@ impl fmt::Display for Error {
                     common_outcome(attempts)
                 )
             }
+            Error::NoTlsAnswer {
+                host,
+                floor,
+                attempts,
+            } => write!(
+                f,
+                "no TLS answer from {host}: every hello was left unanswered, not a single byte \
+                 came back. Is this a TLS port? Check the port (an HTTP or other plain-TCP \
+                 service waits for the client to speak first) and any firewall that accepts \
+                 the TCP connection and then drops the traffic. Only rungs down to the floor \
+                 ({floor}) were tried: a box that answers nothing newer than that looks the \
+                 same; `tls-fallback probe {host}` tells them apart.{attempts}"
+            ),
             Error::LegacyNotAllowed {
                 host,
                 floor,

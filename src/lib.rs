@@ -48,6 +48,7 @@ struct ReadmeDoctests;
 mod builder;
 pub mod cache;
 pub mod classify;
+mod config;
 mod connector;
 mod error;
 pub mod policy;
@@ -58,8 +59,10 @@ mod stats;
 mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod walk;
 pub mod wire;
 
+pub use builder::FallbackLayerBuilder;
 #[doc(inline)]
 pub use cache::{
     Decision, DecisionStore, FileStore, FleetFlight, FleetLease, MemoryStore, SharedStats,
@@ -68,7 +71,7 @@ pub use cache::{
 pub use cache::{RedisOptions, RedisStore};
 #[doc(inline)]
 pub use classify::{Outcome, Verdict};
-pub use connector::{FallbackConnector, FallbackLayer, FallbackLayerBuilder};
+pub use connector::{FallbackConnector, FallbackLayer};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, Pin};

@@ -107,7 +107,7 @@ impl HostPattern {
 
     /// How specific the pattern is: an exact host with a port beats an exact host, which beats
     /// the longest suffix, which beats `*`.
-    fn specificity(&self) -> (u8, usize, bool) {
+    pub(crate) fn specificity(&self) -> (u8, usize, bool) {
         let (rank, len) = match &self.host {
             HostMatch::Any => (0, 0),
             HostMatch::Suffix(s) => (1, s.len()),
@@ -269,12 +269,25 @@ pub fn parse_pin(s: &str) -> Result<(HostPattern, TlsVersion), PatternError> {
     Ok((pattern, version))
 }
 
+/// The item of the most specific pattern matching `key`; among equally specific patterns, the
+/// first one given.
+pub(crate) fn most_specific<'a, T>(
+    candidates: impl IntoIterator<Item = (&'a HostPattern, T)>,
+    key: &HostKey,
+) -> Option<T> {
+    candidates
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (p, _))| p.matches_key(key))
+        .max_by_key(|(i, (p, _))| (p.specificity(), std::cmp::Reverse(*i)))
+        .map(|(_, (_, t))| t)
+}
+
 /// The policy the connector applies; built by [`crate::FallbackLayerBuilder`].
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub(crate) floor: TlsVersion,
     pub(crate) legacy_hosts: Vec<HostPattern>,
-    pub(crate) pins: Vec<(HostPattern, Pin)>,
     pub(crate) handshake_timeout: Duration,
 }
 
@@ -283,7 +296,6 @@ impl Default for Policy {
         Policy {
             floor: TlsVersion::Tls1_2,
             legacy_hosts: Vec::new(),
-            pins: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -314,16 +326,6 @@ impl Policy {
         } else {
             self.floor
         }
-    }
-
-    /// The index of the most specific pin covering this host, if any.
-    pub(crate) fn pin_index(&self, key: &HostKey) -> Option<usize> {
-        self.pins
-            .iter()
-            .enumerate()
-            .filter(|(_, (p, _))| p.matches_key(key))
-            .max_by_key(|(i, (p, _))| (p.specificity(), std::cmp::Reverse(*i)))
-            .map(|(i, _)| i)
     }
 
     /// Whether a rung may be used for this host.
@@ -384,21 +386,21 @@ mod tests {
 
     #[test]
     fn the_most_specific_pin_wins() {
-        let policy = Policy {
-            pins: vec![
-                (pat("*"), Pin::Version(TlsVersion::Tls1_3)),
-                (pat("*.example.com"), Pin::Version(TlsVersion::Tls1_2)),
-                (
-                    pat("pay.example.com:8443"),
-                    Pin::Version(TlsVersion::Tls1_0),
-                ),
-                (pat("pay.example.com"), Pin::Version(TlsVersion::Tls1_1)),
-            ],
-            ..Policy::default()
+        let pins = [
+            pat("*"),
+            pat("*.example.com"),
+            pat("pay.example.com:8443"),
+            pat("pay.example.com"),
+            pat("pay.example.com"),
+        ];
+        let idx = |h: &str, p| {
+            most_specific(
+                pins.iter().enumerate().map(|(i, p)| (p, i)),
+                &HostKey::new(h, p),
+            )
         };
-        let idx = |h: &str, p| policy.pin_index(&HostKey::new(h, p));
         assert_eq!(idx("pay.example.com", 8443), Some(2));
-        assert_eq!(idx("pay.example.com", 443), Some(3));
+        assert_eq!(idx("pay.example.com", 443), Some(3), "the first of equals");
         assert_eq!(idx("www.example.com", 443), Some(1));
         assert_eq!(idx("other.org", 443), Some(0));
     }

@@ -28,6 +28,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::cache::DecisionStore;
+
 /// Live counters, updated with relaxed atomics on the connection path.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -132,4 +134,36 @@ pub struct HostStats {
     /// failed above it), learned only when the next walk from the top needs it too
     /// ([`crate::Decision::provisional`]).
     pub provisional: bool,
+}
+
+/// The snapshot of a layer: its counters and the fallbacks its store holds (unexpired).
+pub(crate) fn snapshot(c: &Counters, store: &dyn DecisionStore, ttl: std::time::Duration) -> Stats {
+    let mut hosts: Vec<HostStats> = store
+        .snapshot()
+        .into_iter()
+        .filter(|(_, d)| d.rung > 0 && !d.expired(ttl))
+        .map(|(k, d)| HostStats {
+            host: k.to_string(),
+            profile: d.profile.to_string(),
+            reason: d.reason.to_string(),
+            learned_at_ms: d.learned_at_ms,
+            uses: d.uses.load(Ordering::Relaxed),
+            provisional: d.provisional,
+        })
+        .collect();
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    Stats {
+        connections: c.connections.load(Ordering::Relaxed),
+        handshakes: c.handshakes.load(Ordering::Relaxed),
+        fallbacks: c.fallbacks.lock().map(|m| m.clone()).unwrap_or_default(),
+        cache_hits: c.cache_hits.load(Ordering::Relaxed),
+        cache_misses: c.cache_misses.load(Ordering::Relaxed),
+        single_flight_waits: c.single_flight_waits.load(Ordering::Relaxed),
+        downgrades: c.downgrades.load(Ordering::Relaxed),
+        learned: c.learned.load(Ordering::Relaxed),
+        expired: c.expired.load(Ordering::Relaxed),
+        resumed: c.resumed.load(Ordering::Relaxed),
+        races: c.races.load(Ordering::Relaxed),
+        hosts,
+    }
 }
