@@ -46,23 +46,8 @@ pub mod reason {
     pub const DH_KEY_TOO_SMALL: i32 = 394;
 }
 
-/// TLS alert numbers the classifier knows.
-pub mod alert {
-    /// `bad_record_mac`.
-    pub const BAD_RECORD_MAC: u8 = 20;
-    /// `handshake_failure`.
-    pub const HANDSHAKE_FAILURE: u8 = 40;
-    /// `illegal_parameter`.
-    pub const ILLEGAL_PARAMETER: u8 = 47;
-    /// `decode_error`.
-    pub const DECODE_ERROR: u8 = 50;
-    /// `protocol_version`.
-    pub const PROTOCOL_VERSION: u8 = 70;
-    /// `internal_error`.
-    pub const INTERNAL_ERROR: u8 = 80;
-    /// `inappropriate_fallback` (RFC 7507).
-    pub const INAPPROPRIATE_FALLBACK: u8 = 86;
-}
+/// TLS alert numbers the classifier knows (they live in [`crate::wire::alert`]).
+pub use crate::wire::alert;
 
 /// What happened on one attempt, as seen on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,37 +112,6 @@ impl Outcome {
     }
 }
 
-fn alert_name(n: u8) -> &'static str {
-    match n {
-        0 => "close_notify",
-        10 => "unexpected_message",
-        20 => "bad_record_mac",
-        22 => "record_overflow",
-        40 => "handshake_failure",
-        42 => "bad_certificate",
-        43 => "unsupported_certificate",
-        44 => "certificate_revoked",
-        45 => "certificate_expired",
-        46 => "certificate_unknown",
-        47 => "illegal_parameter",
-        48 => "unknown_ca",
-        49 => "access_denied",
-        50 => "decode_error",
-        51 => "decrypt_error",
-        70 => "protocol_version",
-        71 => "insufficient_security",
-        80 => "internal_error",
-        86 => "inappropriate_fallback",
-        90 => "user_canceled",
-        109 => "missing_extension",
-        110 => "unsupported_extension",
-        112 => "unrecognized_name",
-        116 => "certificate_required",
-        120 => "no_application_protocol",
-        _ => "unknown",
-    }
-}
-
 fn reason_name(r: i32) -> &'static str {
     match r {
         reason::UNSUPPORTED_PROTOCOL => "unsupported protocol",
@@ -200,7 +154,7 @@ impl fmt::Display for Outcome {
             Outcome::Reset => f.write_str("reset (RST)"),
             Outcome::Timeout { answered: false } => f.write_str("no answer before the timeout"),
             Outcome::Timeout { answered: true } => f.write_str("handshake timed out mid-way"),
-            Outcome::Alert(n) => write!(f, "alert {n} ({})", alert_name(*n)),
+            Outcome::Alert(n) => write!(f, "alert {n} ({})", alert::name(*n)),
             Outcome::Stalled => {
                 f.write_str("no answer yet; abandoned when a rung running alongside finished first")
             }

@@ -50,10 +50,10 @@ impl TlsVersion {
     /// The two-byte code on the wire (`0x0301` for TLS 1.0 ... `0x0304` for TLS 1.3).
     pub fn wire(self) -> u16 {
         match self {
-            TlsVersion::Tls1_0 => 0x0301,
-            TlsVersion::Tls1_1 => 0x0302,
-            TlsVersion::Tls1_2 => 0x0303,
-            TlsVersion::Tls1_3 => 0x0304,
+            TlsVersion::Tls1_0 => crate::wire::TLS10,
+            TlsVersion::Tls1_1 => crate::wire::TLS11,
+            TlsVersion::Tls1_2 => crate::wire::TLS12,
+            TlsVersion::Tls1_3 => crate::wire::TLS13,
         }
     }
 

@@ -184,6 +184,24 @@ impl DecisionStore for RedisStore {
         self.link.memory.snapshot()
     }
 
+    /// Waits (at most a second, blocking) until the writes queued so far are done: for a
+    /// short-lived process that learned something and is about to exit.
+    fn flush(&self) -> std::io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if !self.connected() || self.ops.try_send(Op::Flush(tx)).is_err() {
+            return Ok(()); // Nothing will be written: Redis is down or the queue is full.
+        }
+        rx.recv_timeout(Duration::from_secs(1)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "Redis {}: shared writes not done within 1 s",
+                    self.link.shown
+                ),
+            )
+        })
+    }
+
     fn fetch_remote<'a>(&'a self, key: &'a HostKey) -> BoxFuture<'a, Option<Arc<Decision>>> {
         Box::pin(self.link.fetch(key))
     }

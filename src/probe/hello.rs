@@ -7,14 +7,13 @@
 //! extended_master_secret and the renegotiation SCSV; TLS 1.3 suites and extensions appear only
 //! when `supported_versions` offers TLS 1.3.
 
-/// TLS 1.0 on the wire.
-pub const TLS10: u16 = 0x0301;
-/// TLS 1.1 on the wire.
-pub const TLS11: u16 = 0x0302;
-/// TLS 1.2 on the wire.
-pub const TLS12: u16 = 0x0303;
-/// TLS 1.3 on the wire (only ever in `supported_versions`, never in `legacy_version`).
-pub const TLS13: u16 = 0x0304;
+use crate::wire::{
+    CT_HANDSHAKE, EXT_EC_POINT_FORMATS, EXT_EXTENDED_MASTER_SECRET, EXT_KEY_SHARE,
+    EXT_PSK_KEY_EXCHANGE_MODES, EXT_SERVER_NAME, EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_GROUPS,
+    HS_CLIENT_HELLO,
+};
+pub use crate::wire::{EXT_PADDING, EXT_SUPPORTED_VERSIONS};
+pub use crate::wire::{FALLBACK_SCSV, RENEGOTIATION_SCSV, TLS10, TLS11, TLS12, TLS13};
 
 /// TLS 1.3 cipher suites: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305.
 pub const TLS13_SUITES: [u16; 3] = [0x1301, 0x1302, 0x1303];
@@ -24,29 +23,11 @@ pub const TLS12_SUITES: [u16; 9] = [
 ];
 /// TLS 1.0/1.1 CBC suites (SHA-1 MAC), usable up to TLS 1.2 too.
 pub const LEGACY_SUITES: [u16; 7] = [0xc013, 0xc014, 0xc009, 0xc00a, 0x002f, 0x0035, 0x000a];
-/// TLS_EMPTY_RENEGOTIATION_INFO_SCSV (RFC 5746), stands for an empty renegotiation_info.
-pub const RENEGOTIATION_SCSV: u16 = 0x00ff;
-/// TLS_FALLBACK_SCSV (RFC 7507).
-pub const FALLBACK_SCSV: u16 = 0x5600;
-
 /// x25519 public key sent in every TLS 1.3 key_share (RFC 7748 section 6.1, Alice's key).
 pub const X25519_PUBLIC: [u8; 32] = [
     0x85, 0x20, 0xf0, 0x09, 0x89, 0x30, 0xa7, 0x54, 0x74, 0x8b, 0x7d, 0xdc, 0xb4, 0x3e, 0xf7, 0x5a,
     0x0d, 0xbf, 0x3a, 0x0d, 0x26, 0x38, 0x1a, 0xf4, 0xeb, 0xa4, 0xa9, 0x8e, 0xaa, 0x9b, 0x4e, 0x6a,
 ];
-
-/// Extension type of the RFC 7685 padding extension.
-pub const EXT_PADDING: u16 = 21;
-/// Extension type of supported_versions (RFC 8446).
-pub const EXT_SUPPORTED_VERSIONS: u16 = 43;
-
-const EXT_SERVER_NAME: u16 = 0;
-const EXT_SUPPORTED_GROUPS: u16 = 10;
-const EXT_EC_POINT_FORMATS: u16 = 11;
-const EXT_SIGNATURE_ALGORITHMS: u16 = 13;
-const EXT_EXTENDED_MASTER_SECRET: u16 = 23;
-const EXT_PSK_KEY_EXCHANGE_MODES: u16 = 45;
-const EXT_KEY_SHARE: u16 = 51;
 
 const GROUP_X25519: u16 = 0x001d;
 const GROUPS: [u16; 3] = [GROUP_X25519, 0x0017, 0x0018];
@@ -230,12 +211,12 @@ pub fn build_client_hello(spec: &HelloSpec) -> Vec<u8> {
     }
 
     let mut hs = Vec::with_capacity(body.len() + 4);
-    hs.push(1); // client_hello
+    hs.push(HS_CLIENT_HELLO);
     put_u24(&mut hs, body.len());
     hs.extend_from_slice(&body);
 
     let mut record = Vec::with_capacity(hs.len() + 5);
-    record.push(22); // handshake
+    record.push(CT_HANDSHAKE);
     put_u16(&mut record, spec.record_version);
     put_u16(&mut record, len16(hs.len()));
     record.extend_from_slice(&hs);

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::wire::{self, ClientHelloInfo, HelloError};
+use crate::wire::{self, ClientHelloInfo, HelloError, Reader};
 use crate::TlsVersion;
 
 /// How long a hanging connection is held at most.
@@ -381,7 +381,7 @@ async fn handle(
             let _ = tokio::time::timeout(HANG_LIMIT, hold).await;
         }
         Action::Alert(n) => {
-            let _ = tcp.write_all(&[21, 3, 3, 0, 2, 2, n]).await;
+            let _ = tcp.write_all(&wire::fatal_alert_record(n)).await;
             let _ = tcp.shutdown().await;
         }
         Action::Garbage => {
@@ -406,51 +406,26 @@ async fn forward(mut tcp: TcpStream, backend: SocketAddr, first: &[u8]) {
     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
 }
 
-/// A bounds-checked cursor over a ClientHello body.
-struct Cursor<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.buf.len() < n {
-            return None;
-        }
-        let (a, b) = self.buf.split_at(n);
-        self.buf = b;
-        Some(a)
-    }
-    fn len_prefixed(&mut self, width: usize) -> Option<&'a [u8]> {
-        let len = self
-            .take(width)?
-            .iter()
-            .fold(0usize, |n, &b| n << 8 | usize::from(b));
-        self.take(len)
-    }
-}
-
 /// `buf` (the client's first bytes: a ClientHello in one or more records, maybe more) with the
 /// `supported_versions` extension removed from the hello and every length fixed up; `None` if
 /// the hello cannot be parsed.
 fn strip_supported_versions(buf: &[u8]) -> Option<Vec<u8>> {
     let (msg, record_version, used) = wire::reassemble_handshake(buf).ok()?;
-    let mut r = Cursor { buf: msg.get(4..)? };
+    let mut r = Reader::new(msg.get(4..)?);
     let version = r.take(2)?;
     let random = r.take(32)?;
-    let session_id = r.len_prefixed(1)?;
-    let suites = r.len_prefixed(2)?;
-    let compression = r.len_prefixed(1)?;
-    let mut exts = Cursor {
-        buf: r.len_prefixed(2)?,
-    };
+    let session_id = r.vec8()?;
+    let suites = r.vec16()?;
+    let compression = r.vec8()?;
+    let mut exts = Reader::new(r.vec16()?);
     let mut kept = Vec::new();
-    while !exts.buf.is_empty() {
-        let header = exts.take(2)?;
-        let data = exts.len_prefixed(2)?;
-        if u16::from_be_bytes([header[0], header[1]]) == wire::EXT_SUPPORTED_VERSIONS {
+    while !exts.is_empty() {
+        let ty = exts.u16()?;
+        let data = exts.vec16()?;
+        if ty == wire::EXT_SUPPORTED_VERSIONS {
             continue;
         }
-        kept.extend_from_slice(header);
+        kept.extend_from_slice(&ty.to_be_bytes());
         kept.extend_from_slice(&u16::try_from(data.len()).ok()?.to_be_bytes());
         kept.extend_from_slice(data);
     }
@@ -466,11 +441,11 @@ fn strip_supported_versions(buf: &[u8]) -> Option<Vec<u8>> {
     body.extend_from_slice(&u16::try_from(kept.len()).ok()?.to_be_bytes());
     body.extend_from_slice(&kept);
     let body_len = u32::try_from(body.len()).ok()?.to_be_bytes();
-    let mut hello = vec![1, body_len[1], body_len[2], body_len[3]];
+    let mut hello = vec![wire::HS_CLIENT_HELLO, body_len[1], body_len[2], body_len[3]];
     hello.extend_from_slice(&body);
     let mut out = Vec::with_capacity(hello.len() + 16);
     for chunk in hello.chunks(16_384) {
-        out.push(22);
+        out.push(wire::CT_HANDSHAKE);
         out.extend_from_slice(&record_version.to_be_bytes());
         out.extend_from_slice(&u16::try_from(chunk.len()).ok()?.to_be_bytes());
         out.extend_from_slice(chunk);

@@ -118,7 +118,7 @@ impl TlsServerBuilder {
         Ok(TlsServer { addr, state, task })
     }
 
-    fn acceptor(&self) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    pub(super) fn acceptor(&self) -> Result<SslAcceptor, openssl::error::ErrorStack> {
         let id = self
             .identity
             .clone()

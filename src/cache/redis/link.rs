@@ -35,6 +35,8 @@ pub(crate) enum Op {
     /// Forget what was learned up to this date (ms).
     Forget(HostKey, u64),
     Release(HostKey),
+    /// Answers once every write queued before it is done.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The key layout: `<namespace>:<fingerprint>:d:<host>:<port>` for decisions,
@@ -288,7 +290,7 @@ impl Link {
     /// One write: the decision with its remaining lifetime, a forget, a lock release; each
     /// published on the channel in the same round trip.
     async fn write(&self, op: Op) {
-        if !self.up.load(Ordering::Acquire) {
+        if !self.up.load(Ordering::Acquire) && !matches!(op, Op::Flush(_)) {
             self.count(Counter::Errors);
             return;
         }
@@ -322,6 +324,10 @@ impl Link {
                     .arg(self.keys.lock(&key))
                     .arg(&self.me);
                 (key, Event::Done)
+            }
+            Op::Flush(done) => {
+                let _ = done.send(());
+                return;
             }
         };
         let message = Message {

@@ -1,18 +1,12 @@
-//! TLS wire parsing of a ClientHello, for the test kit's emulator and for tests: what a hello
-//! offers (version, SCSV, length, suites, SNI, extensions). Pure, bounded, never panics.
+//! Parsing of a ClientHello, for the test kit's emulator and for tests: what a hello offers
+//! (version, SCSV, length, suites, SNI, extensions). Pure, bounded, never panics.
 
 use serde::Serialize;
 
-/// TLS_FALLBACK_SCSV (RFC 7507).
-pub const FALLBACK_SCSV: u16 = 0x5600;
-/// The `server_name` extension.
-pub const EXT_SERVER_NAME: u16 = 0;
-/// The `padding` extension (RFC 7685).
-pub const EXT_PADDING: u16 = 21;
-/// The `supported_versions` extension.
-pub const EXT_SUPPORTED_VERSIONS: u16 = 43;
-/// The largest ClientHello the parser accepts (handshake message, bytes).
-pub const MAX_HELLO: usize = 1 << 16;
+use super::{
+    is_grease, Reader, CT_HANDSHAKE, EXT_SERVER_NAME, EXT_SUPPORTED_VERSIONS, FALLBACK_SCSV,
+    HS_CLIENT_HELLO, MAX_HELLO, MAX_RECORD,
+};
 
 /// What a ClientHello offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,85 +43,48 @@ pub enum HelloError {
     Invalid(&'static str),
 }
 
-/// Whether a version code is a GREASE value (RFC 8701).
-pub fn is_grease(v: u16) -> bool {
-    v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn u8(&mut self) -> Result<u8, HelloError> {
-        let (&b, rest) = self
-            .buf
-            .split_first()
-            .ok_or(HelloError::Invalid("truncated"))?;
-        self.buf = rest;
-        Ok(b)
-    }
-    fn u16(&mut self) -> Result<u16, HelloError> {
-        Ok(u16::from(self.u8()?) << 8 | u16::from(self.u8()?))
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], HelloError> {
-        if self.buf.len() < n {
-            return Err(HelloError::Invalid("a length runs past the end"));
-        }
-        let (a, b) = self.buf.split_at(n);
-        self.buf = b;
-        Ok(a)
-    }
-    fn vec8(&mut self) -> Result<&'a [u8], HelloError> {
-        let n = usize::from(self.u8()?);
-        self.take(n)
-    }
-    fn vec16(&mut self) -> Result<&'a [u8], HelloError> {
-        let n = usize::from(self.u16()?);
-        self.take(n)
-    }
-}
-
-/// Reassembles the handshake message from TLS records. Returns the message (header included)
-/// and how many bytes of `data` it used, or `Incomplete` when more records are needed.
+/// Reassembles the handshake message from TLS records. Returns the message (header included),
+/// the first record's version and how many bytes of `data` it used, or `Incomplete` when more
+/// records are needed.
 pub fn reassemble_handshake(data: &[u8]) -> Result<(Vec<u8>, u16, usize), HelloError> {
     let mut msg = Vec::new();
-    let mut pos = 0usize;
+    let mut r = Reader::new(data);
     let mut record_version = None;
     loop {
-        let header = data.get(pos..pos + 5).ok_or(HelloError::Incomplete)?;
-        if header[0] != 22 {
+        let mut header = Reader::new(r.take(5).ok_or(HelloError::Incomplete)?);
+        let (ty, version, len) = (header.u8(), header.u16(), header.u16());
+        let (Some(ty), Some(version), Some(len)) = (ty, version, len) else {
+            return Err(HelloError::Incomplete);
+        };
+        if ty != CT_HANDSHAKE {
             return Err(HelloError::Invalid(
                 "the first record is not a handshake record",
             ));
         }
-        if header[1] != 3 {
+        if version >> 8 != 3 {
             return Err(HelloError::Invalid("the record version is not 3.x"));
         }
-        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        if len == 0 || len > 16384 + 2048 {
+        let len = usize::from(len);
+        if len == 0 || len > MAX_RECORD {
             return Err(HelloError::Invalid("bad record length"));
         }
-        record_version.get_or_insert(u16::from_be_bytes([header[1], header[2]]));
-        let body = data
-            .get(pos + 5..pos + 5 + len)
-            .ok_or(HelloError::Incomplete)?;
-        msg.extend_from_slice(body);
-        pos += 5 + len;
-        if msg.len() >= 4 {
-            if msg[0] != 1 {
+        record_version.get_or_insert(version);
+        msg.extend_from_slice(r.take(len).ok_or(HelloError::Incomplete)?);
+        let mut head = Reader::new(&msg);
+        if let (Some(ty), Some(body_len)) = (head.u8(), head.u24()) {
+            if ty != HS_CLIENT_HELLO {
                 return Err(HelloError::Invalid(
                     "the handshake message is not a ClientHello",
                 ));
             }
-            let need =
-                4 + (usize::from(msg[1]) << 16 | usize::from(msg[2]) << 8 | usize::from(msg[3]));
+            let need = 4 + body_len;
             if need > MAX_HELLO {
                 return Err(HelloError::Invalid("ClientHello too long"));
             }
             if msg.len() >= need {
                 msg.truncate(need);
-                return Ok((msg, record_version.unwrap_or(0x0301), pos));
+                let used = data.len() - r.remaining();
+                return Ok((msg, record_version.unwrap_or(super::TLS10), used));
             }
         }
     }
@@ -139,50 +96,39 @@ pub fn parse_client_hello(data: &[u8]) -> Result<ClientHelloInfo, HelloError> {
     parse_handshake(&msg, record_version)
 }
 
+const TRUNCATED: HelloError = HelloError::Invalid("truncated");
+const OVERRUN: HelloError = HelloError::Invalid("a length runs past the end");
+
 /// Parses a ClientHello handshake message (4-byte header included).
 pub fn parse_handshake(msg: &[u8], record_version: u16) -> Result<ClientHelloInfo, HelloError> {
-    let mut r = Reader { buf: msg };
-    if r.u8()? != 1 {
+    let mut r = Reader::new(msg);
+    if r.u8().ok_or(TRUNCATED)? != HS_CLIENT_HELLO {
         return Err(HelloError::Invalid("not a ClientHello"));
     }
-    let body = {
-        let n = usize::from(r.u8()?) << 16 | usize::from(r.u16()?);
-        r.take(n)?
-    };
-    let mut r = Reader { buf: body };
-    let legacy_version = r.u16()?;
-    r.take(32)?; // random
-    r.vec8()?; // session id
-    let suites = r.vec16()?;
-    if suites.len() % 2 != 0 {
-        return Err(HelloError::Invalid("odd cipher suite list length"));
-    }
-    let suites: Vec<u16> = suites
-        .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .collect();
-    r.vec8()?; // compression methods
+    let body_len = r.u24().ok_or(TRUNCATED)?;
+    let mut r = Reader::new(r.take(body_len).ok_or(OVERRUN)?);
+    let legacy_version = r.u16().ok_or(TRUNCATED)?;
+    r.take(32).ok_or(OVERRUN)?; // random
+    r.vec8().ok_or(OVERRUN)?; // session id
+    let suites = Reader::u16_list(r.vec16().ok_or(OVERRUN)?)
+        .ok_or(HelloError::Invalid("odd cipher suite list length"))?;
+    r.vec8().ok_or(OVERRUN)?; // compression methods
     let mut extensions = Vec::new();
     let mut sni = None;
     let mut supported_versions = None;
-    if !r.buf.is_empty() {
-        let mut ext = Reader { buf: r.vec16()? };
-        while !ext.buf.is_empty() {
-            let ty = ext.u16()?;
-            let data = ext.vec16()?;
+    if !r.is_empty() {
+        let mut ext = Reader::new(r.vec16().ok_or(OVERRUN)?);
+        while !ext.is_empty() {
+            let ty = ext.u16().ok_or(TRUNCATED)?;
+            let data = ext.vec16().ok_or(OVERRUN)?;
             extensions.push(ty);
             match ty {
                 EXT_SERVER_NAME => sni = parse_sni(data),
                 EXT_SUPPORTED_VERSIONS => {
-                    let mut v = Reader { buf: data };
-                    let list = v.vec8()?;
-                    if list.len() % 2 != 0 {
-                        return Err(HelloError::Invalid("odd supported_versions length"));
-                    }
+                    let list = Reader::new(data).vec8().ok_or(OVERRUN)?;
                     supported_versions = Some(
-                        list.chunks_exact(2)
-                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                            .collect::<Vec<_>>(),
+                        Reader::u16_list(list)
+                            .ok_or(HelloError::Invalid("odd supported_versions length"))?,
                     );
                 }
                 _ => {}
@@ -207,13 +153,10 @@ pub fn parse_handshake(msg: &[u8], record_version: u16) -> Result<ClientHelloInf
 }
 
 fn parse_sni(data: &[u8]) -> Option<String> {
-    let mut r = Reader { buf: data };
-    let mut list = Reader {
-        buf: r.vec16().ok()?,
-    };
-    while !list.buf.is_empty() {
-        let ty = list.u8().ok()?;
-        let name = list.vec16().ok()?;
+    let mut list = Reader::new(Reader::new(data).vec16()?);
+    while !list.is_empty() {
+        let ty = list.u8()?;
+        let name = list.vec16()?;
         if ty == 0 {
             return std::str::from_utf8(name).ok().map(str::to_string);
         }
@@ -311,13 +254,5 @@ mod tests {
                 "the first record is not a handshake record"
             ))
         );
-    }
-
-    #[test]
-    fn grease_is_recognised() {
-        assert!(is_grease(0x3a3a));
-        assert!(is_grease(0xfafa));
-        assert!(!is_grease(0x0304));
-        assert!(!is_grease(0x3a4a));
     }
 }

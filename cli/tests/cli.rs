@@ -1,7 +1,7 @@
 //! The `tls-fallback` binary against test-kit gateways: JSON keys and values, exit codes, and
 //! bad input. The binary runs as a child process; the gateways run in this test's runtime.
-#![cfg(feature = "cli")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::PathBuf;

@@ -1,0 +1,175 @@
+//! `tls-fallback`: fetch through the fallback connector (`get`), diagnose a gateway the way
+//! SSL Labs' "Protocol Details" does (`probe`), or watch the connector handle a row of broken
+//! gateways on 127.0.0.1 (`demo`).
+//!
+//! This file holds the arguments and the dispatch; each subcommand has its module, and
+//! [`output`] the error type, the exit codes and the printing they share.
+//!
+//! Exit codes: 0 success, 1 the connection or probe failed, 2 bad input.
+
+mod demo;
+mod get;
+mod output;
+mod probe;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::{EXIT_FAILED, EXIT_OK};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tls-fallback",
+    version,
+    about = "Safe per-host TLS fallback for fragile HTTPS gateways: fetch, probe, demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fetch a URL through the fallback connector and report how the TLS connection was made.
+    Get(Box<GetArgs>),
+    /// Diagnose a TLS endpoint: versions, intolerance, TLS_FALLBACK_SCSV (SSL Labs style).
+    Probe(ProbeArgs),
+    /// Start broken gateways on 127.0.0.1 and show the connector handling each one.
+    Demo(DemoArgs),
+}
+
+/// `get`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// The URL (https:// or http://).
+    pub url: String,
+    /// Also trust the root certificates in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Allow TLS below 1.2 (with legacy crypto) for this URL's host.
+    #[arg(long)]
+    pub allow_legacy: bool,
+    /// Client certificate (PEM, then its intermediates) for servers that require one.
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted).
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Pin a host to a version: HOST[:PORT]=VERSION (1.0, 1.1, 1.2, 1.3). Repeatable.
+    #[arg(long, value_name = "HOST[:PORT]=VERSION")]
+    pub pin: Vec<String>,
+    /// Handshake (and TCP connect) timeout per attempt, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// HTTP method.
+    #[arg(
+        short = 'X',
+        long = "request",
+        value_name = "METHOD",
+        default_value = "GET"
+    )]
+    pub method: String,
+    /// Request body.
+    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    pub data: Option<String>,
+    /// Send N requests through one client (the decision cache is shared).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: u32,
+    /// Requests in flight at once with --repeat.
+    #[arg(long, value_name = "C", default_value_t = 1)]
+    pub concurrency: u32,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Request header, 'Name: value' (e.g. -H 'Content-Type: application/json'). Repeatable.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Show the response headers.
+    #[arg(short = 'i', long = "include")]
+    pub include: bool,
+    /// Write the response body to FILE (streamed, not kept in memory).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Time for the whole request (connect, every handshake, the request and the body), in
+    /// milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Largest response body to read, in bytes (K, M, G: KiB, MiB, GiB).
+    #[arg(long, value_name = "BYTES", default_value = "64M")]
+    pub max_body: String,
+    /// Load learned decisions from this JSON file and save them back, across runs.
+    #[arg(long, value_name = "PATH")]
+    pub cache_file: Option<PathBuf>,
+    /// Share learned decisions through this Redis (redis:// or rediss://, with user and
+    /// password): read what other instances learned, publish what this run learns.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Lowest TLS version for hosts not allowed legacy (1.0, 1.1, 1.2, 1.3; default 1.2).
+    #[arg(long, value_name = "VERSION")]
+    pub floor: Option<String>,
+    /// Start the next rung beside a silent one after N ms (default 1500; 0: no racing).
+    #[arg(long, value_name = "N")]
+    pub stall_timeout_ms: Option<u64>,
+}
+
+/// `probe`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// HOST[:PORT] (port 443 if omitted), [IPv6][:PORT] or an https:// URL.
+    pub target: String,
+    /// Also trust the root certificates in this PEM file (for the full-handshake check).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Server name to send (default: the host, unless it is an IP address).
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// Timeout per test, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 5_000)]
+    pub timeout_ms: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `demo`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Get(args) => {
+                let json_out = args.json;
+                match get::run(*args).await {
+                    Ok(code) => code,
+                    Err(e) => e.report(json_out),
+                }
+            }
+            Command::Probe(args) => {
+                let json_out = args.json;
+                match probe::run(args).await {
+                    Ok(()) => ExitCode::from(EXIT_OK),
+                    Err(e) => e.report(json_out),
+                }
+            }
+            Command::Demo(args) => demo::run(args).await,
+        }
+    })
+}
