@@ -177,8 +177,10 @@ mod tests {
     }
 
     fn rules(legacy: &[&str]) -> Rules {
-        let mut policy = Policy::default();
-        policy.legacy_hosts = legacy.iter().map(|p| p.parse().unwrap()).collect();
+        let policy = Policy {
+            legacy_hosts: legacy.iter().map(|p| p.parse().unwrap()).collect(),
+            ..Policy::default()
+        };
         Rules::new(&Ladder::default(), &policy, Duration::from_secs(3600))
     }
 
