@@ -1,6 +1,6 @@
 //! The parts of the [`DecisionStore`](super::DecisionStore) contract that only shared stores
-//! (Redis) fill in: the hooks' result types and the sharing counters. Every other store keeps the defaults (no
-//! remote, answered at once).
+//! (Redis) fill in: the hooks' result types and the sharing counters. Every other store keeps
+//! the defaults (no remote, answered at once).
 
 use serde::Serialize;
 
