@@ -475,7 +475,8 @@ impl Link {
                 return None;
             }
         }
-        let deadline = tokio::time::Instant::now() + wait;
+        // Past the lock time the lock is gone anyway (a lost holder): walk.
+        let deadline = tokio::time::Instant::now() + wait.min(self.options.lock_time);
         loop {
             match tokio::time::timeout_at(deadline, notes.recv()).await {
                 Ok(Ok(k)) if &k == key => return Some(false),
