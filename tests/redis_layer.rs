@@ -127,7 +127,11 @@ async fn requests_keep_succeeding_while_redis_is_down_and_sharing_resumes() {
     let (a, b) = (instance(&redis), instance(&redis));
     get(&client(&a), &em.url()).await.unwrap();
     redis.kill();
-    tokio::time::sleep(Duration::from_millis(1200)).await; // the heartbeat notices
+    let connected = |l: &FallbackLayer| l.stats().shared.is_some_and(|s| s.connected);
+    assert!(
+        eventually(Duration::from_secs(5), || !connected(&a) && !connected(&b)).await,
+        "the heartbeat notices"
+    );
     em.clear();
     let started = Instant::now();
     let (res, _) = get(&client(&a), &em.url()).await.unwrap();
@@ -144,7 +148,10 @@ async fn requests_keep_succeeding_while_redis_is_down_and_sharing_resumes() {
     redis.restart().expect("restart");
     assert!(a.stats().shared.is_some_and(|s| s.errors > 0));
     let (_third_server, third) = legacy_gateway().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // both reconnect (heartbeat 500 ms)
+    assert!(
+        eventually(Duration::from_secs(10), || connected(&a) && connected(&b)).await,
+        "both reconnect by themselves"
+    );
     get(&client(&b), &third.url()).await.unwrap();
     third.clear();
     let (res, _) = get(&client(&a), &third.url()).await.unwrap();

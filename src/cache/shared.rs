@@ -48,4 +48,6 @@ pub struct SharedStats {
     pub dropped_invalid: u64,
     /// Errors and timeouts talking to the shared store.
     pub errors: u64,
+    /// Whether the last contact with the shared store worked.
+    pub connected: bool,
 }

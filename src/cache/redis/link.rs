@@ -205,6 +205,7 @@ impl Link {
             received: get(Counter::Received),
             dropped_invalid: get(Counter::Dropped),
             errors: get(Counter::Errors),
+            connected: self.up.load(Ordering::Acquire),
         }
     }
 
