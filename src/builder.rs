@@ -280,31 +280,7 @@ impl FallbackLayerBuilder {
     /// Checks the settings and builds every rung and pin into its OpenSSL contexts (what
     /// [`FallbackLayerBuilder::build`] runs).
     pub(crate) fn into_config(self) -> Result<Config, Error> {
-        self.ladder.validate().map_err(Error::Config)?;
-        if self.timeout.is_zero() {
-            return Err(Error::Config(
-                "the handshake timeout must be above zero".into(),
-            ));
-        }
-        let mut roots = self.roots.clone();
-        for path in &self.ca_files {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::Config(format!("cannot read CA file {}: {e}", path.display()))
-            })?;
-            let certs = X509::stack_from_pem(&pem).map_err(|e| {
-                Error::Config(format!(
-                    "CA file {} is not PEM certificates: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(Error::Config(format!(
-                    "CA file {} holds no certificate",
-                    path.display()
-                )));
-            }
-            roots.extend(certs);
-        }
+        self.check()?;
         let parse = |p: &str| {
             p.parse::<HostPattern>()
                 .map_err(|e| Error::Config(e.to_string()))
@@ -314,25 +290,7 @@ impl FallbackLayerBuilder {
             .iter()
             .map(|p| parse(p))
             .collect::<Result<Vec<_>, _>>()?;
-        if self.system_roots {
-            roots.extend(system_roots()?);
-        }
-        if self.ladder.len() > usize::from(u8::MAX) || self.pins.len() > usize::from(u16::MAX) {
-            return Err(Error::Config("at most 255 rungs and 65535 pins".into()));
-        }
-        if self.stall.is_some_and(|s| s.is_zero()) {
-            return Err(Error::Config("the stall time must be above zero".into()));
-        }
-        if self.ttl.is_zero() {
-            return Err(Error::Config("the cache TTL must be above zero".into()));
-        }
-        if self.store.is_some() && self.cache_file.is_some() {
-            return Err(Error::Config(
-                "both a decision store and a cache file were given: choose one (a FileStore \
-                 is a decision store)"
-                    .into(),
-            ));
-        }
+        let roots = self.roots()?;
         #[cfg(feature = "redis")]
         let shared_store = self.redis_store(&legacy_hosts)?;
         // OpenSSL's default security level (library default or openssl.cnf): certificate
@@ -359,23 +317,7 @@ impl FallbackLayerBuilder {
                 rung: build_rung(pin.profile(), &common, (id, None))?,
             });
         }
-        let rungs = self
-            .ladder
-            .into_rungs()
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let plain = ContextId::Rung {
-                    index: i as u8,
-                    scsv: false,
-                };
-                let scsv = ContextId::Rung {
-                    index: i as u8,
-                    scsv: true,
-                };
-                build_rung(p, &common, (plain, Some(scsv)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let rungs = build_ladder(self.ladder, &common)?;
         #[cfg(feature = "redis")]
         let store_given = self.store.or(shared_store);
         #[cfg(not(feature = "redis"))]
@@ -400,6 +342,69 @@ impl FallbackLayerBuilder {
             single_flight: self.single_flight,
         })
     }
+
+    /// The settings that need no OpenSSL to be judged.
+    fn check(&self) -> Result<(), Error> {
+        self.ladder.validate().map_err(Error::Config)?;
+        let bad = |msg: &str| Err(Error::Config(msg.into()));
+        if self.timeout.is_zero() {
+            return bad("the handshake timeout must be above zero");
+        }
+        if self.ladder.len() > usize::from(u8::MAX) || self.pins.len() > usize::from(u16::MAX) {
+            return bad("at most 255 rungs and 65535 pins");
+        }
+        if self.stall.is_some_and(|s| s.is_zero()) {
+            return bad("the stall time must be above zero");
+        }
+        if self.ttl.is_zero() {
+            return bad("the cache TTL must be above zero");
+        }
+        if self.store.is_some() && self.cache_file.is_some() {
+            return bad(
+                "both a decision store and a cache file were given: choose one (a FileStore \
+                 is a decision store)",
+            );
+        }
+        Ok(())
+    }
+
+    /// The trusted roots: given, from CA files, and the system's.
+    fn roots(&self) -> Result<Vec<X509>, Error> {
+        let mut roots = self.roots.clone();
+        for path in &self.ca_files {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            let certs = X509::stack_from_pem(&pem).map_err(|e| {
+                Error::Config(format!(
+                    "CA file {} is not PEM certificates: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Config(format!(
+                    "CA file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            roots.extend(certs);
+        }
+        if self.system_roots {
+            roots.extend(system_roots()?);
+        }
+        Ok(roots)
+    }
+}
+
+/// Every rung, with a plain and an SCSV context each.
+fn build_ladder(ladder: Ladder, common: &Common<'_>) -> Result<Vec<BuiltRung>, Error> {
+    let ids = |i: usize, scsv| ContextId::Rung {
+        index: i as u8,
+        scsv,
+    };
+    (ladder.into_rungs().into_iter().enumerate())
+        .map(|(i, p)| build_rung(p, common, (ids(i, false), Some(ids(i, true)))))
+        .collect()
 }
 
 impl FallbackLayerBuilder {
@@ -464,73 +469,14 @@ fn context(profile: &Profile, common: &Common<'_>, scsv: bool) -> Result<SslCont
     let err = |what: &str, e: openssl::error::ErrorStack| {
         Error::Config(format!("profile {:?}: {what}: {e}", profile.name()))
     };
-    let mut b = SslContextBuilder::new(SslMethod::tls_client())
-        .map_err(|e| err("cannot create an OpenSSL context", e))?;
-    let mut options = SslOptions::ALL
-        | SslOptions::NO_COMPRESSION
-        | SslOptions::NO_SSLV2
-        | SslOptions::NO_SSLV3
-        | SslOptions::SINGLE_DH_USE
-        | SslOptions::SINGLE_ECDH_USE;
-    options &= !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS;
-    b.set_options(options);
-    b.set_mode(
-        SslMode::AUTO_RETRY
-            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
-            | SslMode::ENABLE_PARTIAL_WRITE
-            | SslMode::RELEASE_BUFFERS,
-    );
-    b.set_verify(SslVerifyMode::PEER);
-    for cert in common.roots {
-        b.cert_store_mut()
-            .add_cert(cert.clone())
-            .map_err(|e| err("cannot add a root certificate", e))?;
-    }
-    b.set_cipher_list(
-        profile
-            .cipher_list_opt()
-            .unwrap_or("DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK"),
-    )
-    .map_err(|e| err("cipher list", e))?;
-    b.set_max_proto_version(Some(profile.max_version().to_ssl()))
-        .map_err(|e| err("max version", e))?;
-    b.set_min_proto_version(Some(
-        profile
-            .min_version_opt()
-            .unwrap_or(TlsVersion::Tls1_0)
-            .to_ssl(),
-    ))
-    .map_err(|e| err("min version", e))?;
+    let mut b = base_context(profile, common).map_err(|(what, e)| err(what, e))?;
     if profile.is_legacy() {
         // After the cipher list: a cipher string may carry its own @SECLEVEL.
         b.set_security_level(0);
         b.set_options(LEGACY_SERVER_CONNECT);
         b.verify_param_mut().set_auth_level(level as i32);
     }
-    if let Some(list) = profile.ciphersuites_opt() {
-        b.set_ciphersuites(list)
-            .map_err(|e| err("TLS 1.3 suites", e))?;
-    }
-    if let Some(list) = profile.groups_opt() {
-        b.set_groups_list(list).map_err(|e| err("groups", e))?;
-    }
-    if let Some(list) = profile.sigalgs_opt() {
-        b.set_sigalgs_list(list)
-            .map_err(|e| err("signature algorithms", e))?;
-    }
-    if profile.has_padding() {
-        b.set_options(PADDING);
-    } else {
-        b.clear_options(PADDING);
-    }
-    if profile.has_alpn() {
-        let protos: &[u8] = if common.h2 {
-            b"\x02h2\x08http/1.1"
-        } else {
-            b"\x08http/1.1"
-        };
-        b.set_alpn_protos(protos).map_err(|e| err("ALPN", e))?;
-    }
+    shape(&mut b, profile, common.h2).map_err(|(what, e)| err(what, e))?;
     if scsv {
         b.set_mode(SslMode::SEND_FALLBACK_SCSV);
     }
@@ -559,6 +505,75 @@ fn context(profile: &Profile, common: &Common<'_>, scsv: bool) -> Result<SslCont
         )));
     }
     Ok(ctx)
+}
+
+type Failed = (&'static str, openssl::error::ErrorStack);
+
+/// rust-openssl's `SslConnector` settings, the roots, the cipher list and the versions.
+fn base_context(profile: &Profile, common: &Common<'_>) -> Result<SslContextBuilder, Failed> {
+    let mut b = SslContextBuilder::new(SslMethod::tls_client())
+        .map_err(|e| ("cannot create an OpenSSL context", e))?;
+    let mut options = SslOptions::ALL
+        | SslOptions::NO_COMPRESSION
+        | SslOptions::NO_SSLV2
+        | SslOptions::NO_SSLV3
+        | SslOptions::SINGLE_DH_USE
+        | SslOptions::SINGLE_ECDH_USE;
+    options &= !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS;
+    b.set_options(options);
+    b.set_mode(
+        SslMode::AUTO_RETRY
+            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
+            | SslMode::ENABLE_PARTIAL_WRITE
+            | SslMode::RELEASE_BUFFERS,
+    );
+    b.set_verify(SslVerifyMode::PEER);
+    for cert in common.roots {
+        b.cert_store_mut()
+            .add_cert(cert.clone())
+            .map_err(|e| ("cannot add a root certificate", e))?;
+    }
+    b.set_cipher_list(
+        profile
+            .cipher_list_opt()
+            .unwrap_or("DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK"),
+    )
+    .map_err(|e| ("cipher list", e))?;
+    b.set_max_proto_version(Some(profile.max_version().to_ssl()))
+        .map_err(|e| ("max version", e))?;
+    let min = profile.min_version_opt().unwrap_or(TlsVersion::Tls1_0);
+    b.set_min_proto_version(Some(min.to_ssl()))
+        .map_err(|e| ("min version", e))?;
+    Ok(b)
+}
+
+/// The hello's shape: TLS 1.3 suites, groups, signature algorithms, padding, ALPN.
+fn shape(b: &mut SslContextBuilder, profile: &Profile, h2: bool) -> Result<(), Failed> {
+    if let Some(list) = profile.ciphersuites_opt() {
+        b.set_ciphersuites(list)
+            .map_err(|e| ("TLS 1.3 suites", e))?;
+    }
+    if let Some(list) = profile.groups_opt() {
+        b.set_groups_list(list).map_err(|e| ("groups", e))?;
+    }
+    if let Some(list) = profile.sigalgs_opt() {
+        b.set_sigalgs_list(list)
+            .map_err(|e| ("signature algorithms", e))?;
+    }
+    if profile.has_padding() {
+        b.set_options(PADDING);
+    } else {
+        b.clear_options(PADDING);
+    }
+    if profile.has_alpn() {
+        let protos: &[u8] = if h2 {
+            b"\x02h2\x08http/1.1"
+        } else {
+            b"\x08http/1.1"
+        };
+        b.set_alpn_protos(protos).map_err(|e| ("ALPN", e))?;
+    }
+    Ok(())
 }
 
 /// The system roots (OpenSSL's default file and directory, `SSL_CERT_FILE`/`SSL_CERT_DIR`

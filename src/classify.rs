@@ -1,6 +1,6 @@
 //! What a failure means: a handshake error becomes an [`Outcome`] (what happened on the wire)
 //! and a [`Verdict`] (what the connector does next), by numeric codes only, never by message
-//! text. The table in [`classify`] is the whole policy; it mirrors DESIGN.md.
+//! text. The table in [`classify`] is the whole policy (the README shows it as a table).
 
 use std::fmt;
 use std::io;
@@ -216,7 +216,7 @@ pub enum Signal {
     },
 }
 
-/// The failure table of DESIGN.md. Every signal maps to exactly one outcome and one verdict.
+/// The failure table. Every signal maps to exactly one outcome and one verdict.
 pub fn classify(signal: &Signal) -> (Outcome, Verdict) {
     use Verdict::*;
     match *signal {

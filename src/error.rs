@@ -85,6 +85,14 @@ pub enum ErrorKind {
     /// No rung the policy allows got a single byte back: not a TLS port, traffic dropped on
     /// the way, or a box that only answers versions below the floor.
     NoTlsAnswer,
+    /// `Client` only: the whole request (connect, handshakes, request, body) did not
+    /// finish within the client's timeout.
+    RequestTimeout,
+    /// `Client` only: the response body was larger than the client's cap.
+    BodyTooLarge,
+    /// `Client` only: the HTTP exchange failed after the TLS connection was made
+    /// (the server closed the connection, sent bad HTTP, or redirected too often).
+    Http,
 }
 
 impl ErrorKind {
@@ -100,13 +108,18 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::Handshake => "handshake",
             ErrorKind::BadInput => "bad_input",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::Http => "http",
         }
     }
 }
 
 /// Why a connection could not be made. Every connection error lists each attempt.
 ///
-/// hyper's client wraps connector errors; find ours with [`Error::find`]:
+/// hyper's client wraps connector errors (its own `Display` says only `client error
+/// (Connect)`); find ours with [`Error::find`], which takes what you hold (hyper-util's error, a
+/// `&dyn Error`, a `Box<dyn Error + Send + Sync>`):
 /// ```
 /// # fn f(e: &hyper_util::client::legacy::Error) {
 /// if let Some(tls) = tls_fallback::Error::find(e) {
@@ -226,16 +239,6 @@ impl Error {
             Error::InvalidUri { .. } | Error::Config(_) => &[],
         }
     }
-
-    /// Finds a tls-fallback error in a chain of sources (e.g. inside hyper's client error).
-    pub fn find<'a>(mut e: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
-        loop {
-            if let Some(ours) = e.downcast_ref::<Error>() {
-                return Some(ours);
-            }
-            e = e.source()?;
-        }
-    }
 }
 
 /// "was closed", "was reset" ... when every attempt ended the same way, else "failed".
@@ -268,18 +271,7 @@ impl fmt::Display for Error {
                 host,
                 floor,
                 attempts,
-            } => {
-                let lowest = attempts.0.last().map(|a| a.max_version).unwrap_or(*floor);
-                write!(
-                    f,
-                    "every hello to {host} down to {lowest} {} and the floor is {floor}: the \
-                     server probably only speaks an older TLS. If you trust this host, allow \
-                     legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI `--allow-legacy`) \
-                     or pin it to the version it speaks; and send the vendor the report of \
-                     `tls-fallback probe {host}`.{attempts}",
-                    common_outcome(attempts)
-                )
-            }
+            } => below_floor(f, host, *floor, attempts),
             Error::NoTlsAnswer {
                 host,
                 floor,
@@ -325,34 +317,54 @@ impl fmt::Display for Error {
                 "could not connect to {host}: {source} (not a TLS problem: check the address, \
                  port, firewall or proxy){attempts}"
             ),
-            Error::Handshake { host, attempts } => {
-                let last = attempts.0.last().map(|a| &a.outcome);
-                if attempts.0.is_empty() {
-                    write!(
-                        f,
-                        "no rung of the ladder may be used for {host}: the floor and the legacy \
-                         gate forbid them all; lower the floor or allow legacy TLS for this host"
-                    )
-                } else if last.is_some_and(Outcome::is_fallback_signal) {
-                    write!(
-                        f,
-                        "the TLS handshake with {host} failed on every rung of the ladder the \
-                         policy allows; send the vendor the report of `tls-fallback probe \
-                         {host}`.{attempts}"
-                    )
-                } else {
-                    write!(
-                        f,
-                        "the TLS handshake with {host} failed in a way no fallback can fix (the \
-                         last attempt: {}); send the vendor the report of `tls-fallback probe \
-                         {host}`.{attempts}",
-                        last.map_or_else(|| "none".to_string(), |o| o.to_string())
-                    )
-                }
-            }
+            Error::Handshake { host, attempts } => handshake(f, host, attempts),
             Error::InvalidUri { uri, reason } => write!(f, "invalid URI {uri:?}: {reason}"),
             Error::Config(msg) => write!(f, "invalid tls-fallback configuration: {msg}"),
         }
+    }
+}
+
+fn below_floor(
+    f: &mut fmt::Formatter<'_>,
+    host: &str,
+    floor: TlsVersion,
+    attempts: &Attempts,
+) -> fmt::Result {
+    let lowest = attempts.0.last().map(|a| a.max_version).unwrap_or(floor);
+    write!(
+        f,
+        "every hello to {host} down to {lowest} {} and the floor is {floor}: the \
+         server probably only speaks an older TLS. If you trust this host, allow \
+         legacy TLS for it (builder `allow_legacy(\"{host}\")`, CLI `--allow-legacy`) \
+         or pin it to the version it speaks; and send the vendor the report of \
+         `tls-fallback probe {host}`.{attempts}",
+        common_outcome(attempts)
+    )
+}
+
+fn handshake(f: &mut fmt::Formatter<'_>, host: &str, attempts: &Attempts) -> fmt::Result {
+    let last = attempts.0.last().map(|a| &a.outcome);
+    if attempts.0.is_empty() {
+        write!(
+            f,
+            "no rung of the ladder may be used for {host}: the floor and the legacy \
+             gate forbid them all; lower the floor or allow legacy TLS for this host"
+        )
+    } else if last.is_some_and(Outcome::is_fallback_signal) {
+        write!(
+            f,
+            "the TLS handshake with {host} failed on every rung of the ladder the \
+             policy allows; send the vendor the report of `tls-fallback probe \
+             {host}`.{attempts}"
+        )
+    } else {
+        write!(
+            f,
+            "the TLS handshake with {host} failed in a way no fallback can fix (the \
+             last attempt: {}); send the vendor the report of `tls-fallback probe \
+             {host}`.{attempts}",
+            last.map_or_else(|| "none".to_string(), |o| o.to_string())
+        )
     }
 }
 

@@ -18,6 +18,11 @@
 //! legacy crypto are only used for hosts allowed them, certificates are checked on every rung,
 //! and a downgrade signal ends the attempt and forgets the host.
 //!
+//! Most programs want `Client` (feature `client`, on by default): the layer inside
+//! hyper-util's client, with one timeout for the whole request, a body cap, JSON and form
+//! bodies, and errors that carry every attempt and a remedy. Programs with their own hyper
+//! stack use the layer directly:
+//!
 //! ```no_run
 //! use http_body_util::Empty;
 //! use hyper::body::Bytes;
@@ -34,23 +39,35 @@
 //! let client = Client::builder(TokioExecutor::new())
 //!     .build::<_, Empty<Bytes>>(layer.layer(FallbackLayer::http_connector()));
 //! let res = client.get("https://eu.legacy-gateway.example/health".parse()?).await?;
+//! // How the connection was made, and whether this request reused it:
 //! println!("{:?}", res.extensions().get::<tls_fallback::TlsInfo>());
+//! println!("{:?}", res.extensions().get::<tls_fallback::ConnectionUse>());
 //! # Ok(()) }
 //! ```
+//!
+//! hyper's error says only `client error (Connect)`; [`Error::find`] finds ours in it.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-/// The README's examples, compiled as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled as doctests (the Quick start uses `Client`).
+#[cfg(all(doctest, feature = "client"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The production guide's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../docs/PRODUCTION.md")]
+struct ProductionDoctests;
 
 mod builder;
 pub mod cache;
 pub mod classify;
+#[cfg(feature = "client")]
+mod client;
 mod config;
 mod connector;
 mod error;
+mod find;
 pub mod policy;
 pub mod probe;
 mod profile;
@@ -71,10 +88,13 @@ pub use cache::{
 pub use cache::{RedisOptions, RedisStore};
 #[doc(inline)]
 pub use classify::{Outcome, Verdict};
+#[cfg(feature = "client")]
+pub use client::{Client, ClientBuilder, RequestBuilder, RequestError, Response};
 pub use connector::{FallbackConnector, FallbackLayer};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
+pub use find::ErrorChain;
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, Pin};
 pub use profile::{Ladder, ParseVersionError, Profile, TlsVersion};
 pub use stats::{HostStats, Stats};
-pub use stream::{MaybeHttpsStream, ReadWatch, TlsInfo, TlsStream};
+pub use stream::{ConnectionUse, MaybeHttpsStream, ReadWatch, TlsInfo, TlsStream};

@@ -5,6 +5,7 @@
 //! rungs of the ladder are therefore usable.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,24 +16,83 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::profile::{Profile, TlsVersion};
 
-/// A host and port: the key of pins, of the legacy gate and of the decision cache.
+/// A host and port: the key of pins, of the legacy gate, of the decision cache and of the
+/// session cache, and the name the handshake sends (SNI) and checks the certificate against.
+///
+/// Every spelling of one host gives one key: names are lower-cased and lose a trailing dot,
+/// IP literals are parsed and printed canonically (IPv6 per RFC 5952, without brackets), so
+/// `[::1]`, `[0:0::1]` and `[0000::0001]` are one host, and `Api.Example.com.` is
+/// `api.example.com`. An IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]`) is an IPv6 host, not
+/// the IPv4 one: pins and legacy patterns name it as such.
+///
+/// ```
+/// use tls_fallback::HostKey;
+/// assert_eq!(HostKey::new("[0000::0001]", 443), HostKey::new("::1", 443));
+/// assert_eq!(HostKey::new("Localhost.", 443).host(), "localhost");
+/// assert!(HostKey::new("[::1]", 443).ip().is_some());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "HostKeyParts")]
 pub struct HostKey {
-    /// Lower-case host name or IP literal (IPv6 without brackets).
+    /// The normalised host: a lower-case name without a trailing dot, or a canonical IP literal
+    /// (IPv6 without brackets). Build keys with [`HostKey::new`] or [`HostKey::from_uri`],
+    /// which normalise; read it with [`HostKey::host`].
     pub host: Arc<str>,
     /// TCP port.
     pub port: u16,
 }
 
+/// A key as stored (a decision file, another store): normalised again when read.
+#[derive(Deserialize)]
+struct HostKeyParts {
+    host: String,
+    port: u16,
+}
+
+impl From<HostKeyParts> for HostKey {
+    fn from(p: HostKeyParts) -> Self {
+        HostKey::new(&p.host, p.port)
+    }
+}
+
+/// One spelling of a host: brackets around an IPv6 literal and one trailing dot dropped,
+/// lower-cased, an IP literal printed canonically.
+fn normalise_host(host: &str) -> String {
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let h = h.strip_suffix('.').unwrap_or(h);
+    match h.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => h.to_ascii_lowercase(),
+    }
+}
+
 impl HostKey {
-    /// A key from a host and a port; the host is lower-cased and a trailing dot dropped.
+    /// A key from a host and a port, normalised (see the type docs).
     pub fn new(host: &str, port: u16) -> Self {
-        let h = host.trim_start_matches('[').trim_end_matches(']');
-        let h = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
         HostKey {
-            host: h.into(),
+            host: normalise_host(host).into(),
             port,
         }
+    }
+
+    /// The normalised host: what the handshake sends as SNI (for a name) and checks the
+    /// certificate against.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The host's address, when it is an IP literal (then no SNI is sent and the certificate
+    /// must name the address).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The key of an `https://` URI (port 443 unless given).
@@ -63,6 +123,8 @@ impl fmt::Display for HostKey {
 enum HostMatch {
     Any,
     Exact(String),
+    /// An IP literal: compared as an address, whatever its spelling.
+    Ip(IpAddr),
     /// `*.example.com`: any name ending in `.example.com` (not `example.com` itself).
     Suffix(String),
 }
@@ -85,13 +147,20 @@ pub struct HostPattern {
 }
 
 impl HostPattern {
-    /// Whether the pattern covers this host and port.
+    /// Whether the pattern covers this host and port (any spelling of the host: case, a
+    /// trailing dot, brackets, an IP literal's form; see [`HostKey`]).
     pub fn matches(&self, host: &str, port: u16) -> bool {
         if self.port.is_some_and(|p| p != port) {
             return false;
         }
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
         match &self.host {
             HostMatch::Any => true,
+            HostMatch::Ip(ip) => host.parse::<IpAddr>().is_ok_and(|h| h == *ip),
             HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
             HostMatch::Suffix(s) => {
                 host.len() > s.len() + 1
@@ -112,6 +181,7 @@ impl HostPattern {
             HostMatch::Any => (0, 0),
             HostMatch::Suffix(s) => (1, s.len()),
             HostMatch::Exact(h) => (2, h.len()),
+            HostMatch::Ip(_) => (2, 0),
         };
         (rank, len, self.port.is_some())
     }
@@ -200,8 +270,8 @@ impl FromStr for HostPattern {
             return Err(err(
                 "a wildcard is only allowed as a whole leading label (*.example.com)",
             ));
-        } else if host.parse::<std::net::IpAddr>().is_ok() {
-            HostMatch::Exact(host)
+        } else if let Ok(ip) = host.strip_suffix('.').unwrap_or(&host).parse::<IpAddr>() {
+            HostMatch::Ip(ip)
         } else {
             let host = host.strip_suffix('.').unwrap_or(&host).to_string();
             if host.len() > 253 || !host.split('.').all(valid_label) {
@@ -357,6 +427,29 @@ mod tests {
         assert!(pat("::1").matches("::1", 9));
         assert!(pat("127.0.0.1:99").matches("127.0.0.1", 99));
         assert!(pat("Example.COM.").matches("example.com", 1));
+        assert!(pat("example.com").matches("EXAMPLE.com.", 1));
+    }
+
+    #[test]
+    fn ip_literal_patterns_compare_addresses_not_text() {
+        for (pattern, host, matches) in [
+            ("[::1]:443", "[0:0::1]", true),
+            ("[::1]:443", "0000::0001", true),
+            ("0:0::1", "::1", true),
+            ("[0000::0001]", "[::1]", true),
+            ("127.0.0.1", "127.0.0.1.", true),
+            ("[::1]", "::2", false),
+            ("127.0.0.1", "[::ffff:127.0.0.1]", false),
+            ("[::ffff:127.0.0.1]", "127.0.0.1", false),
+            ("[::ffff:7f00:1]", "[::ffff:127.0.0.1]", true),
+            ("127.0.0.1", "127.1", false),
+        ] {
+            assert_eq!(
+                pat(pattern).matches(host, 443),
+                matches,
+                "{pattern} vs {host}"
+            );
+        }
     }
 
     #[test]
@@ -457,5 +550,15 @@ mod tests {
         let k = HostKey::from_uri(&uri).unwrap();
         assert_eq!((&*k.host, k.port), ("api.example.com", 443));
         assert_eq!(k.to_string(), "api.example.com:443");
+        let k = HostKey::new("[0000:0::0001]", 443);
+        assert_eq!(
+            (k.host(), k.ip()),
+            ("::1", Some(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])))
+        );
+        assert_eq!(k.to_string(), "[::1]:443");
+        assert_eq!(HostKey::new("Example.COM.", 1).ip(), None);
+        // Keys read back from a store are normalised too.
+        let read: HostKey = serde_json::from_str(r#"{"host":"[0:0::1]","port":9}"#).unwrap();
+        assert_eq!(read, HostKey::new("::1", 9));
     }
 }

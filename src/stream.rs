@@ -3,7 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -18,6 +18,11 @@ use crate::error::Attempt;
 use crate::profile::TlsVersion;
 
 /// How a TLS connection was made; read it from `response.extensions().get::<TlsInfo>()`.
+///
+/// It describes the *connection*, not the request: hyper-util copies the same `TlsInfo` into
+/// every response of a kept-alive connection, so the third request on a connection still shows
+/// the handshakes and `from_cache` of its first. Whether this request reused a connection is
+/// in [`ConnectionUse`], next to it in the same extensions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsInfo {
     /// The negotiated version.
@@ -57,6 +62,15 @@ pub struct ReadWatch<S> {
     answered: Arc<AtomicBool>,
     head: [u8; HEAD],
     head_len: usize,
+    exchanges: Arc<Exchanges>,
+}
+
+/// Request/response turns on a connection, seen from the bytes under TLS: a write that follows
+/// a read (or the arming after the handshake) starts a turn.
+#[derive(Debug, Default)]
+struct Exchanges {
+    turns: AtomicU64,
+    armed: AtomicBool,
 }
 
 /// Bytes kept from the start of the server's answer: a record header, a handshake header and
@@ -71,6 +85,7 @@ impl<S> ReadWatch<S> {
             answered,
             head: [0; HEAD],
             head_len: 0,
+            exchanges: Arc::default(),
         }
     }
     /// Whether the server has sent at least one byte.
@@ -84,6 +99,16 @@ impl<S> ReadWatch<S> {
     }
 }
 
+impl<S> ReadWatch<S> {
+    fn count_turn(&self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0)
+            && self.exchanges.armed.swap(false, Ordering::Relaxed)
+        {
+            self.exchanges.turns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for ReadWatch<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -92,6 +117,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadWatch<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.exchanges.armed.store(true, Ordering::Relaxed);
+        }
         if self.head_len < HEAD && buf.filled().len() > before {
             if !self.seen {
                 self.seen = true;
@@ -113,7 +141,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadWatch<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count_turn(&r);
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -126,7 +156,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadWatch<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count_turn(&r);
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -230,14 +262,83 @@ impl<T: Connection + Read + Write + Unpin> Connection for MaybeHttpsStream<T> {
         match self {
             MaybeHttpsStream::Http(s) => s.connected(),
             MaybeHttpsStream::Https(s, info) => {
-                let tcp = s.inner().get_ref().inner.inner();
-                let connected = tcp.connected().extra((**info).clone());
+                let watch = s.inner().get_ref();
+                let connected = watch.inner.inner().connected().extra((**info).clone());
                 if info.alpn == Some("h2") {
                     connected.negotiated_h2()
                 } else {
-                    connected
+                    connected.extra(ConnectionUse::live(&watch.exchanges))
                 }
             }
         }
+    }
+}
+
+/// Which request on its TLS connection a response answered: read it from
+/// `response.extensions().get::<ConnectionUse>()`, next to [`TlsInfo`].
+///
+/// Counted on HTTP/1.1 connections as request/response turns (a write after the server's
+/// last answer starts the next request), so it holds however often hyper-util copies the
+/// connection's information. HTTP/2 multiplexes requests on one connection: there is no
+/// `ConnectionUse` on its responses.
+#[derive(Debug)]
+pub struct ConnectionUse {
+    request: u64,
+    live: Option<(Arc<Exchanges>, u64)>,
+}
+
+impl ConnectionUse {
+    /// The live counter hyper-util keeps with the connection; every clone is a snapshot.
+    fn live(exchanges: &Arc<Exchanges>) -> Self {
+        // Called once, right after the handshake: the next write starts request 1.
+        exchanges.armed.store(true, Ordering::Relaxed);
+        let base = exchanges.turns.load(Ordering::Relaxed);
+        ConnectionUse {
+            request: 0,
+            live: Some((Arc::clone(exchanges), base)),
+        }
+    }
+
+    /// The number of this request on its connection: 1 for the request that opened it.
+    pub fn request(&self) -> u64 {
+        match &self.live {
+            Some((x, base)) => x.turns.load(Ordering::Relaxed).saturating_sub(*base),
+            None => self.request,
+        }
+    }
+
+    /// Whether the request went over a connection an earlier request had opened (no new TLS
+    /// handshake was made for it).
+    pub fn reused(&self) -> bool {
+        self.request() > 1
+    }
+}
+
+impl Clone for ConnectionUse {
+    /// A snapshot: hyper-util clones the connection's copy into each response when its head
+    /// arrives, which freezes the number of that request.
+    fn clone(&self) -> Self {
+        ConnectionUse {
+            request: self.request(),
+            live: None,
+        }
+    }
+}
+
+impl PartialEq for ConnectionUse {
+    fn eq(&self, other: &Self) -> bool {
+        self.request() == other.request()
+    }
+}
+
+impl Eq for ConnectionUse {}
+
+impl Serialize for ConnectionUse {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ConnectionUse", 2)?;
+        st.serialize_field("request", &self.request())?;
+        st.serialize_field("reused", &self.reused())?;
+        st.end()
     }
 }

@@ -448,3 +448,77 @@ async fn a_floor_of_tls11_never_accepts_tls10() {
         "refused:258"
     );
 }
+
+/// A server that ignores SCSV (the emulator strips it from every hello, as a rustls-based
+/// server would not look at it) behind an attacker who kills every hello above `killed_above`:
+/// SCSV cannot help, but the first hello capped below the server's best version still meets
+/// the RFC 8446 sentinel in the server's random, which OpenSSL checks on every hello capped
+/// below TLS 1.3, not only on the top rung. The walk ends as a downgrade on reason 373, with
+/// nothing connected or learned.
+async fn scsv_ignoring_server_behind_an_attacker(
+    server: TlsServer,
+    killed_above: TlsVersion,
+    ladder: &[(Option<TlsVersion>, bool)],
+) {
+    let em = Emulator::start(
+        server.addr(),
+        vec![Rule::reset_above(killed_above), Rule::strip_scsv()],
+    )
+    .await
+    .unwrap();
+    let layer = builder().allow_legacy("*").build().unwrap();
+    let err = tls_error(&get(&fresh_client(&layer), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::DowngradeDetected, "{err}");
+    let mut expected = vec!["reset"; ladder.len() - 1];
+    expected.push("refused:373");
+    assert_eq!(outcomes(err.attempts()), expected);
+    let last = err.attempts().last().unwrap();
+    assert!(
+        last.outcome.to_string().contains("downgrade sentinel"),
+        "{:?}",
+        err.attempts()
+    );
+    // The client did send SCSV on every fallback; the server never saw it.
+    assert_eq!(ladder_seen(&em), ladder);
+    assert_eq!(em.hellos().last().unwrap().action, Action::StripScsv);
+    assert_eq!(completed(&server), 0);
+    assert_eq!(layer.stats().downgrades, 1);
+    assert!(layer.stats().hosts.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls13_server_that_ignores_scsv_is_still_protected_by_the_sentinel_on_capped_hellos() {
+    scsv_ignoring_server_behind_an_attacker(
+        TlsServer::modern().await.unwrap(),
+        Tls1_2,
+        &[
+            (Some(Tls1_3), false),
+            (Some(Tls1_3), true),
+            (Some(Tls1_2), true),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls12_server_that_ignores_scsv_is_still_protected_by_the_sentinel_on_legacy_hellos() {
+    let server = TlsServer::builder()
+        .min_version(Tls1_0)
+        .max_version(Tls1_2)
+        .security_level(0)
+        .start()
+        .await
+        .unwrap();
+    scsv_ignoring_server_behind_an_attacker(
+        server,
+        Tls1_1,
+        &[
+            (Some(Tls1_3), false),
+            (Some(Tls1_3), true),
+            (Some(Tls1_2), true),
+            (Some(Tls1_2), true),
+            (Some(Tls1_1), true),
+        ],
+    )
+    .await;
+}

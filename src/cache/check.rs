@@ -9,12 +9,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::cache::Decision;
+use crate::cache::{Decision, FileStore};
 use crate::policy::{HostKey, Policy};
 use crate::profile::{Ladder, Profile};
 
-/// The largest serialized decision accepted (a real one is about 200 bytes).
-pub(crate) const MAX_DECISION_BYTES: usize = 4096;
+/// The longest text value (host, profile name, reason): the cache file's limit.
+const MAX_VALUE_BYTES: usize = FileStore::MAX_VALUE_BYTES;
+/// The largest serialized decision accepted: its three text values at their limit and the
+/// rest (a real one is about 200 bytes).
+pub(crate) const MAX_DECISION_BYTES: usize = 3 * MAX_VALUE_BYTES + 256;
 /// The longest host name accepted (DNS names stop at 253; IPv6 literals are shorter).
 const MAX_HOST_BYTES: usize = 255;
 /// How far in the future a date may be (clock skew between machines) before it is refused.
@@ -25,6 +28,8 @@ const FUTURE_SLACK_MS: u64 = 5 * 60 * 1000;
 pub(crate) enum Invalid {
     /// More bytes than any real decision.
     TooLarge(usize),
+    /// A host, profile or reason longer than the cache file allows.
+    LongValue(usize),
     /// Not a decision at all.
     Malformed(String),
     /// An empty, over-long or port-0 host.
@@ -54,6 +59,10 @@ impl fmt::Display for Invalid {
             Invalid::TooLarge(n) => write!(
                 f,
                 "{n} bytes or more, expected a JSON decision of at most {MAX_DECISION_BYTES} bytes"
+            ),
+            Invalid::LongValue(n) => write!(
+                f,
+                "a text value of {n} bytes, expected at most {MAX_VALUE_BYTES}"
             ),
             Invalid::Malformed(e) => write!(
                 f,
@@ -102,9 +111,9 @@ pub(crate) fn entry(
     if key.host.is_empty() || key.host.len() > MAX_HOST_BYTES || key.port == 0 {
         return Err(Invalid::BadHost);
     }
-    let text = d.profile.len() + d.reason.len();
-    if text > MAX_DECISION_BYTES {
-        return Err(Invalid::TooLarge(text));
+    let text = d.profile.len().max(d.reason.len());
+    if text > MAX_VALUE_BYTES {
+        return Err(Invalid::LongValue(text));
     }
     if d.provisional {
         return Err(Invalid::Provisional);

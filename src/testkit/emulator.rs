@@ -43,6 +43,11 @@ pub enum Action {
     /// can rewrite the hello; the client and server transcripts then differ, so nothing but
     /// the sentinel check can be learned from it.
     StripTls13,
+    /// Rewrite the ClientHello without TLS_FALLBACK_SCSV in its suite list (lengths fixed up)
+    /// and forward it: the server behind then acts as one that ignores SCSV (as rustls-based
+    /// servers do). The transcripts differ, so no handshake can finish; what the client can
+    /// still catch is the RFC 8446 downgrade sentinel in a TLS 1.3 server's random.
+    StripScsv,
     /// Wait this many milliseconds, then forward (a slow but healthy server).
     DelayMs(u64),
 }
@@ -152,6 +157,14 @@ impl Rule {
         }
     }
 
+    /// Strip TLS_FALLBACK_SCSV from every hello and forward it ([`Action::StripScsv`]).
+    pub fn strip_scsv() -> Rule {
+        Rule {
+            trigger: Trigger::Always,
+            action: Action::StripScsv,
+        }
+    }
+
     fn fires(&self, hello: &ClientHelloInfo, conn: usize) -> bool {
         match self.trigger {
             Trigger::Always => true,
@@ -196,7 +209,8 @@ impl SeenHello {
     }
 }
 
-/// A running emulator on 127.0.0.1; stops accepting when dropped.
+/// A running emulator on a loopback address (127.0.0.1 unless started with
+/// [`Emulator::start_on`]); stops accepting when dropped.
 #[derive(Debug)]
 pub struct Emulator {
     addr: SocketAddr,
@@ -209,7 +223,16 @@ pub struct Emulator {
 impl Emulator {
     /// Starts an emulator in front of `backend` with these rules (first match wins).
     pub async fn start(backend: SocketAddr, rules: Vec<Rule>) -> std::io::Result<Emulator> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Emulator::start_on([127, 0, 0, 1].into(), backend, rules).await
+    }
+
+    /// As [`Emulator::start`], listening on `ip` (e.g. `::1`, for IPv6 literals in URLs).
+    pub async fn start_on(
+        ip: std::net::IpAddr,
+        backend: SocketAddr,
+        rules: Vec<Rule>,
+    ) -> std::io::Result<Emulator> {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rules = Arc::new(Mutex::new(Arc::new(rules)));
@@ -356,6 +379,12 @@ async fn handle(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             forward(tcp, backend, &buf).await
         }
+        Action::StripScsv => match rewrite_hello(&buf, Strip::Scsv) {
+            Some(rewritten) => forward(tcp, backend, &rewritten).await,
+            None => {
+                let _ = tcp.shutdown().await;
+            }
+        },
         Action::StripTls13 => match strip_supported_versions(&buf) {
             Some(rewritten) => forward(tcp, backend, &rewritten).await,
             None => {
@@ -410,6 +439,21 @@ async fn forward(mut tcp: TcpStream, backend: SocketAddr, first: &[u8]) {
 /// `supported_versions` extension removed from the hello and every length fixed up; `None` if
 /// the hello cannot be parsed.
 fn strip_supported_versions(buf: &[u8]) -> Option<Vec<u8>> {
+    rewrite_hello(buf, Strip::SupportedVersions)
+}
+
+/// What a rewrite takes out of a hello.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strip {
+    /// The `supported_versions` extension.
+    SupportedVersions,
+    /// TLS_FALLBACK_SCSV from the suite list.
+    Scsv,
+}
+
+/// `buf` with `what` removed from the hello and every length fixed up; `None` if the hello
+/// cannot be parsed.
+fn rewrite_hello(buf: &[u8], what: Strip) -> Option<Vec<u8>> {
     let (msg, record_version, used) = wire::reassemble_handshake(buf).ok()?;
     let mut r = Reader::new(msg.get(4..)?);
     let version = r.take(2)?;
@@ -422,20 +466,27 @@ fn strip_supported_versions(buf: &[u8]) -> Option<Vec<u8>> {
     while !exts.is_empty() {
         let ty = exts.u16()?;
         let data = exts.vec16()?;
-        if ty == wire::EXT_SUPPORTED_VERSIONS {
+        if what == Strip::SupportedVersions && ty == wire::EXT_SUPPORTED_VERSIONS {
             continue;
         }
         kept.extend_from_slice(&ty.to_be_bytes());
         kept.extend_from_slice(&u16::try_from(data.len()).ok()?.to_be_bytes());
         kept.extend_from_slice(data);
     }
+    let scsv = wire::FALLBACK_SCSV.to_be_bytes();
+    let suites: Vec<u8> = suites
+        .chunks(2)
+        .filter(|s| what != Strip::Scsv || *s != scsv)
+        .flatten()
+        .copied()
+        .collect();
     let mut body = Vec::with_capacity(msg.len());
     body.extend_from_slice(version);
     body.extend_from_slice(random);
     body.push(u8::try_from(session_id.len()).ok()?);
     body.extend_from_slice(session_id);
     body.extend_from_slice(&u16::try_from(suites.len()).ok()?.to_be_bytes());
-    body.extend_from_slice(suites);
+    body.extend_from_slice(&suites);
     body.push(u8::try_from(compression.len()).ok()?);
     body.extend_from_slice(compression);
     body.extend_from_slice(&u16::try_from(kept.len()).ok()?.to_be_bytes());
@@ -486,6 +537,23 @@ mod tests {
         assert_eq!(parsed.extensions, vec![0]);
         assert_eq!(parsed.sni.as_deref(), Some("a.b"));
         assert_eq!(parsed.hello_len, before.hello_len - 9);
+    }
+
+    #[test]
+    fn stripping_scsv_leaves_the_other_suites_and_extensions() {
+        let mut hello = hello_with_versions();
+        // Suites [0x1301] -> [0x1301, 0x5600]: two more bytes in three lengths.
+        let at = 5 + 4 + 2 + 32 + 1;
+        hello.splice(at..at + 4, [0, 4, 0x13, 0x01, 0x56, 0x00]);
+        hello[4] += 2;
+        hello[8] += 2;
+        let before = wire::parse_client_hello(&hello).unwrap();
+        assert!(before.scsv);
+        let after = wire::parse_client_hello(&rewrite_hello(&hello, Strip::Scsv).unwrap()).unwrap();
+        assert!(!after.scsv);
+        assert_eq!(after.cipher_count, before.cipher_count - 1);
+        assert_eq!(after.offered_max, 0x0304);
+        assert_eq!(after.sni.as_deref(), Some("a.b"));
     }
 
     #[test]

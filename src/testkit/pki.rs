@@ -35,7 +35,7 @@ impl std::fmt::Debug for Identity {
 pub struct TestPki {
     /// The CA; trust it with `FallbackLayerBuilder::add_root_certificate`.
     pub ca: Identity,
-    /// A leaf for `localhost` and `127.0.0.1`, signed by the CA.
+    /// A leaf for `localhost`, `127.0.0.1` and `::1`, signed by the CA.
     pub localhost: Identity,
     /// A leaf for `wrong.example` only, signed by the CA (host name mismatch).
     pub wrong_name: Identity,
@@ -161,7 +161,7 @@ impl TestPki {
         let leaf_key = key()?;
         let now = now_unix();
         let day = 86_400;
-        let names = ["localhost", "127.0.0.1"];
+        let names = ["localhost", "127.0.0.1", "::1"];
         let localhost = make_leaf(&ca, &leaf_key, &names, now - day, now + 365 * day)?;
         let wrong_name = make_leaf(
             &ca,

@@ -3,7 +3,6 @@
 //! knows nothing of the ladder.
 
 use std::future::poll_fn;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -27,6 +26,7 @@ use crate::policy::HostKey;
 use crate::profile::TlsVersion;
 use crate::session::SessionKey;
 use crate::stream::{ReadWatch, TlsStream};
+use crate::wire::{self, is_server_hello, server_hello_version};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -118,7 +118,7 @@ where
     // The stall clock starts here, with the hello, not with a slow TCP connect.
     let _ = signals.hello_at.set(Instant::now());
     signals.hello_sent.notify_one();
-    let mut stream = match tls_stream(shared, uri, key, &plan, scsv, tcp, &signals) {
+    let mut stream = match tls_stream(shared, key, &plan, scsv, tcp, &signals) {
         Ok(s) => s,
         Err(e) => {
             return Tried {
@@ -174,10 +174,11 @@ where
 
 /// The TLS stream over the TCP stream, set up for this rung: minimum version, SNI for names
 /// (never for IP literals), the same host name check on every rung (what rust-openssl's
-/// `ConnectConfiguration::into_ssl` does), and the host's session for this very context.
+/// `ConnectConfiguration::into_ssl` does), and the host's session for this very context. The
+/// name is the key's normalised host, so SNI, the name check and the session key agree on
+/// every spelling of the host.
 fn tls_stream<T>(
     shared: &Shared,
-    uri: &Uri,
     key: &HostKey,
     plan: &Plan<'_>,
     scsv: bool,
@@ -192,15 +193,14 @@ where
         (Some(c), true) => (c, rung.ids.1),
         _ => (&rung.plain, rung.ids.0),
     };
-    let host = uri.host().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = key.host();
     let mut ssl = Ssl::new(connector)?;
     ssl.set_min_proto_version(Some(plan.min.to_ssl()))?;
     let param = ssl.param_mut();
     param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-    match host.parse::<IpAddr>() {
-        Ok(ip) => param.set_ip(ip)?,
-        Err(_) => {
+    match key.ip() {
+        Some(ip) => param.set_ip(ip)?,
+        None => {
             param.set_host(host)?;
             ssl.set_hostname(host)?;
         }
@@ -234,7 +234,7 @@ fn judge_failure<T>(signal: &Signal, stream: &TlsStream<T>) -> (Outcome, Verdict
         };
         verdict = Verdict::Fatal;
     }
-    if outcome == Outcome::Alert(alert::HANDSHAKE_FAILURE) && answered_with_server_hello(head) {
+    if outcome == Outcome::Alert(alert::HANDSHAKE_FAILURE) && is_server_hello(head) {
         // The server accepted this hello (it chose a version and a suite) and refused the
         // handshake later: not hello intolerance. A server that requires a client
         // certificate does this; so would another rung.
@@ -250,30 +250,14 @@ fn judge_failure<T>(signal: &Signal, stream: &TlsStream<T>) -> (Outcome, Verdict
     (outcome, verdict)
 }
 
-/// Whether the server's first message was a ServerHello (a TLS 1.3 HelloRetryRequest, a
-/// ServerHello with a fixed random, is not: the server still waits for a hello it likes).
-fn answered_with_server_hello(head: &[u8]) -> bool {
-    // SHA-256("HelloRetryRequest") starts with these bytes (RFC 8446, 4.1.3).
-    const HRR_RANDOM: [u8; 4] = [0xcf, 0x21, 0xad, 0x74];
-    matches!(head, [22, _, _, _, _, 2, _, _, _, _, _, r @ ..] if r.len() >= 4 && r[..4] != HRR_RANDOM)
-}
-
 /// For a local "unsupported protocol" refusal: the ServerHello's version if it is not TLS
 /// 1.0-1.2 (the versions whose `legacy_version` a legacy rung can accept).
 fn impossible_version(outcome: &Outcome, head: &[u8]) -> Option<u16> {
-    if *outcome
-        != (Outcome::Refused {
-            reason: reason::UNSUPPORTED_PROTOCOL,
-        })
-    {
+    let refused = Outcome::Refused {
+        reason: reason::UNSUPPORTED_PROTOCOL,
+    };
+    if *outcome != refused {
         return None;
     }
-    // record type 22 (handshake), then handshake type 2 (ServerHello), then its version.
-    match head {
-        [22, _, _, _, _, 2, _, _, _, hi, lo, ..] => {
-            let v = u16::from_be_bytes([*hi, *lo]);
-            (!(0x0301..=0x0303).contains(&v)).then_some(v)
-        }
-        _ => None,
-    }
+    server_hello_version(head).filter(|v| !(wire::TLS10..=wire::TLS12).contains(v))
 }

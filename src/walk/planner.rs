@@ -33,9 +33,10 @@
 //!   itself, as the walk's first answer, means the gateway was fixed: forget and walk again
 //!   from the top, once. So does a learned rung that runs out.
 //! * **Learn**: a win on the cached rung learns nothing; a win on the top rung is `Healthy`; a
-//!   win after a failed rung with the same version cap is a reshape, which SCSV cannot vouch
-//!   for: `Provisional`, or `Confirm` when a provisional entry for that rung was stored before
-//!   this walk; any other win is a `Fallback`.
+//!   win after a downgrade signal (a refused racer) learns nothing else; a win after a failed
+//!   rung with the same version cap is a reshape, which SCSV cannot vouch for: `Provisional`,
+//!   or `Confirm` when a provisional entry for that rung was stored before this walk; any other
+//!   win is a `Fallback`.
 
 use crate::classify::Verdict;
 use crate::profile::TlsVersion;
@@ -273,6 +274,8 @@ struct WalkLog {
     answered: bool,
     /// The rung that had its one retry after a failed connect.
     retried: Option<usize>,
+    /// A downgrade signal was seen (a racer refused while a higher rung ran).
+    refused: bool,
 }
 
 /// The walk of one connection; see the module docs for its rules.

@@ -33,6 +33,9 @@ impl Planner {
             .chain(self.running.iter().map(|r| r.rung))
             .any(|i| i < rung && self.facts.rungs[i].cap == cap);
         match (reshape, rung) {
+            (_, 0) if self.log.refused => Learn::Healthy,
+            // A walk that saw a downgrade signal learns no fallback.
+            _ if self.log.refused => Learn::Nothing,
             (true, _) if self.prior == Some(rung) => Learn::Confirm,
             (true, _) => Learn::Provisional,
             (false, 0) => Learn::Healthy,
@@ -119,6 +122,7 @@ impl Planner {
             // (or never sent its hello): the server may just be slow, or that rung may work.
             // Wait for the higher rungs, launch nothing lower.
             let retry = self.retry_above(done.rung);
+            self.log.refused = true;
             self.abandon_where(out, |r| r.rung > done.rung);
             self.phase = Phase::AwaitHigher { retry };
             return;
@@ -174,16 +178,33 @@ impl Planner {
         }
     }
 
-    /// Only a legacy rung can help: drop the modern racers, skip to the first legacy rung below
-    /// this one that the policy allows.
+    /// Only a legacy rung can help: drop the modern racers, keep the legacy rungs below this
+    /// one that already run (a race or a sweep started them: launching them again would cost a
+    /// hello each), and go on at the first legacy rung below those (and below any that already
+    /// failed) that the policy allows.
     fn legacy_server(&mut self, done: Running, out: &mut Out) {
         out.push(Action::Count(Count::Fallback(done.id)));
-        self.abandon_where(out, |_| true);
-        let first_legacy = self.facts.rungs[done.rung + 1..]
+        let legacy: Vec<bool> = self.facts.rungs.iter().map(|r| r.legacy).collect();
+        self.abandon_where(out, |r| !(legacy[r.rung] && r.rung > done.rung));
+        if let Some(held) = self.retry_above(usize::MAX).filter(|h| h.rung > done.rung) {
+            // A legacy rung that could not connect beside the others: launching it again is
+            // its one retry, or, when that was used up, it is not tried again.
+            match self.log.retried {
+                None => self.log.retried = Some(held.rung),
+                Some(_) => self.log.lost.push(held.rung),
+            }
+        }
+        let first_legacy = legacy[done.rung + 1..]
             .iter()
-            .position(|r| r.legacy)
+            .position(|&l| l)
             .map(|off| done.rung + 1 + off);
-        let next = first_legacy.and_then(|i| self.next_allowed(i));
+        // Legacy rungs below this one that already ran or run in this walk are not tried again.
+        let tried = (self.running.iter().map(|r| r.rung))
+            .chain(self.log.lost.iter().copied())
+            .filter(|&i| i > done.rung && legacy[i])
+            .max();
+        let from = tried.map(|i| i + 1).or(first_legacy);
+        let next = from.and_then(|i| self.next_allowed(i));
         self.phase = Phase::Descend { next };
     }
 
