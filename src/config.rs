@@ -11,7 +11,6 @@ use crate::cache::DecisionStore;
 use crate::policy::{most_specific, HostKey, HostPattern, Policy};
 use crate::profile::{Profile, TlsVersion};
 use crate::session::{ContextId, SessionCache};
-use crate::walk::planner::{Facts, RungFacts};
 
 /// A rung built into its OpenSSL contexts, once.
 pub(crate) struct BuiltRung {
@@ -55,22 +54,5 @@ impl Config {
     /// The most specific pin covering this host (the first one given among equals).
     pub(crate) fn pin_for(&self, key: &HostKey) -> Option<&PinnedRung> {
         most_specific(self.pins.iter().map(|p| (&p.pattern, p)), key)
-    }
-
-    /// What the walk's planner needs to know about the ladder, for this host.
-    pub(crate) fn facts(&self, key: &HostKey) -> Facts {
-        Facts {
-            rungs: self
-                .rungs
-                .iter()
-                .map(|r| RungFacts {
-                    cap: r.profile.max_version(),
-                    legacy: r.profile.is_legacy(),
-                    allowed: self.policy.rung_allowed(key, &r.profile),
-                })
-                .collect(),
-            racing: self.stall.is_some(),
-            legacy_allowed: self.policy.legacy_allowed(key),
-        }
     }
 }

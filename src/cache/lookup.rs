@@ -8,7 +8,21 @@ use std::time::Duration;
 use super::{Decision, DecisionStore};
 use crate::policy::HostKey;
 use crate::stats::Counters;
-use crate::walk::planner::Learn;
+
+/// What a won walk teaches (the walk's planner decides it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Learn {
+    /// Nothing: the walk started from this very rung.
+    Nothing,
+    /// The top rung works: remembered so later first contacts skip the single flight.
+    Healthy,
+    /// A fallback that SCSV vouches for: learned.
+    Fallback,
+    /// A reshaped hello at the version of a rung that failed: seen once, not a start yet.
+    Provisional,
+    /// A reshaped hello seen provisionally before this walk and needed again: learned.
+    Confirm,
+}
 
 /// What a stored decision is worth to a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,6 +68,22 @@ impl Shared {
         stats::snapshot(&self.stats, &*self.config.store, self.config.ttl)
     }
 
+    /// What the walk's planner needs to know about the ladder, for this host.
+    fn facts(&self, key: &HostKey) -> planner::Facts {
+        let config = &self.config;
+        planner::Facts {
+            rungs: (config.rungs.iter())
+                .map(|r| planner::RungFacts {
+                    cap: r.profile.max_version(),
+                    legacy: r.profile.is_legacy(),
+                    allowed: config.policy.rung_allowed(key, &r.profile),
+                })
+                .collect(),
+            racing: config.stall.is_some(),
+            legacy_allowed: config.policy.legacy_allowed(key),
+        }
+    }
+
     fn rung_name(&self, i: usize) -> Option<&str> {
         self.config.rungs.get(i).map(|r| &*r.name)
     }
@@ -185,7 +201,7 @@ where
         Start::Top => None,
     };
     let prior_rung = d.prior.as_ref().map(|p| usize::from(p.rung));
-    let mut planner = Planner::new(config.facts(key), start, prior_rung);
+    let mut planner = Planner::new(shared.facts(key), start, prior_rung);
     let mut actions = planner.begin();
     let mut pending = None;
     loop {

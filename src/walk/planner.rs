@@ -38,6 +38,7 @@
 //!   or `Confirm` when a provisional entry for that rung was stored before this walk; any other
 //!   win is a `Fallback`.
 
+pub(crate) use crate::cache::lookup::Learn;
 use crate::classify::Verdict;
 use crate::profile::TlsVersion;
 
@@ -132,21 +133,6 @@ pub(crate) enum Count {
     Race,
     /// A downgrade signal.
     Downgrade,
-}
-
-/// What to learn from a win.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Learn {
-    /// Nothing: the walk started from this very rung.
-    Nothing,
-    /// The top rung works: remembered so later first contacts skip the single flight.
-    Healthy,
-    /// A fallback that SCSV vouches for: learned.
-    Fallback,
-    /// A reshaped hello at the version of a rung that failed: seen once, not a start yet.
-    Provisional,
-    /// A reshaped hello seen provisionally before this walk and needed again: learned.
-    Confirm,
 }
 
 /// Why a walk failed.
