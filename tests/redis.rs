@@ -464,3 +464,24 @@ async fn a_lost_lock_holder_costs_the_others_at_most_the_wait() {
         "after the lock time the host is free again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_url_is_used_and_a_wrong_one_means_learning_alone() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret"]).expect("redis-server");
+    let port = server.port();
+    let good = format!("redis://:s3cret@127.0.0.1:{port}");
+    let (a, b) = (store(&good), store(&good));
+    assert!(a.connected() && b.connected(), "authenticated");
+    let key = HostKey::new("auth.example", 443);
+    a.put(key.clone(), tls12());
+    assert!(eventually(Duration::from_secs(1), || b.get(&key).is_some()));
+
+    let wrong = store(&format!("redis://:wrong@127.0.0.1:{port}"));
+    assert!(!wrong.connected(), "a wrong password is not a connection");
+    assert!(wrong.fetch_remote(&key).await.is_none());
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(
+        !logs.contains("s3cret") && !logs.contains(":wrong@"),
+        "no password in the logs"
+    );
+}

@@ -10,13 +10,26 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (e.g. `--requirepass`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one on a free loopback port and waits (at most 10 s) until it accepts.
     pub fn start() -> std::io::Result<RedisServer> {
+        RedisServer::start_with(&[])
+    }
+
+    /// As [`RedisServer::start`], with extra `redis-server` arguments, e.g.
+    /// `["--requirepass", "secret"]`.
+    pub fn start_with(extra: &[&str]) -> std::io::Result<RedisServer> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = RedisServer { port, child: None };
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            extra,
+        };
         server.restart()?;
         Ok(server)
     }
@@ -45,6 +58,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
