@@ -21,10 +21,14 @@ impl RedisServer {
     }
 
     /// As [`RedisServer::start`], with extra `redis-server` arguments, e.g.
-    /// `["--requirepass", "secret"]`.
+    /// `["--requirepass", "secret"]`; `{port}` in an argument is replaced by the port (for
+    /// TLS: `["--port", "0", "--tls-port", "{port}", ...]`).
     pub fn start_with(extra: &[&str]) -> std::io::Result<RedisServer> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let extra = extra
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
         let mut server = RedisServer {
             port,
             child: None,
