@@ -3,7 +3,7 @@
 //! `cargo run --example probe_gateway --features testkit`
 
 use tls_fallback::probe::{probe, ProbeConfig};
-use tls_fallback::testkit::{Emulator, Rule, TlsServer};
+use tls_fallback::testkit::{Emulator, Rule, TestPki, TlsServer};
 use tls_fallback::TlsVersion;
 
 #[tokio::main]
@@ -14,7 +14,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut cfg = ProbeConfig::new(format!("127.0.0.1:{}", gateway.addr().port()));
     cfg.sni = Some("localhost".into());
     cfg.timeout = std::time::Duration::from_secs(2);
-    let report = probe(&cfg).await?;
+    // The test kit's servers use a private CA: trust it for the last test, the full handshake.
+    let ca = std::env::temp_dir().join(format!("probe-gateway-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, TestPki::shared().ca_pem())?;
+    cfg.ca_file = Some(ca.clone());
+    let report = probe(&cfg).await;
+    let _ = std::fs::remove_file(&ca);
+    let report = report?;
     println!("{}", report.to_table());
     Ok(())
 }

@@ -3,9 +3,10 @@
 //! values, a truncated file. Real files, a real FIFO (`mkfifo`), real threads; every wait is
 //! bounded.
 
+use std::cell::RefCell;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Once};
 use std::time::Duration;
 
 use tls_fallback::{Decision, DecisionStore, FallbackLayer, FileStore, HostKey};
@@ -13,29 +14,45 @@ use tls_fallback::{Decision, DecisionStore, FallbackLayer, FileStore, HostKey};
 const TTL: Duration = Duration::from_secs(3600);
 const VICTIM: &[u8] = b"the victim's own bytes\n";
 
-/// Runs `f` with a subscriber that captures every WARN (and above) of this thread.
-fn warnings<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+thread_local! {
+    /// The WARNs of this thread, while [`warnings`] collects them.
+    static CAPTURED: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Writes into this thread's capture buffer, if one is open.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        CAPTURED.with(|c| {
+            if let Some(buf) = c.borrow_mut().as_mut() {
+                buf.extend_from_slice(b);
+            }
+        });
+        Ok(b.len())
     }
-    let buf = Buf::default();
-    let sink = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
-    (out, text)
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` and returns what it logged at WARN and above on this thread. One global
+/// subscriber for the whole test binary (a scoped one per test races with the other tests'
+/// threads over tracing's per-callsite interest cache), writing to per-thread buffers.
+fn warnings<T>(f: impl FnOnce() -> T) -> (T, String) {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(|| ThreadWriter)
+            .try_init()
+            .expect("the only subscriber of this test binary");
+    });
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let buf = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (out, String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// A whole, valid decision file with one fallback for `host`, `reason` as given.

@@ -235,12 +235,8 @@ fn check(name: &str, r: &ProbeReport, e: &Expect) {
             .iter()
             .filter(|t| t.outcome == TestOutcome::Skipped)
             .count();
-        assert_eq!(
-            skipped,
-            7,
-            "the shape tests and the connector are skipped: {}",
-            ctx()
-        );
+        // Only the four hellos that could prove a version supported ran.
+        assert_eq!(r.tests.len() - skipped, 4, "{}", ctx());
     }
 }
 
@@ -259,9 +255,9 @@ async fn probe_findings_per_gateway() {
         let report = probe(&cfg).await.unwrap();
         check(row.name, &report, &row.expect);
         if report.no_tls_answer.is_some() {
-            // Eight version hellos, each bounded by the timeout; the rest is skipped.
+            // Four version hellos, each bounded by the timeout; the rest is skipped.
             assert!(
-                started.elapsed() < TIMEOUT * 8 + Duration::from_secs(3),
+                started.elapsed() < TIMEOUT * 4 + Duration::from_secs(2),
                 "{}",
                 row.name
             );

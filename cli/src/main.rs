@@ -11,6 +11,7 @@ mod demo;
 mod get;
 mod output;
 mod probe;
+mod proxy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ enum Command {
     Probe(ProbeArgs),
     /// Start broken gateways on 127.0.0.1 and show the connector handling each one.
     Demo(DemoArgs),
+    /// Run an egress proxy that originates TLS through the fallback connector for apps that
+    /// send http:// requests through it (forward mode) or to it (--upstream mode).
+    Proxy(Box<proxy::ProxyArgs>),
 }
 
 /// `get`'s arguments.
@@ -80,6 +84,9 @@ pub struct GetArgs {
     /// Requests in flight at once with --repeat.
     #[arg(long, value_name = "C", default_value_t = 1)]
     pub concurrency: u32,
+    /// Reach the host through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -170,6 +177,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Demo(args) => demo::run(args).await,
+            Command::Proxy(args) => proxy::run(*args).await,
         }
     })
 }

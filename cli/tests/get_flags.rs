@@ -403,3 +403,41 @@ async fn probe_accepts_a_url() {
     let v = r.json();
     assert_eq!(v["supported"], serde_json::json!(["1.2", "1.3"]), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_port_is_no_tls_answer_within_one_handshake_timeout_plus_the_stall() {
+    // Accepts connections and never writes a byte.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        // Bounded: the walk opens a handful of connections.
+        for _ in 0..64 {
+            match listener.accept().await {
+                Ok((tcp, _)) => held.push(tcp),
+                Err(_) => break,
+            }
+        }
+    });
+    let url = format!("https://localhost:{port}/");
+    let r = run(&[
+        "get",
+        &url,
+        "--handshake-timeout-ms",
+        "1000",
+        "--stall-timeout-ms",
+        "300",
+        "--json",
+    ])
+    .await;
+    holder.abort();
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["error"]["kind"], "no_tls_answer", "{v}");
+    // One handshake timeout plus one stall time, plus the process and a loaded machine.
+    assert!(
+        r.elapsed < Duration::from_millis(1_300 + 2_000),
+        "{:?}",
+        r.elapsed
+    );
+}

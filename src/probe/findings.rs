@@ -1,14 +1,13 @@
 //! What the probe found, as values: the name and outcome of every test, the version keys of
 //! the intolerance map, TLS_FALLBACK_SCSV support and why it is unknown, and whether anything
 //! answered in TLS at all. Each enum serializes to the string the JSON report has always
-//! carried, so the JSON contract is unchanged; [`Findings`] derives them from the tests (pure).
+//! carried, so the JSON contract is unchanged. The `analysis` module derives the findings
+//! that span several tests.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use super::plan::VersionStep;
 use super::ProbeTest;
 use crate::error::ErrorKind;
 use crate::wire::{alert, TLS10, TLS11, TLS12, TLS13};
@@ -269,57 +268,6 @@ impl fmt::Display for ScsvSupport {
 
 serialize_as_display!(WireVersion, TestId, TestOutcome, VersionKey, ScsvSupport);
 
-/// The facts the version tests establish, and the version the later tests build on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionFindings {
-    /// Versions the server negotiated when offered alone, ascending.
-    pub supported: Vec<u16>,
-    /// Per key: whether a hello offering a supported version failed.
-    pub intolerance: BTreeMap<VersionKey, bool>,
-    /// The best version the server supports and tolerates (TLS 1.3 if none is known).
-    pub best: u16,
-}
-
-impl VersionFindings {
-    /// Derives the findings from the version plan and its tests, in the same order.
-    pub fn of(plan: &[VersionStep], tests: &[ProbeTest]) -> VersionFindings {
-        let mut supported: Vec<u16> = plan
-            .iter()
-            .zip(tests)
-            .filter_map(|(step, test)| {
-                let v = step.support?;
-                (test.negotiated == Some(WireVersion(v))).then_some(v)
-            })
-            .collect();
-        supported.sort_unstable();
-        let mut intolerance: BTreeMap<VersionKey, bool> =
-            VersionKey::ALL.into_iter().map(|k| (k, false)).collect();
-        for (step, test) in plan.iter().zip(tests) {
-            // Intolerant: no ServerHello although the hello offered a version the server supports.
-            let offered_supported = step
-                .spec
-                .offered_versions()
-                .iter()
-                .any(|v| supported.contains(v));
-            if let (Some(key), true) = (step.intolerance, test.failed() && offered_supported) {
-                intolerance.insert(key, true);
-            }
-        }
-        let best = supported
-            .iter()
-            .rev()
-            .copied()
-            .find(|&v| VersionKey::of(v).and_then(|k| intolerance.get(&k)) == Some(&false))
-            .or(supported.last().copied())
-            .unwrap_or(TLS13);
-        VersionFindings {
-            supported,
-            intolerance,
-            best,
-        }
-    }
-}
-
 /// Why TLS_FALLBACK_SCSV support is unknown.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -422,6 +370,7 @@ impl NoTlsAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn outcomes_serialize_to_the_documented_strings() {

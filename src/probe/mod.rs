@@ -13,7 +13,8 @@
 //! as a table for the vendor.
 //!
 //! The layers: `plan` says which hellos to send (pure), `runner` sends them (I/O), `findings`
-//! holds what they show as enums, `report` renders the table and the recommendation.
+//! holds what they show as enums and `analysis` derives them (pure), `report` renders the
+//! table and the recommendation.
 //!
 //! ```no_run
 //! use tls_fallback::probe::{probe, ProbeConfig, ScsvSupport};
@@ -28,6 +29,7 @@
 //! # }
 //! ```
 
+mod analysis;
 mod findings;
 pub mod hello;
 mod plan;
@@ -40,6 +42,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use analysis::ShapeFindings;
 pub use findings::{
     NoTlsAnswer, ScsvSupport, ScsvUnknown, TestId, TestOutcome, VersionKey, WireVersion,
 };

@@ -72,7 +72,8 @@ type VersionRow = (
     Option<VersionKey>,
 );
 
-/// The version support and intolerance hellos, each kept outside the F5 window.
+/// The version support and intolerance hellos, each kept outside the F5 window; the hellos
+/// that prove a version supported come first.
 pub fn version_plan(sni: &Option<String>) -> Vec<VersionStep> {
     use VersionKey::*;
     let rows: [VersionRow; 8] = [
@@ -311,6 +312,14 @@ mod tests {
             .collect();
         assert!(lens.iter().all(|l| !(256..PAST_F5).contains(l)), "{lens:?}");
         assert!(lens.contains(&PAST_F5), "{lens:?}");
+    }
+
+    #[test]
+    fn the_support_hellos_come_first() {
+        let plan = version_plan(&None);
+        let first_other = plan.iter().position(|s| s.support.is_none()).unwrap();
+        assert!(plan[first_other..].iter().all(|s| s.support.is_none()));
+        assert_eq!(first_other, 4);
     }
 
     #[test]

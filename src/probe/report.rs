@@ -109,7 +109,7 @@ impl ProbeReport {
         let mut out = format!("TLS protocol details for {}\n", self.target);
         if let Some(none) = self.no_tls_answer {
             out.push_str(&format!(
-                "  No TLS answer             {}: is this a TLS port?\n",
+                "  No TLS answer             {}. Is this a TLS port?\n",
                 none.explain()
             ));
         }
@@ -218,13 +218,13 @@ pub fn recommend(r: &ProbeReport, host: &str) -> String {
     }
     if let Some(t) = r.test(TestId::FallbackConnector) {
         if t.outcome == TestOutcome::Failed(ErrorKind::Certificate) {
-            text.push_str(&format!(
-                " First, though: the probe's own full handshake failed the certificate check ({}). \
-                 Fix the server's certificate chain, or if it is signed by a private CA, pass \
-                 that CA with --ca-file (ProbeConfig::ca_file); no client will connect until \
-                 then.",
+            text = format!(
+                "Fix the certificate first: the probe's own full handshake failed the \
+                 certificate check ({}); fix the server's certificate chain, or if a private CA \
+                 signed it, pass that CA with --ca-file (ProbeConfig::ca_file). No client \
+                 connects until then. Then: {text}",
                 t.detail.as_deref().unwrap_or("certificate rejected")
-            ));
+            );
         }
     }
     text
@@ -403,6 +403,7 @@ mod tests {
         for (r, start) in rows {
             let text = recommend(&r, "h");
             assert!(text.starts_with(start), "{text}");
+            assert!(!text.contains("--ca-file"), "{text}");
             assert_eq!(
                 text.contains("ignores TLS_FALLBACK_SCSV"),
                 r.fallback_scsv == NotSupported,
@@ -447,7 +448,7 @@ mod tests {
         );
         assert!(r.recommendation.contains("Is this a TLS port?"));
         let table = r.to_table();
-        assert!(table.contains("is this a TLS port?"), "{table}");
+        assert!(table.contains(". Is this a TLS port?"), "{table}");
         assert!(
             !table.contains(": ok") && !table.contains(" ok\n"),
             "{table}"
@@ -505,5 +506,44 @@ mod tests {
         assert_eq!(v["tests"][0]["negotiated"], "1.3");
         assert!(v["tests"][0].get("detail").is_none());
         assert!(r.to_table().contains("version_1.3_only"));
+    }
+
+    /// The JSON contract, byte for byte: key order, string forms of every enum, absent new keys.
+    #[test]
+    fn report_json_is_byte_for_byte_the_contract() {
+        let mut r = report(&[Tls1_2, Tls1_3], ScsvSupport::NotSupported);
+        r.version_intolerance.insert(VersionKey::Future, true);
+        r.recommendation = "R".into();
+        r.tests = vec![
+            test(TestId::Version12, hello(Tls1_2)),
+            test(TestId::Future0398, TestOutcome::Alert(70)),
+            test(TestId::Long300, TestOutcome::Skipped),
+            test(
+                TestId::FallbackConnector,
+                TestOutcome::Connected("tls12".into()),
+            ),
+        ];
+        r.tests[3].negotiated = Some(WireVersion(0x0303));
+        r.tests[3].detail = Some("not serialized".into());
+        let expected = concat!(
+            r#"{"target":"h:443","supported":["1.2","1.3"],"#,
+            r#""version_intolerance":{"1.0":false,"1.1":false,"1.2":false,"1.3":false,"future":true},"#,
+            r#""long_handshake_intolerance":false,"cipher_count_intolerance":false,"#,
+            r#""extension_intolerance":false,"fallback_scsv":"not_supported","recommendation":"R","#,
+            r#""tests":["#,
+            r#"{"name":"version_1.2","description":"","hello_len":100,"outcome":"server_hello:1.2","negotiated":"1.2","ms":1},"#,
+            r#"{"name":"future_0x0398","description":"","hello_len":100,"outcome":"alert:70","negotiated":null,"ms":1},"#,
+            r#"{"name":"long_300","description":"","hello_len":100,"outcome":"skipped","negotiated":null,"ms":1},"#,
+            r#"{"name":"fallback_connector","description":"","hello_len":100,"outcome":"ok:tls12","negotiated":"1.2","ms":1}"#,
+            r#"]}"#
+        );
+        assert_eq!(serde_json::to_string(&r).unwrap(), expected);
+        r.no_tls_answer = Some(NoTlsAnswer::Mixed);
+        r.fallback_scsv_unknown = Some(ScsvUnknown::Inconclusive);
+        let grown = serde_json::to_string(&r).unwrap();
+        assert!(
+            grown.ends_with(r#"],"fallback_scsv_unknown":"inconclusive","no_tls_answer":"mixed"}"#),
+            "{grown}"
+        );
     }
 }

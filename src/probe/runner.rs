@@ -15,12 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_layer::Layer;
 
+use super::analysis::{ShapeFindings, VersionFindings};
 use super::findings::{
-    scsv_verdict, NoTlsAnswer, ScsvSupport, ScsvUnknown, TestId, TestOutcome, VersionFindings,
-    WireVersion,
+    scsv_verdict, NoTlsAnswer, ScsvSupport, ScsvUnknown, TestId, TestOutcome, WireVersion,
 };
 use super::hello::{self, HelloSpec};
-use super::plan::{self, Step};
+use super::plan::{self, Step, VersionStep};
 use super::report::{recommend, ProbeReport, ProbeTest};
 use super::{ProbeConfig, ProbeError, Target};
 use crate::classify::Outcome;
@@ -36,13 +36,7 @@ pub async fn probe(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     let mut runner = Runner::resolve(cfg, &target).await?;
     let sni = cfg.sni.clone();
     let plan = plan::version_plan(&sni);
-    let mut tests = Vec::new();
-    for step in &plan {
-        tests.push(runner.run(step.id, step.description, &step.spec).await);
-        if let Some(e) = runner.take_first_error() {
-            return Err(e);
-        }
-    }
+    let mut tests = runner.version_tests(&plan).await?;
     let versions = VersionFindings::of(&plan, &tests);
     let no_tls_answer = NoTlsAnswer::of(&tests);
     let answered = no_tls_answer.is_none();
@@ -52,14 +46,7 @@ pub async fn probe(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     ] {
         tests.extend(runner.steps(&steps, answered).await);
     }
-    let intolerant = |failed: TestId, baseline: TestId| {
-        let find = |id| tests.iter().find(|t: &&ProbeTest| t.name == id);
-        find(failed).is_some_and(ProbeTest::failed)
-            && find(baseline).is_some_and(ProbeTest::server_hello)
-    };
-    let long_handshake_intolerance = intolerant(TestId::Long300, TestId::LongShort);
-    let cipher_count_intolerance = intolerant(TestId::CiphersMany, TestId::BaselinePadded);
-    let extension_intolerance = intolerant(TestId::ExtensionUnknown, TestId::BaselinePadded);
+    let shapes = ShapeFindings::of(&tests);
 
     let (fallback_scsv, fallback_scsv_unknown) =
         scsv_test(&mut runner, &versions, no_tls_answer, &sni, &mut tests).await;
@@ -80,9 +67,9 @@ pub async fn probe(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
             .filter_map(|&v| TlsVersion::from_wire(v))
             .collect(),
         version_intolerance: versions.intolerance,
-        long_handshake_intolerance,
-        cipher_count_intolerance,
-        extension_intolerance,
+        long_handshake_intolerance: shapes.long_handshake,
+        cipher_count_intolerance: shapes.cipher_count,
+        extension_intolerance: shapes.extension,
         fallback_scsv,
         recommendation: String::new(),
         tests,
@@ -163,6 +150,25 @@ impl Runner {
             target: self.target.clone(),
             source,
         })
+    }
+
+    /// The version hellos, in plan order. The support hellos come first; when none of them got
+    /// a TLS answer, the others cannot show intolerance (no version is known to be supported),
+    /// so they are skipped rather than waited for. Fails if the first connection fails.
+    async fn version_tests(&mut self, plan: &[VersionStep]) -> Result<Vec<ProbeTest>, ProbeError> {
+        let mut tests = Vec::with_capacity(plan.len());
+        for step in plan {
+            if step.support.is_none() && NoTlsAnswer::of(&tests).is_some() {
+                let why = format!("{}: skipped, nothing answered in TLS", step.description);
+                tests.push(ProbeTest::skipped(step.id, why));
+                continue;
+            }
+            tests.push(self.run(step.id, step.description, &step.spec).await);
+            if let Some(e) = self.take_first_error() {
+                return Err(e);
+            }
+        }
+        Ok(tests)
     }
 
     /// Runs planned steps in order; when `go` is false (nothing answered in TLS) or a step

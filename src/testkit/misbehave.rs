@@ -73,6 +73,9 @@ pub struct SeenRequest {
     pub headers: HeaderMap,
     /// The whole request body.
     pub body: Bytes,
+    /// Which connection it came on: 1 for the server's first completed handshake, 2 for the
+    /// next... (requests on one kept-alive connection share the number).
+    pub connection: u64,
 }
 
 /// A running misbehaving HTTPS server on 127.0.0.1; stops when dropped.
@@ -87,6 +90,12 @@ pub struct MisbehavingServer {
 struct State {
     seen: Mutex<Vec<SeenRequest>>,
     handshakes: AtomicU64,
+}
+
+/// One accepted connection's place in the server's order, and the server's state.
+struct Conn {
+    number: u64,
+    state: Arc<State>,
 }
 
 impl MisbehavingServer {
@@ -171,27 +180,29 @@ async fn serve(
     if !matches!(accepted.await, Ok(Ok(()))) {
         return;
     }
-    st.handshakes.fetch_add(1, Ordering::Relaxed);
+    let number = st.handshakes.fetch_add(1, Ordering::Relaxed) + 1;
+    let conn = Arc::new(Conn { number, state: st });
     let svc = service_fn(move |req: Request<Incoming>| {
-        let (st, how) = (Arc::clone(&st), Arc::clone(&how));
-        async move { Ok::<_, Infallible>(answer(req, &st, &how).await) }
+        let (conn, how) = (Arc::clone(&conn), Arc::clone(&how));
+        async move { Ok::<_, Infallible>(answer(req, &conn, &how).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(tls), svc)
         .await;
 }
 
-async fn answer(req: Request<Incoming>, st: &State, how: &Misbehaviour) -> Response<Drip> {
+async fn answer(req: Request<Incoming>, conn: &Conn, how: &Misbehaviour) -> Response<Drip> {
     let (head, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return Response::new(Drip::once(Bytes::new()));
     };
-    if let Ok(mut seen) = st.seen.lock() {
+    if let Ok(mut seen) = conn.state.seen.lock() {
         seen.push(SeenRequest {
             method: head.method.to_string(),
             uri: head.uri.to_string(),
             headers: head.headers,
             body,
+            connection: conn.number,
         });
     }
     match how {

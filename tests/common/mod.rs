@@ -119,6 +119,12 @@ pub fn assert_tls13_silent_then_tls12(em: &Emulator) {
     ];
     let mut sorted = seen.clone();
     sorted.sort_by_key(|(v, scsv)| (std::cmp::Reverse(*v), *scsv));
-    assert!(sorted == full || sorted == [full[0], full[2]], "{seen:?}");
+    // An abandoned compact attempt may have had its TCP connection accepted (the kernel
+    // completes the handshake) and closed before its hello went out: a connection with no hello.
+    let no_hello = (None, false);
+    assert!(
+        sorted == full || sorted == [full[0], full[2]] || sorted == [full[0], full[2], no_hello],
+        "{seen:?}"
+    );
     assert_eq!(seen[0], full[0], "{seen:?}");
 }

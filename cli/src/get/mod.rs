@@ -16,7 +16,6 @@ use std::time::Duration;
 use http::HeaderMap;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tls_fallback::{policy, FallbackConnector, FallbackLayer, FallbackLayerBuilder};
@@ -27,7 +26,7 @@ use crate::output::{CliError, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 use crate::GetArgs;
 
 /// The client every subcommand uses: hyper-util's, over the fallback connector.
-pub type CliClient = Client<FallbackConnector<HttpConnector>, Full<Bytes>>;
+pub type CliClient = Client<FallbackConnector<crate::proxy::via::ViaConnector>, Full<Bytes>>;
 
 fn builder(args: &GetArgs, url: &parse::Url) -> Result<FallbackLayerBuilder, CliError> {
     if args.handshake_timeout_ms == 0 {
@@ -133,8 +132,10 @@ pub async fn run(args: GetArgs) -> Result<ExitCode, CliError> {
         code: EXIT_BAD_INPUT,
         ..CliError::from_tls(&e)
     })?;
-    let client: CliClient =
-        Client::builder(TokioExecutor::new()).build(layer.layer(FallbackLayer::http_connector()));
+    // --proxy, else HTTPS_PROXY minus NO_PROXY: each rung is one CONNECT through it.
+    let tcp = crate::proxy::via::connector(args.proxy.as_deref())
+        .map_err(|e| CliError::bad_input(format!("--proxy: {e}")))?;
+    let client: CliClient = Client::builder(TokioExecutor::new()).build(layer.layer(tcp));
     let result = if args.repeat == 1 {
         let sink = args.output.clone().map_or(Sink::Memory, Sink::File);
         let out = fetch(&client, &req, limits, &sink).await;

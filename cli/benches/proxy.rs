@@ -1,0 +1,252 @@
+//! `tls-fallback proxy` against nginx as a TLS-originating reverse proxy, in one run:
+//! `cargo bench -p tls-fallback-cli --bench proxy` (about a minute). Both sit in front of the
+//! same test-kit HTTPS upstream (TLS 1.3, HTTP/1.1) and keep upstream connections alive; `wrk`
+//! drives each with 64 keep-alive connections, plain HTTP, for 5 s per round, in the order
+//! direct, nginx, proxy, proxy, nginx (to even out drift), once with one worker each (nginx
+//! `worker_processes 1`, the proxy's runtime `TOKIO_WORKER_THREADS=1`) and once with two. It
+//! prints requests/s and p50/p99 latency for each, the latency each adds over going to the
+//! upstream directly, and the proxy/nginx ratios. Everything shares the machine's cores: compare ratios, not absolutes.
+//! Needs `wrk` and `nginx` (Debian packages; `.ci/run` installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tls_fallback::testkit::{TestPki, TlsServer};
+
+const CONNECTIONS: u32 = 64;
+const SECONDS: u32 = 5;
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_listening(port: u16, what: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} is not listening on {port}");
+}
+
+fn start_nginx(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u16) {
+    let bin = find("nginx").expect("nginx is installed (apt-get install nginx)");
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nworker_processes {workers};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n\
+           access_log {d}/access.log;\n\
+           client_body_temp_path {d}/client_body;\n\
+           proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n\
+           uwsgi_temp_path {d}/uwsgi;\n\
+           scgi_temp_path {d}/scgi;\n\
+           upstream gateway {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location / {{\n\
+               proxy_pass https://gateway;\n\
+               proxy_http_version 1.1;\n\
+               proxy_set_header Connection \"\";\n\
+               proxy_set_header Host localhost:{upstream};\n\
+               proxy_ssl_protocols TLSv1.2 TLSv1.3;\n\
+               proxy_ssl_server_name on;\n\
+               proxy_ssl_name localhost;\n\
+               proxy_ssl_verify on;\n\
+               proxy_ssl_trusted_certificate {ca};\n\
+               proxy_ssl_session_reuse on;\n\
+             }}\n\
+           }}\n\
+         }}\n",
+        ca = ca.display()
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let child = Command::new(bin)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    wait_listening(port, "nginx");
+    (Guard(child), port)
+}
+
+fn start_proxy(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u16, u16) {
+    let port = free_port();
+    let admin = free_port();
+    let log = std::fs::File::create(dir.join("proxy-access.log")).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_tls-fallback"))
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--upstream", &format!("https://localhost:{upstream}")])
+        .arg("--ca-file")
+        .arg(ca)
+        .env("TOKIO_WORKER_THREADS", workers.to_string())
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the proxy starts");
+    wait_listening(port, "tls-fallback proxy");
+    (Guard(child), port, admin)
+}
+
+/// One wrk run: (requests/s, p50 ms, p99 ms).
+fn wrk(url: &str) -> (f64, f64, f64) {
+    let bin = find("wrk").expect("wrk is installed (apt-get install wrk)");
+    let out = Command::new(bin)
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{SECONDS}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "wrk saw errors for {url}:\n{text}"
+    );
+    let field = |prefix: &str| -> &str {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk output:\n{text}"))
+    };
+    let rps: f64 = field("Requests/sec:").parse().expect("requests/s");
+    (rps, ms(field("50%")), ms(field("99%")))
+}
+
+/// `512.00us`, `1.23ms`, `1.01s` in milliseconds.
+fn ms(s: &str) -> f64 {
+    let (num, factor) = if let Some(n) = s.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (s, 1.0)
+    };
+    num.parse::<f64>().expect("a latency") * factor
+}
+
+fn mean(rows: &[(f64, f64, f64)]) -> (f64, f64, f64) {
+    let n = rows.len() as f64;
+    let sum = rows
+        .iter()
+        .fold((0.0, 0.0, 0.0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+    (sum.0 / n, sum.1 / n, sum.2 / n)
+}
+
+/// One configuration: nginx with `workers` worker processes, the proxy with `workers` runtime
+/// threads (`TOKIO_WORKER_THREADS`), measured direct, nginx, proxy, proxy, nginx.
+fn compare(workers: u32, up: u16, ca: &Path) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_nginx, nginx_port) = start_nginx(dir.path(), up, ca, workers);
+    let (_proxy, proxy_port, admin) = start_proxy(dir.path(), up, ca, workers);
+    let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
+    let proxy_url = format!("http://127.0.0.1:{proxy_port}/");
+    // Warm both (upstream connections, sessions) before measuring.
+    for url in [&nginx_url, &proxy_url] {
+        let _ = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", url])
+            .status();
+    }
+    let direct = wrk(&format!("https://localhost:{up}/"));
+    let n1 = wrk(&nginx_url);
+    let p1 = wrk(&proxy_url);
+    let p2 = wrk(&proxy_url);
+    let n2 = wrk(&nginx_url);
+    let (n, p) = (mean(&[n1, n2]), mean(&[p1, p2]));
+    println!("\n### {workers} worker(s) each (nginx worker_processes, proxy runtime threads)\n");
+    println!("| path | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| direct (wrk -> https upstream) | {:.0} | {:.2} | {:.2} | | |",
+        direct.0, direct.1, direct.2
+    );
+    for (name, r) in [("nginx proxy_pass https", n), ("tls-fallback proxy", p)] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            r.0,
+            r.1,
+            r.2,
+            r.1 - direct.1,
+            r.2 - direct.2
+        );
+    }
+    println!(
+        "\nproxy/nginx: throughput {:.2}x (goal >= 0.9x), p99 {:.2}x (goal <= 1.1x), p50 {:.2}x",
+        p.0 / n.0,
+        p.2 / n.2,
+        p.1 / n.1
+    );
+    // How many upstream connections the proxy opened: keep-alive means about 64, not one per
+    // request.
+    let stats = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{admin}/decisions")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+    println!(
+        "proxy upstream connections: {} ({} handshakes, {} resumed)",
+        v["connections"], v["handshakes"], v["resumed"]
+    );
+    println!("rounds: nginx {n1:?} {n2:?}; proxy {p1:?} {p2:?} (requests/s, p50 ms, p99 ms)");
+}
+
+fn main() {
+    // The upstream's runtime has a fixed size, whatever TOKIO_WORKER_THREADS says.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let upstream = rt.block_on(TlsServer::modern()).expect("upstream");
+    let up = upstream.addr().port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, TestPki::shared().ca_pem()).expect("write the CA");
+    println!(
+        "{CONNECTIONS} keep-alive connections, {SECONDS} s per round (wrk -t2), upstream: test-kit \
+         TLS 1.3 HTTP/1.1 server (2 threads)"
+    );
+    for workers in [1, 2] {
+        compare(workers, up, &ca);
+    }
+    println!("upstream TLS handshakes in all: {}", upstream.handshakes());
+}

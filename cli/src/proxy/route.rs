@@ -1,0 +1,327 @@
+//! Where a request goes: the proxy's routing rule as a pure function from the request line to
+//! an upstream `https://` URI or a refusal (400, 403, 405), tested row by row without sockets.
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, StatusCode, Uri};
+use tls_fallback::HostPattern;
+
+/// The one upstream of upstream mode (`--upstream https://HOST[:PORT]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The host name or IP address (no brackets), lowercase.
+    pub host: String,
+    /// The port (443 when the URL has none).
+    pub port: u16,
+}
+
+impl Upstream {
+    /// Parses `https://HOST[:PORT]` (an optional trailing `/`, nothing else after it).
+    pub fn parse(s: &str) -> Result<Upstream, String> {
+        let uri: Uri = s
+            .parse()
+            .map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!(
+                "invalid upstream URL {s:?}: it must start with https:// (the proxy originates TLS)"
+            ));
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            return Err(format!(
+                "invalid upstream URL {s:?}: it must have no path or query (the app's path is kept)"
+            ));
+        }
+        let auth = uri
+            .authority()
+            .ok_or_else(|| format!("invalid upstream URL {s:?}: it has no host"))?;
+        if auth.as_str().contains('@') {
+            return Err(format!(
+                "invalid upstream URL {s:?}: user information is not supported"
+            ));
+        }
+        let host = normalize_host(auth.host());
+        if host.is_empty() {
+            return Err(format!("invalid upstream URL {s:?}: it has no host"));
+        }
+        Ok(Upstream {
+            host,
+            port: auth.port_u16().unwrap_or(443),
+        })
+    }
+}
+
+/// What the routing rule needs: the allow-list and the upstream, if any.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// Hosts forward mode may reach.
+    pub allow: Vec<HostPattern>,
+    /// Where origin-form requests go.
+    pub upstream: Option<Upstream>,
+}
+
+/// The routing decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Send it to this `https://` URI.
+    Forward {
+        /// The upstream URI (scheme `https`, the request's path and query).
+        uri: Uri,
+        /// The upstream host (lowercase, no brackets).
+        host: String,
+        /// The upstream port.
+        port: u16,
+    },
+    /// Answer it here with this status and explanation; nothing is connected.
+    Refuse {
+        /// 400, 403 or 405.
+        status: StatusCode,
+        /// Why, in words for the app's developer.
+        reason: String,
+    },
+}
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Route {
+    Route::Refuse {
+        status,
+        reason: reason.into(),
+    }
+}
+
+/// Lowercase, without IPv6 brackets or a trailing dot.
+fn normalize_host(h: &str) -> String {
+    h.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+/// `host[:port]` for a URI (IPv6 in brackets), the port left out when it is 443.
+pub fn authority(host: &str, port: u16) -> String {
+    let h = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 443 {
+        h
+    } else {
+        format!("{h}:{port}")
+    }
+}
+
+fn https_uri(host: &str, port: u16, pq: Option<&PathAndQuery>) -> Result<Uri, String> {
+    let auth: Authority = authority(host, port)
+        .parse()
+        .map_err(|e| format!("invalid host {host:?}: {e}"))?;
+    Uri::builder()
+        .scheme(Scheme::HTTPS)
+        .authority(auth)
+        .path_and_query(pq.map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|e| format!("cannot build the upstream URI: {e}"))
+}
+
+fn forward(host: String, port: u16, pq: Option<&PathAndQuery>) -> Route {
+    match https_uri(&host, port, pq) {
+        Ok(uri) => Route::Forward { uri, host, port },
+        Err(e) => refuse(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// Decides where a request goes.
+///
+/// | request | decision |
+/// |---|---|
+/// | `CONNECT` | 405: the proxy must originate TLS to fall back |
+/// | `http://h[:p]/x` or `https://h[:p]/x`, `h:p` allowed | `https://h:p/x` (port 443 by default) |
+/// | the same, not allowed | 403, nothing connected |
+/// | another scheme, or no host | 400 |
+/// | `/x` with an upstream | `https://upstream/x` |
+/// | `/x` without one, or `*` | 400 |
+pub fn decide(routing: &Routing, method: &Method, uri: &Uri) -> Route {
+    if method == Method::CONNECT {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: this proxy originates TLS itself, so that it can fall \
+             back per host; send http:// URLs through it (for example curl -x with \
+             http://host/path) and it connects with https://",
+        );
+    }
+    match uri.scheme_str() {
+        Some("http") | Some("https") => absolute(routing, uri),
+        Some(other) => refuse(
+            StatusCode::BAD_REQUEST,
+            format!("unsupported scheme {other:?}: send http:// URLs through this proxy"),
+        ),
+        None => origin(routing, uri),
+    }
+}
+
+fn absolute(routing: &Routing, uri: &Uri) -> Route {
+    let Some(auth) = uri.authority() else {
+        return refuse(StatusCode::BAD_REQUEST, "the request URI has no host");
+    };
+    let host = normalize_host(auth.host());
+    if host.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "the request URI has no host");
+    }
+    let port = auth.port_u16().unwrap_or(443);
+    let is_upstream = routing
+        .upstream
+        .as_ref()
+        .is_some_and(|u| u.host == host && u.port == port);
+    if !is_upstream && !routing.allow.iter().any(|p| p.matches(&host, port)) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is not in this proxy's allow-list (--allow)",
+                authority(&host, port)
+            ),
+        );
+    }
+    forward(host, port, uri.path_and_query())
+}
+
+fn origin(routing: &Routing, uri: &Uri) -> Route {
+    let pq = uri.path_and_query();
+    if !pq.is_some_and(|p| p.as_str().starts_with('/')) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the request target must be an absolute http:// URL (forward mode) or a path \
+             starting with / (upstream mode)",
+        );
+    }
+    match &routing.upstream {
+        Some(u) => forward(u.host.clone(), u.port, pq),
+        None => refuse(
+            StatusCode::BAD_REQUEST,
+            "this proxy has no --upstream: send absolute http:// URLs (use it as an HTTP \
+             proxy), or start it with --upstream https://HOST[:PORT] to send paths there",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(allow: &[&str], upstream: Option<&str>) -> Routing {
+        Routing {
+            allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
+            upstream: upstream.map(|u| Upstream::parse(u).unwrap()),
+        }
+    }
+
+    fn target(uri: &str) -> Uri {
+        // The request target as hyper parses it from the request line.
+        uri.parse().unwrap()
+    }
+
+    /// (routing, method, request target, Ok(upstream URI) or Err(status)); routings: `fwd`
+    /// allows gw.example, *.bank.example, h:8443 and [::1]; `up` has the upstream
+    /// https://up.example:9443 and no allow-list; `both` allows gw.example, upstream up.example.
+    #[rustfmt::skip]
+    const ROWS: &[(&str, &str, &str, Result<&str, u16>)] = &[
+        ("fwd", "GET", "http://gw.example/pay?x=1", Ok("https://gw.example/pay?x=1")),
+        ("fwd", "POST", "http://GW.Example./pay", Ok("https://gw.example/pay")),
+        ("fwd", "GET", "http://gw.example", Ok("https://gw.example/")),
+        ("fwd", "GET", "https://gw.example/a", Ok("https://gw.example/a")),
+        ("fwd", "GET", "http://eu.bank.example/", Ok("https://eu.bank.example/")),
+        ("fwd", "GET", "http://bank.example/", Err(403)),
+        ("fwd", "GET", "http://h:8443/x", Ok("https://h:8443/x")),
+        ("fwd", "GET", "http://h/x", Err(403)),
+        ("fwd", "GET", "http://h:9443/x", Err(403)),
+        ("fwd", "GET", "http://gw.example:8443/", Ok("https://gw.example:8443/")),
+        ("fwd", "GET", "http://[::1]/", Ok("https://[::1]/")),
+        ("fwd", "GET", "http://user@gw.example/", Ok("https://gw.example/")),
+        ("fwd", "GET", "http://evil.example/", Err(403)),
+        ("fwd", "GET", "ftp://gw.example/", Err(400)),
+        ("fwd", "GET", "/pay", Err(400)),
+        ("fwd", "OPTIONS", "*", Err(400)),
+        ("fwd", "CONNECT", "gw.example:443", Err(405)),
+        ("up", "GET", "/pay?a=b", Ok("https://up.example:9443/pay?a=b")),
+        ("up", "GET", "/", Ok("https://up.example:9443/")),
+        ("up", "GET", "http://up.example:9443/x", Ok("https://up.example:9443/x")),
+        ("up", "GET", "http://up.example/x", Err(403)),
+        ("up", "GET", "http://other.example/", Err(403)),
+        ("up", "CONNECT", "up.example:9443", Err(405)),
+        ("both", "GET", "/x", Ok("https://up.example/x")),
+        ("both", "GET", "http://gw.example/y", Ok("https://gw.example/y")),
+    ];
+
+    #[test]
+    fn decisions_by_request_line() {
+        let fwd = routing(&["gw.example", "*.bank.example", "h:8443", "[::1]"], None);
+        let up = routing(&[], Some("https://up.example:9443"));
+        let both = routing(&["gw.example"], Some("https://up.example"));
+        for (name, method, t, want) in ROWS {
+            let r = match *name {
+                "fwd" => &fwd,
+                "up" => &up,
+                _ => &both,
+            };
+            let got = decide(
+                r,
+                &Method::from_bytes(method.as_bytes()).unwrap(),
+                &target(t),
+            );
+            match (&got, want) {
+                (Route::Forward { uri, .. }, Ok(w)) => {
+                    assert_eq!(uri.to_string(), *w, "{method} {t}")
+                }
+                (Route::Refuse { status, .. }, Err(w)) => {
+                    assert_eq!(status.as_u16(), *w, "{method} {t}: {got:?}")
+                }
+                _ => panic!("{method} {t}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn forward_reports_host_and_port_used_for_the_allow_check() {
+        let r = routing(&["gw.example"], None);
+        let got = decide(&r, &Method::GET, &target("http://GW.example/"));
+        assert_eq!(
+            got,
+            Route::Forward {
+                uri: target("https://gw.example/"),
+                host: "gw.example".into(),
+                port: 443
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let r = routing(&["gw.example"], None);
+        let reason = |m: Method, t: &str| match decide(&r, &m, &target(t)) {
+            Route::Refuse { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(reason(Method::CONNECT, "gw.example:443").contains("http://"));
+        assert!(reason(Method::GET, "http://x.example/").contains("x.example"));
+        assert!(reason(Method::GET, "/a").contains("--upstream"));
+    }
+
+    #[test]
+    fn upstream_urls() {
+        type Want<'a> = Result<(&'a str, u16), &'a str>;
+        let rows: &[(&str, Want)] = &[
+            ("https://gw.example", Ok(("gw.example", 443))),
+            ("https://gw.example/", Ok(("gw.example", 443))),
+            ("https://GW.example:8443", Ok(("gw.example", 8443))),
+            ("https://[::1]:8443", Ok(("::1", 8443))),
+            ("http://gw.example", Err("https://")),
+            ("https://gw.example/api", Err("no path")),
+            ("https://u:p@gw.example", Err("user information")),
+            ("gw.example", Err("https://")),
+            ("https://", Err("invalid upstream URL")),
+        ];
+        for (s, want) in rows {
+            match (Upstream::parse(s), want) {
+                (Ok(u), Ok((h, p))) => assert_eq!((u.host.as_str(), u.port), (*h, *p), "{s}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{s}: {e}"),
+                (got, _) => panic!("{s}: {got:?}"),
+            }
+        }
+    }
+}

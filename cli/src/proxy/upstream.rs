@@ -1,0 +1,118 @@
+//! The upstream side: one fallback layer and hyper client per distinct layer settings (the
+//! shared one, and hosts with their own trust or client certificate), kept across reloads when
+//! their settings did not change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tls_fallback::{FallbackConnector, FallbackLayer, HostPattern};
+use tower_layer::Layer;
+
+use super::config::{LayerSettings, Settings};
+use super::via::{self, ViaConnector};
+
+/// The client requests go through.
+pub type ProxyClient = Client<FallbackConnector<ViaConnector>, Incoming>;
+
+/// A layer, its client, and what it was built from.
+pub struct Built {
+    /// The settings it was built from.
+    pub settings: LayerSettings,
+    /// The layer (stats, flush).
+    pub layer: FallbackLayer,
+    /// The client over it.
+    pub client: ProxyClient,
+}
+
+/// Every layer of the running configuration.
+pub struct Upstreams {
+    /// The shared layer.
+    pub default: Arc<Built>,
+    /// Hosts with a layer of their own, first match wins.
+    pub hosts: Vec<(HostPattern, Arc<Built>)>,
+}
+
+impl Upstreams {
+    /// Builds the layers, reusing those of `old` whose settings are unchanged (they keep what
+    /// they learned and their pooled connections).
+    pub fn build(s: &Settings, old: Option<&Upstreams>) -> Result<Upstreams, String> {
+        let reuse = |ls: &LayerSettings| -> Option<Arc<Built>> {
+            let old = old?;
+            std::iter::once(&old.default)
+                .chain(old.hosts.iter().map(|(_, b)| b))
+                .find(|b| b.settings == *ls)
+                .cloned()
+        };
+        let make = |ls: &LayerSettings| -> Result<Arc<Built>, String> {
+            match reuse(ls) {
+                Some(b) => Ok(b),
+                None => build_one(ls).map(Arc::new),
+            }
+        };
+        let default = make(&s.layer)?;
+        let mut hosts = Vec::new();
+        for h in &s.host_layers {
+            hosts.push((h.pattern.clone(), make(&h.layer)?));
+        }
+        Ok(Upstreams { default, hosts })
+    }
+
+    /// The layer for this upstream host.
+    pub fn pick(&self, host: &str, port: u16) -> &Built {
+        self.hosts
+            .iter()
+            .find(|(p, _)| p.matches(host, port))
+            .map_or(&*self.default, |(_, b)| &**b)
+    }
+
+    /// Every layer once.
+    pub fn all(&self) -> Vec<&Built> {
+        let mut v: Vec<&Built> = vec![&self.default];
+        for (_, b) in &self.hosts {
+            if !v.iter().any(|x| std::ptr::eq(*x, &**b)) {
+                v.push(b);
+            }
+        }
+        v
+    }
+}
+
+fn build_one(ls: &LayerSettings) -> Result<Built, String> {
+    let mut b = FallbackLayer::builder()
+        .handshake_timeout(ls.handshake_timeout)
+        .enable_http2(true);
+    if let Some(ca) = &ls.ca_file {
+        b = b.ca_file(ca);
+    }
+    if let Some((cert, key)) = &ls.client_identity {
+        let read = |what: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("cannot read the {what} {}: {e}", p.display()))
+        };
+        b = b.client_identity_pem(read("client certificate", cert)?, read("client key", key)?);
+    }
+    for p in &ls.allow_legacy {
+        b = b.allow_legacy(p.clone());
+    }
+    for (p, v) in &ls.pins {
+        b = b.pin(p.clone(), *v);
+    }
+    if let Some(f) = &ls.cache_file {
+        b = b.cache_file(f);
+    }
+    let layer = b.build().map_err(|e| e.to_string())?;
+    let tcp = via::connector(ls.via.as_deref())?;
+    let client = Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build(layer.layer(tcp));
+    Ok(Built {
+        settings: ls.clone(),
+        layer,
+        client,
+    })
+}

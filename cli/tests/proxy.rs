@@ -1,0 +1,771 @@
+//! `tls-fallback proxy` from the built binary, in front of test-kit gateways, driven by real
+//! clients nobody here wrote: curl, Python `requests`, reqwest (`Proxy::http`/`Proxy::custom`)
+//! and tinyproxy as an outbound CONNECT proxy.
+
+mod proxy_support;
+
+use std::time::{Duration, Instant};
+
+use proxy_support::*;
+use serde_json::Value;
+use tls_fallback::testkit::{Emulator, Rule, TlsServer};
+use tls_fallback::TlsVersion::*;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// A proxy for `localhost` with legacy TLS allowed.
+async fn legacy_proxy() -> Proxy {
+    Proxy::start(&["--allow", "localhost", "--allow-legacy", "localhost"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_a_gateway_closing_above_tls10_on_tls10_with_scsv_on_every_fallback() {
+    let (_server, em) = legacy_gateway().await;
+    let proxy = legacy_proxy().await;
+    let url = format!("http://localhost:{}/pay", em.addr().port());
+    let (status, headers, body) = curl_via(&proxy, &[], &url).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("GET over TLSv1"), "{body}");
+    assert_eq!(headers["x-tls-fallback-version"], "1.0");
+    assert_eq!(headers["x-tls-fallback-profile"], "tls10-legacy");
+    assert_eq!(headers["x-tls-fallback-handshakes"], "6");
+    assert_eq!(ladder_seen(&em), LEGACY_WALK);
+    // The access log: one line with method, host, status, version, profile, handshakes.
+    let line = wait_line(&proxy.stdout, "GET localhost:")
+        .await
+        .expect("access log line");
+    for part in [
+        "200",
+        "tls=1.0",
+        "profile=tls10-legacy",
+        "handshakes=6",
+        "ms=",
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_post_through_a_fallback_is_delivered_exactly_once() {
+    let (server, em) = legacy_gateway().await;
+    let proxy = legacy_proxy().await;
+    let url = format!("http://localhost:{}/charge", em.addr().port());
+    let r = python(
+        "r = requests.post(url, data=b'amount=10', proxies=proxies, timeout=30)\n\
+         print(r.status_code, r.headers['x-tls-fallback-version'], r.text.strip())",
+        &proxy.url(),
+        &url,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("200 1.0 hello"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("POST over TLSv1, 9 body bytes"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(server.requests("POST"), 1);
+    assert_eq!(em.failed(), LEGACY_WALK.len() - 1, "{:?}", ladder_seen(&em));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_connect_405_outside_allow_list_403_origin_form_400_and_nothing_connected() {
+    let em = Emulator::start("127.0.0.1:9".parse().unwrap(), vec![])
+        .await
+        .unwrap();
+    let port = em.addr().port();
+    let proxy = Proxy::start(&["--allow", "gw.example"]).await;
+    // curl -p sends CONNECT; the proxy answers 405 and says why.
+    let r = curl(&[
+        "-sS",
+        "-p",
+        "-x",
+        &proxy.url(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_connect}",
+        &format!("http://localhost:{port}/"),
+    ])
+    .await;
+    assert_eq!(r.stdout, "405", "{}", r.stderr);
+    // (target, status, a word of the reason)
+    let rows = [
+        (format!("http://localhost:{port}/"), 403, "allow-list"),
+        (format!("http://127.0.0.1:{port}/"), 403, "allow-list"),
+        ("ftp://gw.example/".to_string(), 400, "scheme"),
+    ];
+    for (url, want, word) in rows {
+        let (status, _, body) = curl_via(&proxy, &[], &url).await;
+        assert_eq!(status, want, "{url}: {body}");
+        assert!(body.contains(word), "{url}: {body}");
+    }
+    // An origin-form request (the app treats the proxy as a server) without --upstream: 400.
+    let (status, _, body) = {
+        let r = curl(&[
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            &format!("{}/pay", proxy.url()),
+        ])
+        .await;
+        let (b, c) = r.stdout.rsplit_once('\n').unwrap();
+        (c.parse::<u16>().unwrap(), (), b.to_string())
+    };
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("--upstream"), "{body}");
+    assert_eq!(em.count(), 0, "no connection to a refused host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_attacker_gets_502_downgrade_detected_with_the_attempts() {
+    let server = TlsServer::builder()
+        .min_version(Tls1_0)
+        .security_level(0)
+        .start()
+        .await
+        .unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
+        .await
+        .unwrap();
+    let proxy = legacy_proxy().await;
+    let (status, headers, body) = curl_via(
+        &proxy,
+        &[],
+        &format!("http://localhost:{}/", em.addr().port()),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers["x-tls-fallback-error"], "downgrade_detected");
+    assert_eq!(headers["content-type"], "application/json");
+    let v = json(&body);
+    assert_eq!(v["error"]["kind"], "downgrade_detected");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("localhost"),
+        "{v}"
+    );
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 6, "{v}");
+    assert_eq!(server.requests("GET"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_upstream_is_502_and_the_proxy_keeps_serving() {
+    let (_s, garbage) = gateway_with(Rule::garbage()).await;
+    let echo = Echo::start().await;
+    let proxy = legacy_proxy().await;
+    let (status, headers, body) = curl_via(
+        &proxy,
+        &[],
+        &format!("http://localhost:{}/", garbage.addr().port()),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    let kind = headers["x-tls-fallback-error"].clone();
+    assert_eq!(json(&body)["error"]["kind"], kind.as_str());
+    let (status, headers, _) = curl_via(&proxy, &[], &echo.http_url("/echo")).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-tls-fallback-version"], "1.3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_and_proxy_headers_are_not_forwarded_either_way() {
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(&["--allow", "localhost"]).await;
+    let sent = [
+        "Connection: x-secret, keep-alive",
+        "X-Secret: 1",
+        "Keep-Alive: timeout=5",
+        "TE: trailers",
+        "Trailer: x-t",
+        "Upgrade: h2c",
+        "Proxy-Connection: keep-alive",
+        "Proxy-Authorization: Basic dXNlcjpwdw==",
+        "X-Kept: yes",
+        "Authorization: Bearer app-token",
+    ];
+    let mut args = Vec::new();
+    for h in &sent {
+        args.extend(["-H", h]);
+    }
+    let (status, headers, body) = curl_via(&proxy, &args, &echo.http_url("/echo?a=1")).await;
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    let seen = v["headers"].as_object().unwrap();
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authorization",
+    ] {
+        assert!(!seen.contains_key(gone), "{gone} forwarded: {v}");
+    }
+    assert_eq!(seen["x-kept"][0], "yes");
+    assert_eq!(seen["authorization"][0], "Bearer app-token");
+    assert_eq!(seen["host"][0], format!("localhost:{}", echo.addr.port()));
+    assert_eq!(v["uri"], "/echo?a=1");
+    // Back to the app: the upstream's hop-by-hop headers are dropped, its spoofed
+    // x-tls-fallback-version replaced by the proxy's.
+    assert!(!headers.contains_key("x-up-hop"), "{headers:?}");
+    assert!(!headers.contains_key("keep-alive"), "{headers:?}");
+    assert_eq!(headers["x-up-kept"], "1");
+    assert_eq!(headers["x-tls-fallback-version"], "1.3");
+    assert_eq!(headers["x-tls-fallback-handshakes"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_passed_to_the_app_not_followed() {
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(&["--allow", "localhost"]).await;
+    let (status, headers, _) = curl_via(&proxy, &[], &echo.http_url("/redirect")).await;
+    assert_eq!(status, 302);
+    assert_eq!(headers["location"], "http://localhost/elsewhere");
+    assert_eq!(
+        echo.state
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_upstream_mode_sends_paths_to_the_upstream_and_rewrites_host() {
+    let echo = Echo::start().await;
+    let upstream = format!("https://localhost:{}", echo.addr.port());
+    let proxy = Proxy::start(&["--upstream", &upstream]).await;
+    let r = python(
+        "s = requests.Session()\n\
+         for i in range(3):\n    r = s.get(url + '/v1/pay?i=%d' % i, timeout=30)\n\
+         print(r.status_code, json.dumps(r.json()), r.headers['x-tls-fallback-version'])",
+        "unused",
+        &proxy.url(),
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (status, rest) = r.stdout.trim().split_once(' ').unwrap();
+    assert_eq!(status, "200");
+    let (body, version) = rest.rsplit_once(' ').unwrap();
+    assert_eq!(version, "1.3");
+    let v = json(body);
+    assert_eq!(v["uri"], "/v1/pay?i=2");
+    assert_eq!(
+        v["headers"]["host"][0],
+        format!("localhost:{}", echo.addr.port())
+    );
+    // Keep-alive on both sides: three requests, one upstream connection.
+    assert_eq!(
+        echo.state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqwest_proxy_http_and_proxy_custom_reach_the_upstream() {
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(&["--allow", "localhost"]).await;
+    let by_http = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(proxy.url()).unwrap())
+        .build()
+        .unwrap();
+    let target = proxy.url();
+    let by_custom = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::custom(move |url| {
+            (url.host_str() == Some("localhost")).then(|| target.clone())
+        }))
+        .build()
+        .unwrap();
+    for client in [by_http, by_custom] {
+        let res = tokio::time::timeout(
+            Duration::from_secs(30),
+            client
+                .post(echo.http_url("/echo"))
+                .body("reqwest body")
+                .send(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-tls-fallback-version"], "1.3");
+        let v = json(&res.text().await.unwrap());
+        assert_eq!(v["body"], "reqwest body");
+    }
+    assert_eq!(
+        echo.state.posts.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_clients_to_a_fresh_intolerant_gateway_share_one_walk() {
+    let (server, em) = legacy_gateway().await;
+    let proxy = legacy_proxy().await;
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(proxy.url()).unwrap())
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("http://localhost:{}/", em.addr().port());
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let (client, url) = (client.clone(), url.clone());
+        set.spawn(async move {
+            let res = client.get(&url).send().await?;
+            let v = res.headers().get("x-tls-fallback-version").cloned();
+            Ok::<_, reqwest::Error>((res.status().as_u16(), v))
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(60), set.join_next())
+        .await
+        .expect("bounded")
+    {
+        let (status, v) = r.unwrap().unwrap();
+        assert_eq!(
+            (status, v.as_ref().and_then(|v| v.to_str().ok())),
+            (200, Some("1.0"))
+        );
+        ok += 1;
+    }
+    assert_eq!(ok, 200);
+    assert_eq!(server.requests("GET"), 200);
+    // One learning walk: its five failed hellos, and none from the 199 others.
+    assert_eq!(
+        em.failed(),
+        LEGACY_WALK.len() - 1,
+        "{:?}",
+        &ladder_seen(&em)[..8]
+    );
+    eprintln!("200 concurrent through the proxy: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mb_body_streams_both_ways_with_bounded_proxy_memory() {
+    const SIZE: u64 = 200 * 1024 * 1024;
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(&["--allow", "localhost"]).await;
+    // Warm up (first connection, allocator arenas), then take the baseline.
+    let (status, _, _) = curl_via(&proxy, &[], &echo.http_url("/download/1048576")).await;
+    assert_eq!(status, 200);
+    let before = proxy.mem_kb("VmRSS:");
+    let started = Instant::now();
+    let r = curl(&[
+        "-sS",
+        "-x",
+        &proxy.url(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        &echo.http_url(&format!("/download/{SIZE}")),
+    ])
+    .await;
+    assert_eq!(r.stdout, format!("200 {SIZE}"), "{}", r.stderr);
+    let down = started.elapsed();
+    // Upload: curl streams a sparse file of SIZE bytes (chunked is not needed: -T knows its size).
+    let file = proxy.dir.path().join("upload.bin");
+    std::fs::File::create(&file).unwrap().set_len(SIZE).unwrap();
+    let started = Instant::now();
+    let r = curl(&[
+        "-sS",
+        "-x",
+        &proxy.url(),
+        "-T",
+        file.to_str().unwrap(),
+        &echo.http_url("/upload"),
+    ])
+    .await;
+    assert_eq!(r.stdout, SIZE.to_string(), "{}", r.stderr);
+    let up = started.elapsed();
+    let peak = proxy.mem_kb("VmHWM:");
+    let growth_mb = peak.saturating_sub(before) / 1024;
+    eprintln!("200 MB down {down:?}, up {up:?}; RSS {before} kB before, peak {peak} kB");
+    assert!(growth_mb < 64, "the proxy grew by {growth_mb} MB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    let echo = Echo::start().await;
+    let mut proxy = Proxy::start(&["--allow", "localhost"]).await;
+    let url = echo.http_url("/slow/1500");
+    let proxy_url = proxy.url();
+    let in_flight =
+        tokio::spawn(
+            async move { curl(&["-sS", "-x", &proxy_url, "-w", " %{http_code}", &url]).await },
+        );
+    // Wait until the request reached the upstream.
+    for _ in 0..100 {
+        if echo
+            .state
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.signal("TERM");
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.stdout, "slow done\n 200", "{}", r.stderr);
+    assert_eq!(proxy.exit_code(10).await, Some(0));
+    // And it no longer accepts.
+    assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_config_and_a_bad_file_keeps_the_old_one() {
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("proxy.toml");
+    std::fs::write(&cfg, "allow = [\"localhost\"]\n").unwrap();
+    let proxy = Proxy::start_in(dir, &["--config", cfg.to_str().unwrap()]).await;
+    let url = echo.http_url("/echo");
+    assert_eq!(curl_via(&proxy, &[], &url).await.0, 200);
+    // A bad file: logged with file, line and key; the old allow-list stays.
+    std::fs::write(
+        &cfg,
+        "allow = [\"gw.example\"]\nhandshake_timeout_ms = \"soon\"\n",
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let line = wait_line(&proxy.stderr, "keeping the running configuration").await;
+    let line = line.expect("the bad file is logged");
+    assert!(
+        line.contains("proxy.toml:2: key `handshake_timeout_ms`"),
+        "{line}"
+    );
+    assert_eq!(curl_via(&proxy, &[], &url).await.0, 200);
+    // A good file applies.
+    std::fs::write(&cfg, "allow = [\"gw.example\"]\n").unwrap();
+    proxy.signal("HUP");
+    assert!(wait_line(&proxy.stderr, "SIGHUP: reloaded").await.is_some());
+    assert_eq!(curl_via(&proxy, &[], &url).await.0, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_serves_healthz_prometheus_metrics_and_decisions() {
+    let (_s, em) = legacy_gateway().await;
+    let proxy = legacy_proxy().await;
+    let url = format!("http://localhost:{}/", em.addr().port());
+    assert_eq!(curl_via(&proxy, &[], &url).await.0, 200);
+    assert_eq!(curl_via(&proxy, &[], "http://other.example/").await.0, 403);
+    assert_eq!(proxy.admin_get("/healthz").await, (200, "ok\n".to_string()));
+    let (status, metrics) = proxy.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    let host = format!("localhost:{}", em.addr().port());
+    for want in [
+        "tls_fallback_handshakes_total 6".to_string(),
+        "tls_fallback_fallbacks_total{".to_string(),
+        "tls_fallback_learned_hosts 1".to_string(),
+        "tls_fallback_downgrades_total".to_string(),
+        format!("tls_fallback_proxy_requests_total{{host=\"{host}\",status=\"200\"}} 1"),
+        "tls_fallback_proxy_requests_total{host=\"-\",status=\"403\"} 1".to_string(),
+        format!(
+            "tls_fallback_proxy_request_duration_seconds_count{{host=\"{host}\",status=\"200\"}} 1"
+        ),
+    ] {
+        assert!(metrics.contains(&want), "{want} in\n{metrics}");
+    }
+    let (status, decisions) = proxy.admin_get("/decisions").await;
+    assert_eq!(status, 200);
+    let v = json(&decisions);
+    assert_eq!(v["handshakes"], 6);
+    assert_eq!(v["hosts"][0]["profile"], "tls10-legacy", "{v}");
+    // The admin paths are not served on the proxy port.
+    let (status, _, _) = curl_via(&proxy, &[], "http://localhost/healthz").await;
+    assert_ne!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_startup_configurations_exit_2_with_a_clear_message() {
+    // (args, message part)
+    let rows: &[(&[&str], &str)] = &[
+        (&[], "nothing to proxy to"),
+        (
+            &["--allow", "a", "--listen", "0.0.0.0:0"],
+            "--listen-public",
+        ),
+        (&["--allow", "bad host"], "--allow: invalid host pattern"),
+        (&["--upstream", "http://a"], "must start with https://"),
+        (
+            &["--allow", "a", "--via", "socks5://p:1"],
+            "--via: invalid proxy URL",
+        ),
+        (
+            &["--config", "/nonexistent.toml"],
+            "cannot read the config file /nonexistent.toml",
+        ),
+    ];
+    for (args, want) in rows {
+        let mut all = vec!["proxy"];
+        all.extend_from_slice(args);
+        let r = run(env!("CARGO_BIN_EXE_tls-fallback"), &all, &[]).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn via_a_connect_proxy_the_fallback_runs_inside_the_tunnel() {
+    let tiny = Tinyproxy::start(false).await;
+    let (server, em) = legacy_gateway().await;
+    let proxy = Proxy::start(&[
+        "--allow",
+        "localhost",
+        "--allow-legacy",
+        "localhost",
+        "--via",
+        &tiny.url(),
+    ])
+    .await;
+    let url = format!("http://localhost:{}/", em.addr().port());
+    let (status, headers, body) = curl_via(&proxy, &[], &url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-tls-fallback-version"], "1.0");
+    // Each rung was one CONNECT through tinyproxy: the emulator saw the whole walk.
+    assert_eq!(ladder_seen(&em), LEGACY_WALK);
+    assert_eq!(server.requests("GET"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_407_from_the_via_proxy_is_a_connect_error_naming_it_never_a_fallback() {
+    let tiny = Tinyproxy::start(true).await;
+    let (_s, em) = legacy_gateway().await;
+    let proxy = Proxy::start(&[
+        "--allow",
+        "localhost",
+        "--allow-legacy",
+        "localhost",
+        "--via",
+        &tiny.url(),
+    ])
+    .await;
+    let url = format!("http://localhost:{}/", em.addr().port());
+    let (status, headers, body) = curl_via(&proxy, &[], &url).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers["x-tls-fallback-error"], "connect");
+    let msg = json(&body)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains(&tiny.url()), "{msg}");
+    assert!(msg.contains("authorization required"), "{msg}");
+    assert_eq!(em.count(), 0, "no hello went through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_504_a_handshake_one_and_a_slow_upstream_one() {
+    let echo = Echo::start().await;
+    let (_s, hang) = gateway_with(Rule::hang_above(Tls1_2)).await;
+    let pin = format!("localhost:{}=1.3", hang.addr().port());
+    let proxy = Proxy::start(&[
+        "--allow",
+        "localhost",
+        "--pin",
+        &pin,
+        "--handshake-timeout-ms",
+        "300",
+        "--request-timeout-ms",
+        "500",
+    ])
+    .await;
+    // (url, error kind)
+    let rows = [
+        (
+            format!("http://localhost:{}/", hang.addr().port()),
+            "timeout",
+        ),
+        (echo.http_url("/slow/3000"), "timeout"),
+    ];
+    for (url, kind) in rows {
+        let started = Instant::now();
+        let (status, headers, body) = curl_via(&proxy, &[], &url).await;
+        assert_eq!(status, 504, "{url}: {body}");
+        assert_eq!(headers["x-tls-fallback-error"], kind, "{url}");
+        assert_eq!(json(&body)["error"]["kind"], kind, "{url}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{url}");
+    }
+    assert_eq!(
+        hang.count(),
+        1,
+        "a pinned host is not walked: {:?}",
+        ladder_seen(&hang)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_from_the_config_file_bound_header_size_and_idle_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("proxy.toml");
+    std::fs::write(
+        &cfg,
+        "allow = [\"localhost\"]\n[limits]\nmax_header_bytes = 8192\nidle_timeout_ms = 300\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start_in(dir, &["--config", cfg.to_str().unwrap()]).await;
+    let big = format!("X-Big: {}", "a".repeat(20_000));
+    let (status, _, _) = curl_via(&proxy, &["-H", &big], &echo.http_url("/echo")).await;
+    assert_eq!(status, 431);
+    assert_eq!(curl_via(&proxy, &[], &echo.http_url("/echo")).await.0, 200);
+    // An app connection that sends nothing is closed after the idle time.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    // hyper may answer 408 before closing; either way the connection ends.
+    if n > 0 {
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"));
+    }
+    let _ = tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_picks_h2_by_alpn_is_served_over_h2() {
+    let server = TlsServer::builder().http2(true).start().await.unwrap();
+    let upstream = format!("https://localhost:{}", server.addr().port());
+    let proxy = Proxy::start(&["--upstream", &upstream]).await;
+    for _ in 0..3 {
+        let r = curl(&[
+            "-sS",
+            "-i",
+            "-X",
+            "POST",
+            "-d",
+            "a=1",
+            &format!("{}/h2", proxy.url()),
+        ])
+        .await;
+        assert!(
+            r.stdout.starts_with("HTTP/1.1 200"),
+            "{}{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(
+            r.stdout.contains("POST over TLSv1.3, 3 body bytes"),
+            "{}",
+            r.stdout
+        );
+    }
+    assert_eq!(server.requests("POST"), 3);
+    assert_eq!(
+        server.handshakes(),
+        1,
+        "one h2 connection carries the three requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_through_a_connect_proxy_walks_inside_the_tunnel_and_a_407_names_the_proxy() {
+    let open = Tinyproxy::start(false).await;
+    let locked = Tinyproxy::start(true).await;
+    let (_s, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let url = em.url();
+    let get = |extra: Vec<String>, env: Vec<(&'static str, String)>| {
+        let ca = ca.to_str().unwrap().to_string();
+        let url = url.clone();
+        async move {
+            let mut args = vec!["get".to_string(), url, "--ca-file".into(), ca];
+            args.extend(["--allow-legacy".into(), "--json".into()]);
+            args.extend(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            run(env!("CARGO_BIN_EXE_tls-fallback"), &args, &env).await
+        }
+    };
+    // (flag, environment, exit code, error kind or the version reached)
+    type Env = Vec<(&'static str, String)>;
+    let rows: Vec<(Vec<String>, Env, i32, &str)> = vec![
+        (vec!["--proxy".into(), open.url()], vec![], 0, "1.0"),
+        (vec!["--proxy".into(), locked.url()], vec![], 1, "connect"),
+        (vec![], vec![("HTTPS_PROXY", locked.url())], 1, "connect"),
+        (
+            vec![],
+            vec![
+                ("HTTPS_PROXY", locked.url()),
+                ("NO_PROXY", "localhost".into()),
+            ],
+            0,
+            "1.0",
+        ),
+        (
+            vec!["--proxy".into(), "socks5://x:1".into()],
+            vec![],
+            2,
+            "bad_input",
+        ),
+    ];
+    for (flag, env, code, want) in rows {
+        em.clear();
+        let r = get(flag.clone(), env.clone()).await;
+        assert_eq!(r.code, code, "{flag:?} {env:?}: {}{}", r.stdout, r.stderr);
+        let v = json(&r.stdout);
+        if code == 0 {
+            assert_eq!(v["tls_version"], want, "{v}");
+            // Every rung went through (one CONNECT each): the emulator saw the whole walk.
+            assert_eq!(ladder_seen(&em), LEGACY_WALK, "{flag:?} {env:?}");
+        } else {
+            assert_eq!(v["error"]["kind"], want, "{v}");
+        }
+        if want == "connect" {
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(&locked.url()), "{msg}");
+            assert!(msg.contains("authorization required"), "{msg}");
+            assert_eq!(
+                em.count(),
+                0,
+                "a 407 is no fallback: no hello reached the gateway"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_silent_on_every_rung_is_504_no_tls_answer() {
+    use tls_fallback::testkit::{Action, Trigger};
+    let silent = Rule {
+        trigger: Trigger::Always,
+        action: Action::Hang,
+    };
+    let (server, em) = gateway_with(silent).await;
+    let proxy = Proxy::start(&["--allow", "localhost", "--handshake-timeout-ms", "300"]).await;
+    let started = Instant::now();
+    let url = format!("http://localhost:{}/", em.addr().port());
+    let (status, headers, body) = curl_via(&proxy, &[], &url).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(headers["x-tls-fallback-error"], "no_tls_answer", "{body}");
+    assert!(
+        !json(&body)["attempts"].as_array().unwrap().is_empty(),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.requests("GET"), 0);
+}

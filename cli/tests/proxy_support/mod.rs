@@ -1,0 +1,506 @@
+//! Helpers for the proxy tests: the built `tls-fallback proxy` as a child process, a TLS echo
+//! upstream that reports the headers it received and streams large bodies, and runners for the
+//! real clients (curl, Python `requests`, tinyproxy).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
+use tls_fallback::testkit::{Emulator, Rule, TestPki, TlsServer};
+use tls_fallback::TlsVersion;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// The proxy binary, running.
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// The test CA as a PEM file in `dir`.
+pub fn ca_file(dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, TestPki::shared().ca_pem()).expect("write the CA");
+    path
+}
+
+fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l = Arc::clone(&lines);
+    tokio::spawn(async move {
+        let mut r = BufReader::new(r).lines();
+        while let Ok(Some(line)) = r.next_line().await {
+            l.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Waits up to 10 s for a line containing `needle`; returns it.
+pub async fn wait_line(lines: &Mutex<Vec<String>>, needle: &str) -> Option<String> {
+    for _ in 0..200 {
+        if let Some(l) = lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return Some(l.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+impl Proxy {
+    /// `tls-fallback proxy --listen 127.0.0.1:0 --admin 127.0.0.1:0 --ca-file CA ARGS`.
+    pub async fn start(args: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        Proxy::start_in(dir, args).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Proxy {
+        let ca = ca_file(&dir);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tls-fallback"))
+            .args(["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .arg("--ca-file")
+            .arg(&ca)
+            .args(args)
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the proxy starts");
+        let stderr = collect(child.stderr.take().unwrap());
+        let stdout = collect(child.stdout.take().unwrap());
+        let addr_of = |line: Option<String>, what: &str| -> SocketAddr {
+            let line =
+                line.unwrap_or_else(|| panic!("no {what} line: {:?}", stderr.lock().unwrap()));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let addr = addr_of(wait_line(&stderr, "listening on").await, "listening");
+        let admin = addr_of(wait_line(&stderr, "admin on").await, "admin");
+        Proxy {
+            child,
+            addr,
+            admin,
+            stderr,
+            stdout,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits up to `secs` for the exit code.
+    pub async fn exit_code(&mut self, secs: u64) -> Option<i32> {
+        tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
+            .await
+            .expect("the proxy exits in time")
+            .expect("wait")
+            .code()
+    }
+
+    /// A kB value from /proc/PID/status (`VmRSS`, `VmHWM`).
+    pub fn mem_kb(&self, key: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {s}"))
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let r = curl(&[
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{}{path}", self.admin),
+        ])
+        .await;
+        let (body, code) = r.stdout.rsplit_once('\n').unwrap();
+        (code.parse().unwrap(), body.to_string())
+    }
+}
+
+/// A finished child process.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a program, bounded to 60 s.
+pub async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(program);
+    cmd.args(args).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    for k in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        if !env.iter().any(|(e, _)| e == &k) {
+            cmd.env_remove(k);
+        }
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} finishes within 60 s"))
+        .unwrap_or_else(|e| panic!("{program} starts: {e}"));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub async fn curl(args: &[&str]) -> Run {
+    run("curl", args, &[]).await
+}
+
+/// curl through the proxy: (status, response headers lowercased, body).
+pub async fn curl_via(
+    proxy: &Proxy,
+    extra: &[&str],
+    url: &str,
+) -> (u16, BTreeMap<String, String>, String) {
+    let proxy_url = proxy.url();
+    let mut args = vec!["-sS", "-D", "/dev/stderr", "-x", &proxy_url];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let r = curl(&args).await;
+    let mut status = 0;
+    let mut headers = BTreeMap::new();
+    for line in r.stderr.lines() {
+        if line.starts_with("HTTP/") {
+            status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            headers.clear();
+        } else if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    assert!(status != 0, "curl failed ({}): {}", r.code, r.stderr);
+    (status, headers, r.stdout)
+}
+
+/// Python `requests` through the proxy: runs `code` with `proxies` and `url` defined; it prints
+/// what the test checks.
+pub async fn python(code: &str, proxy: &str, url: &str) -> Run {
+    let script = format!(
+        "import sys, json, requests\nproxies = {{'http': sys.argv[1]}}\nurl = sys.argv[2]\n{code}\n"
+    );
+    run("python3", &["-c", &script, proxy, url], &[]).await
+}
+
+/// What the echo upstream saw.
+#[derive(Default)]
+pub struct EchoState {
+    pub posts: AtomicU64,
+    pub requests: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+/// A modern TLS upstream (TLS 1.2+, `localhost` certificate): `/echo` answers the request
+/// headers as JSON (and sends hop-by-hop and spoofed `x-tls-fallback-*` headers back),
+/// `/download/N` streams N zero bytes, `/upload` counts the streamed body, `/slow/MS` waits,
+/// `/redirect` answers 302.
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub state: Arc<EchoState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Echo {
+    pub async fn start() -> Echo {
+        let pki = TestPki::shared();
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        b.set_certificate(&pki.localhost.cert).unwrap();
+        b.set_private_key(&pki.localhost.key).unwrap();
+        let acceptor = b.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(EchoState::default());
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                while conns.try_join_next().is_some() {}
+                let Ok((tcp, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let (acceptor, st) = (acceptor.clone(), Arc::clone(&st));
+                conns.spawn(async move { echo_conn(acceptor, tcp, st).await });
+            }
+        });
+        Echo { addr, state, task }
+    }
+
+    /// `http://localhost:PORT` (what apps send to the proxy).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://localhost:{}{path}", self.addr.port())
+    }
+}
+
+async fn echo_conn(acceptor: SslAcceptor, tcp: tokio::net::TcpStream, st: Arc<EchoState>) {
+    let _ = tcp.set_nodelay(true);
+    let Ok(ssl) = Ssl::new(acceptor.context()) else {
+        return;
+    };
+    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else {
+        return;
+    };
+    if Pin::new(&mut tls).accept().await.is_err() {
+        return;
+    }
+    st.connections.fetch_add(1, Ordering::Relaxed);
+    let svc = hyper::service::service_fn(move |req| {
+        let st = Arc::clone(&st);
+        async move { Ok::<_, Infallible>(echo(req, &st).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), svc)
+        .await;
+}
+
+type EchoBody = Either<Full<Bytes>, Zeros>;
+
+async fn echo(req: Request<Incoming>, st: &EchoState) -> Response<EchoBody> {
+    st.requests.fetch_add(1, Ordering::Relaxed);
+    if req.method() == hyper::Method::POST {
+        st.posts.fetch_add(1, Ordering::Relaxed);
+    }
+    let path = req.uri().path().to_string();
+    let full = |s: String| Either::Left(Full::new(Bytes::from(s)));
+    if let Some(n) = path.strip_prefix("/download/") {
+        return Response::new(Either::Right(Zeros {
+            left: n.parse().unwrap_or(0),
+        }));
+    }
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        return Response::new(full("slow done\n".into()));
+    }
+    if path == "/redirect" {
+        return Response::builder()
+            .status(302)
+            .header("location", "http://localhost/elsewhere")
+            .body(full(String::new()))
+            .unwrap();
+    }
+    if path == "/upload" {
+        let mut body = req.into_body();
+        let mut n: u64 = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                n += d.len() as u64;
+            }
+        }
+        return Response::new(full(format!("{n}")));
+    }
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers
+            .entry(k.to_string())
+            .or_default()
+            .push(v.to_str().unwrap_or("?").to_string());
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let v = serde_json::json!({
+        "method": method, "uri": uri, "headers": headers, "body": String::from_utf8_lossy(&body),
+    });
+    Response::builder()
+        .header("connection", "x-up-hop")
+        .header("x-up-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("x-tls-fallback-version", "spoofed")
+        .header("x-up-kept", "1")
+        .header("content-type", "application/json")
+        .body(full(v.to_string()))
+        .unwrap()
+}
+
+/// A body of `left` zero bytes in 64 KiB frames, made as it is read.
+pub struct Zeros {
+    left: u64,
+}
+
+static ZEROS: [u8; 65536] = [0; 65536];
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(ZEROS.len() as u64);
+        self.left -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &ZEROS[..n as usize],
+        )))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// tinyproxy on a free loopback port allowing CONNECT to any port; with `auth`, it demands
+/// Basic credentials (so a client without them gets 407).
+pub struct Tinyproxy {
+    pub child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    pub async fn start(auth: bool) -> Tinyproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("tinyproxy.conf");
+        let mut text = format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\n\
+             LogLevel Info\nDisableViaHeader Yes\n"
+        );
+        if auth {
+            text.push_str("BasicAuth user secret\n");
+        }
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new(tinyproxy_bin())
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tinyproxy starts (apt-get install tinyproxy)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Tinyproxy {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tinyproxy did not listen on {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn tinyproxy_bin() -> &'static str {
+    ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("tinyproxy")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TLS 1.0-only server behind an emulator with this rule.
+pub async fn gateway_with(rule: Rule) -> (TlsServer, Emulator) {
+    let server = TlsServer::only(TlsVersion::Tls1_0).await.expect("server");
+    let em = Emulator::start(server.addr(), vec![rule])
+        .await
+        .expect("emulator");
+    (server, em)
+}
+
+/// A TLS 1.0-only server behind a box that closes any hello above TLS 1.0.
+pub async fn legacy_gateway() -> (TlsServer, Emulator) {
+    gateway_with(Rule::close_above(TlsVersion::Tls1_0)).await
+}
+
+/// (offered max version, SCSV) of every hello the emulator saw, in order.
+pub fn ladder_seen(em: &Emulator) -> Vec<(Option<TlsVersion>, bool)> {
+    em.hellos()
+        .iter()
+        .map(|h| (h.offered(), h.scsv()))
+        .collect()
+}
+
+/// What the emulator sees when the default ladder walks down to TLS 1.0.
+pub const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
+    (Some(TlsVersion::Tls1_3), false),
+    (Some(TlsVersion::Tls1_3), true),
+    (Some(TlsVersion::Tls1_2), true),
+    (Some(TlsVersion::Tls1_2), true),
+    (Some(TlsVersion::Tls1_1), true),
+    (Some(TlsVersion::Tls1_0), true),
+];
