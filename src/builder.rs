@@ -43,6 +43,8 @@ pub struct FallbackLayerBuilder {
     session_capacity: u64,
     single_flight: bool,
     identity: Option<ClientIdentity>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::cache::RedisOptions>,
 }
 
 /// A client certificate and its key, as given to the builder.
@@ -118,6 +120,8 @@ impl Default for FallbackLayerBuilder {
             ttl: Duration::from_secs(3600),
             capacity: 10_000,
             store: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             cache_file: None,
             stall: Some(Duration::from_millis(1500)),
             session_capacity: 1024,
@@ -252,6 +256,21 @@ impl FallbackLayerBuilder {
         self
     }
 
+    /// Shares decisions with every instance using this Redis (`redis://` or `rediss://`, with
+    /// user and password) and the same ladder and policy; lookups stay local (feature
+    /// `redis`, [`crate::RedisStore`]).
+    #[cfg(feature = "redis")]
+    pub fn redis(self, url: impl Into<String>) -> Self {
+        self.redis_options(crate::cache::RedisOptions::new(url))
+    }
+
+    /// As [`FallbackLayerBuilder::redis`], with every option ([`crate::RedisOptions`]).
+    #[cfg(feature = "redis")]
+    pub fn redis_options(mut self, options: crate::cache::RedisOptions) -> Self {
+        self.redis = Some(options);
+        self
+    }
+
     /// Keeps decisions in this JSON file ([`FileStore`]).
     pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.cache_file = Some(path.into());
@@ -272,6 +291,8 @@ impl FallbackLayerBuilder {
             .map(|p| parse(p))
             .collect::<Result<Vec<_>, _>>()?;
         let roots = self.roots()?;
+        #[cfg(feature = "redis")]
+        let shared_store = self.redis_store(&legacy_hosts)?;
         // OpenSSL's default security level (library default or openssl.cnf): certificate
         // checks stay at it on every rung, legacy rungs included.
         let level = SslContextBuilder::new(SslMethod::tls_client())
@@ -297,7 +318,11 @@ impl FallbackLayerBuilder {
             });
         }
         let rungs = build_ladder(self.ladder, &common)?;
-        let store: Arc<dyn DecisionStore> = match (self.store, self.cache_file) {
+        #[cfg(feature = "redis")]
+        let store_given = self.store.or(shared_store);
+        #[cfg(not(feature = "redis"))]
+        let store_given = self.store;
+        let store: Arc<dyn DecisionStore> = match (store_given, self.cache_file) {
             (Some(s), _) => s,
             (None, Some(path)) => Arc::new(FileStore::open(path, self.capacity, self.ttl)),
             (None, None) => Arc::new(MemoryStore::new(self.capacity)),
@@ -380,6 +405,37 @@ fn build_ladder(ladder: Ladder, common: &Common<'_>) -> Result<Vec<BuiltRung>, E
     (ladder.into_rungs().into_iter().enumerate())
         .map(|(i, p)| build_rung(p, common, (ids(i, false), Some(ids(i, true)))))
         .collect()
+}
+
+impl FallbackLayerBuilder {
+    /// The Redis store, if asked for; alone: a store or a cache file besides it is an error.
+    #[cfg(feature = "redis")]
+    fn redis_store(
+        &self,
+        legacy_hosts: &[HostPattern],
+    ) -> Result<Option<Arc<dyn DecisionStore>>, Error> {
+        let Some(options) = self.redis.clone() else {
+            return Ok(None);
+        };
+        if self.store.is_some() || self.cache_file.is_some() {
+            return Err(Error::Config(
+                "Redis and a decision store or cache file were given: choose one".into(),
+            ));
+        }
+        let policy = Policy {
+            floor: self.floor,
+            legacy_hosts: legacy_hosts.to_vec(),
+            ..Policy::default()
+        };
+        let store = crate::cache::RedisStore::open(
+            options,
+            &self.ladder,
+            &policy,
+            self.ttl,
+            self.capacity,
+        )?;
+        Ok(Some(Arc::new(store)))
+    }
 }
 
 fn build_rung(

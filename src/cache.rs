@@ -14,7 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::HostKey;
 
+pub(crate) mod check;
 mod file;
+mod shared;
+pub use shared::{BoxFuture, FleetFlight, FleetLease, SharedStats};
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use redis::{RedisOptions, RedisStore};
 pub(crate) mod lookup;
 
 pub use file::FileStore;
@@ -94,6 +101,25 @@ pub trait DecisionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Makes pending changes durable (a no-op for memory-only stores).
     fn flush(&self) -> std::io::Result<()> {
         Ok(())
+    }
+    /// On a local miss, before the first walk: one bounded read of a decision another instance
+    /// learned (a shared store). A decision returned is already in the local store. The
+    /// default (no remote) answers `None` at once.
+    fn fetch_remote<'a>(&'a self, key: &'a HostKey) -> BoxFuture<'a, Option<Arc<Decision>>> {
+        let _ = key;
+        Box::pin(std::future::ready(None))
+    }
+    /// Fleet-wide single flight, asked by the local flight's leader before it walks: lead
+    /// (hold the returned lease until the walk has concluded and its decision is stored),
+    /// or wait at most `wait` for the instance that leads. The default (no remote) answers
+    /// [`FleetFlight::Alone`] at once.
+    fn fleet_flight<'a>(&'a self, key: &'a HostKey, wait: Duration) -> BoxFuture<'a, FleetFlight> {
+        let _ = (key, wait);
+        Box::pin(std::future::ready(FleetFlight::Alone))
+    }
+    /// Counters of the sharing (shared stores only).
+    fn shared_stats(&self) -> Option<SharedStats> {
+        None
     }
 }
 

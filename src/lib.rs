@@ -81,7 +81,11 @@ pub mod wire;
 
 pub use builder::FallbackLayerBuilder;
 #[doc(inline)]
-pub use cache::{Decision, DecisionStore, FileStore, MemoryStore};
+pub use cache::{
+    Decision, DecisionStore, FileStore, FleetFlight, FleetLease, MemoryStore, SharedStats,
+};
+#[cfg(feature = "redis")]
+pub use cache::{RedisOptions, RedisStore};
 #[doc(inline)]
 pub use classify::{Outcome, Verdict};
 #[cfg(feature = "client")]

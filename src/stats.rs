@@ -17,6 +17,7 @@
 //! | `tls_fallback_resumed_total` | | handshakes that resumed a session |
 //! | `tls_fallback_cache_hits_total`, `tls_fallback_cache_misses_total` | | decision lookups |
 //! | `tls_fallback_single_flight_waits_total` | | connections that waited for another's walk |
+//! | `tls_fallback_redis_read_total`, `..._published_total`, `..._received_total`, `..._dropped_invalid_total`, `..._errors_total` | | decisions shared through Redis ([`crate::cache::SharedStats`]) |
 //!
 //! The number of learned hosts is a property of the store, not an event: an exporter reads it
 //! from [`Stats::hosts`] when it is scraped (the proxy exports it as the gauge
@@ -115,6 +116,9 @@ pub struct Stats {
     pub races: u64,
     /// Hosts that needed a fallback, with what was learned.
     pub hosts: Vec<HostStats>,
+    /// Decisions shared with other instances (a shared store such as Redis only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<crate::cache::SharedStats>,
 }
 
 /// One learned host in [`Stats`].
@@ -165,5 +169,6 @@ pub(crate) fn snapshot(c: &Counters, store: &dyn DecisionStore, ttl: std::time::
         resumed: c.resumed.load(Ordering::Relaxed),
         races: c.races.load(Ordering::Relaxed),
         hosts,
+        shared: store.shared_stats(),
     }
 }

@@ -109,6 +109,10 @@ pub struct GetArgs {
     /// Load learned decisions from this JSON file and save them back, across runs.
     #[arg(long, value_name = "PATH")]
     pub cache_file: Option<PathBuf>,
+    /// Share learned decisions through this Redis (redis:// or rediss://, with user and
+    /// password): read what other instances learned, publish what this run learns.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
     /// Lowest TLS version for hosts not allowed legacy (1.0, 1.1, 1.2, 1.3; default 1.2).
     #[arg(long, value_name = "VERSION")]
     pub floor: Option<String>,

@@ -140,11 +140,18 @@ fn load(path: &Path, ttl: Duration, memory: &MemoryStore) {
             return;
         }
     };
-    let mut loaded = 0usize;
+    let (mut loaded, now) = (0usize, super::unix_ms());
     for e in body.hosts {
-        if !e.decision.expired(ttl) && e.port != 0 && !e.host.is_empty() {
-            memory.put(HostKey::new(&e.host, e.port), Arc::new(e.decision));
-            loaded += 1;
+        let key = HostKey::new(&e.host, e.port);
+        // The same gate as a decision from Redis (the ladder is checked at lookup).
+        match super::check::entry(&key, &e.decision, ttl, now) {
+            Ok(()) => {
+                memory.put(key, Arc::new(e.decision));
+                loaded += 1;
+            }
+            Err(why) if why.is_suspicious() => tracing::warn!(path = %path.display(),
+                host = %key, %why, "decision file entry ignored"),
+            Err(_) => {}
         }
     }
     tracing::debug!(path = %path.display(), loaded, "decision file loaded");

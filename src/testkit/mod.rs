@@ -20,9 +20,13 @@
 mod emulator;
 mod misbehave;
 mod pki;
+#[cfg(feature = "redis")]
+mod redis;
 mod server;
 
 pub use emulator::{Action, Emulator, Rule, SeenHello, Trigger};
 pub use misbehave::{MisbehavingServer, Misbehaviour, SeenRequest};
 pub use pki::{Identity, TestPki};
+#[cfg(feature = "redis")]
+pub use redis::RedisServer;
 pub use server::{TlsServer, TlsServerBuilder};

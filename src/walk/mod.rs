@@ -28,7 +28,7 @@ use self::driver::{Driver, Ended};
 use self::flight::{after_wait, wait_flight, AfterWait, FlightOutcome, Flights, Join, Leader};
 use self::planner::{Planner, Start};
 use crate::cache::lookup;
-use crate::cache::Decision;
+use crate::cache::{Decision, FleetFlight, FleetLease};
 use crate::config::{BuiltRung, Config};
 use crate::error::Error;
 use crate::policy::HostKey;
@@ -111,8 +111,10 @@ where
     if let Some(pin) = shared.config.pin_for(key) {
         return pinned(shared, inner, uri, key, &pin.rung).await;
     }
-    let (start, leader) = start(shared, key).await?;
+    let (start, leader, fleet_lease) = start(shared, key).await?;
     let ended = walk(shared, inner, uri, key, start).await;
+    // The decision is stored (and published): the other instances may go.
+    drop(fleet_lease);
     if let Some(leader) = leader {
         leader.finish(match (&ended.result, ended.rung) {
             (Ok(_), _) if ended.provisional => FlightOutcome::Provisional,
@@ -130,28 +132,51 @@ where
 async fn start<'s>(
     shared: &'s Shared,
     key: &HostKey,
-) -> Result<(Start, Option<Leader<'s>>), Error> {
+) -> Result<(Start, Option<Leader<'s>>, Option<FleetLease>), Error> {
     let mut connect_retried = false;
     for round in 0..=WAIT_ROUNDS {
         if let Some(d) = shared.lookup(key) {
-            return Ok((Start::Cached(usize::from(d.rung)), None));
+            return Ok((Start::Cached(usize::from(d.rung)), None, None));
         }
         if !shared.config.single_flight || round == WAIT_ROUNDS {
             break;
         }
         let rx = match shared.flights.join(key) {
-            Join::Lead(leader) => return Ok((Start::Top, Some(leader))),
+            Join::Lead(leader) => {
+                let (start, lease) = fleet_start(shared, key).await;
+                return Ok((start, Some(leader), lease));
+            }
             Join::Wait(rx) => rx,
         };
         shared.stats.single_flight_wait();
         match after_wait(wait_flight(rx).await, connect_retried) {
-            AfterWait::StartAt(rung) => return Ok((Start::Cached(rung), None)),
+            AfterWait::StartAt(rung) => return Ok((Start::Cached(rung), None, None)),
             AfterWait::Again => {}
             AfterWait::RetryConnect => connect_retried = true,
             AfterWait::Fail(e) => return Err(e),
         }
     }
-    Ok((Start::Top, None))
+    Ok((Start::Top, None, None))
+}
+
+/// The local leader asks the other instances before it walks (a shared store; any other
+/// store answers at once): a decision one of them learned (one bounded read), else the
+/// fleet-wide single flight, waiting at most one handshake timeout for another instance.
+async fn fleet_start(shared: &Shared, key: &HostKey) -> (Start, Option<FleetLease>) {
+    let store = &*shared.config.store;
+    let look_again = |lease| match shared.lookup(key) {
+        Some(d) => (Start::Cached(usize::from(d.rung)), None),
+        None => (Start::Top, lease),
+    };
+    if store.fetch_remote(key).await.is_some() {
+        return look_again(None);
+    }
+    let wait = shared.config.policy.handshake_timeout();
+    match store.fleet_flight(key, wait).await {
+        FleetFlight::Lead(lease) => (Start::Top, Some(lease)),
+        FleetFlight::Concluded => look_again(None),
+        FleetFlight::Alone => (Start::Top, None),
+    }
 }
 
 /// The walk: the planner decides, the driver runs.

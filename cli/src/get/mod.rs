@@ -72,6 +72,9 @@ fn builder(args: &GetArgs, url: &parse::Url) -> Result<FallbackLayerBuilder, Cli
     if let Some(path) = &args.cache_file {
         b = b.cache_file(path);
     }
+    if let Some(url) = &args.redis {
+        b = b.redis(url);
+    }
     Ok(b)
 }
 
@@ -149,6 +152,12 @@ pub async fn run(args: GetArgs) -> Result<ExitCode, CliError> {
                 "warning: cannot write the decision file {}: {e}",
                 path.display()
             );
+        }
+    }
+    if args.redis.is_some() {
+        // What this run learned reaches Redis before the process ends.
+        if let Err(e) = layer.flush() {
+            eprintln!("warning: {e}");
         }
     }
     result

@@ -102,6 +102,9 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
     if let Some(f) = &ls.cache_file {
         b = b.cache_file(f);
     }
+    if let Some(url) = &ls.redis {
+        b = b.redis(url);
+    }
     let layer = b.build().map_err(|e| e.to_string())?;
     let tcp = via::connector(ls.via.as_deref())?;
     let client = Client::builder(TokioExecutor::new())

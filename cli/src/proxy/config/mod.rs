@@ -49,6 +49,10 @@ pub struct ProxyArgs {
     /// Keep learned decisions in this file across restarts.
     #[arg(long, value_name = "PATH")]
     pub cache_file: Option<PathBuf>,
+    /// Share learned decisions with other instances through this Redis (redis:// or
+    /// rediss://, with user and password).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
     /// Handshake (and TCP connect) timeout per attempt, in ms (default 10000).
     #[arg(long, value_name = "N")]
     pub handshake_timeout_ms: Option<u64>,
@@ -109,6 +113,8 @@ pub struct LayerSettings {
     pub client_identity: Option<(PathBuf, PathBuf)>,
     /// The decision cache file.
     pub cache_file: Option<PathBuf>,
+    /// The Redis shared by a fleet, if any.
+    pub redis: Option<String>,
     /// Handshake timeout per attempt.
     pub handshake_timeout: Duration,
     /// The outbound CONNECT proxy, if any.
@@ -159,6 +165,7 @@ struct FileConfig {
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
     cache_file: Option<PathBuf>,
+    redis: Option<String>,
     handshake_timeout_ms: Option<Spanned<u64>>,
     request_timeout_ms: Option<Spanned<u64>>,
     via: Option<Spanned<String>>,
@@ -410,6 +417,7 @@ fn base_layer(args: &ProxyArgs, file: &mut FileConfig, src: &Src) -> Result<Laye
         ca_file: args.ca_file.clone().or(file.ca_file.take()),
         client_identity: identity,
         cache_file: args.cache_file.clone().or(file.cache_file.take()),
+        redis: args.redis.clone().or(file.redis.take()),
         handshake_timeout: millis(
             src,
             "handshake_timeout_ms",

@@ -1,0 +1,506 @@
+//! The Redis side of [`super::RedisStore`]: the connection (redis-rs's connection manager over
+//! RESP3, which reconnects and resubscribes by itself), the background loop (heartbeat,
+//! subscription, write queue, received messages), the bounded read and the fleet lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{redact, RedisOptions};
+use crate::cache::check::{self, Invalid, Rules, MAX_DECISION_BYTES};
+use crate::cache::{unix_ms, Decision, DecisionStore, MemoryStore, SharedStats};
+use crate::error::Error;
+use crate::policy::HostKey;
+
+/// How often the link checks Redis (and notices it is back).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// The bound on a write or a heartbeat (off the connection path).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pending writes; past it a write is dropped (and counted as an error).
+const QUEUE: usize = 1024;
+/// The largest message accepted from the channel: one decision and its envelope.
+const MAX_MESSAGE_BYTES: usize = MAX_DECISION_BYTES + 1024;
+/// Deletes the lock only if this instance still holds it.
+const RELEASE: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+
+/// A write for the background loop.
+pub(crate) enum Op {
+    Learn(HostKey, Arc<Decision>),
+    /// Forget what was learned up to this date (ms).
+    Forget(HostKey, u64),
+    Release(HostKey),
+    /// Answers once every write queued before it is done.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The key layout: `<namespace>:<fingerprint>:d:<host>:<port>` for decisions,
+/// `...:lock:<host>:<port>` for the fleet lock, `...:events` for the channel.
+pub(crate) struct Keys {
+    pub(crate) prefix: String,
+    pub(crate) channel: String,
+}
+
+impl Keys {
+    pub(crate) fn decision(&self, key: &HostKey) -> String {
+        format!("{}:d:{}:{}", self.prefix, key.host, key.port)
+    }
+    fn lock(&self, key: &HostKey) -> String {
+        format!("{}:lock:{}:{}", self.prefix, key.host, key.port)
+    }
+}
+
+/// One message on the channel.
+#[derive(Serialize, Deserialize)]
+struct Message {
+    /// The instance that sent it (its own messages come back to it).
+    from: String,
+    host: String,
+    port: u16,
+    #[serde(flatten)]
+    event: Event,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Event {
+    Learn { decision: Decision },
+    Forget { before_ms: u64 },
+    Done,
+}
+
+/// The counters of [`SharedStats`], also sent to the `metrics` facade.
+#[derive(Clone, Copy)]
+pub(crate) enum Counter {
+    Read,
+    Published,
+    Received,
+    Dropped,
+    Errors,
+}
+
+impl Counter {
+    fn metric(self) -> &'static str {
+        match self {
+            Counter::Read => "tls_fallback_redis_read_total",
+            Counter::Published => "tls_fallback_redis_published_total",
+            Counter::Received => "tls_fallback_redis_received_total",
+            Counter::Dropped => "tls_fallback_redis_dropped_invalid_total",
+            Counter::Errors => "tls_fallback_redis_errors_total",
+        }
+    }
+}
+
+/// Everything the store and its background loop share.
+pub(crate) struct Link {
+    conn: ConnectionManager,
+    pub(crate) rules: Rules,
+    pub(crate) keys: Keys,
+    pub(crate) memory: MemoryStore,
+    /// The URL as logs may show it.
+    pub(crate) shown: String,
+    /// This instance's name on the channel and in locks.
+    me: String,
+    options: RedisOptions,
+    /// The last heartbeat worked.
+    pub(crate) up: AtomicBool,
+    /// A host concluded elsewhere (learned, forgotten, lock released): for fleet waiters.
+    notes: broadcast::Sender<HostKey>,
+    counters: [AtomicU64; 5],
+}
+
+/// Parses the URL, builds the connection (lazily: no I/O yet) inside a runtime of its own on
+/// a background thread, and waits a little for the first heartbeat.
+pub(crate) fn start(
+    options: RedisOptions,
+    rules: Rules,
+    memory: MemoryStore,
+) -> Result<(Arc<Link>, mpsc::Sender<Op>), Error> {
+    let shown = redact(&options.url);
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::Config(format!(
+            "bad Redis URL {shown}: {e}; expected redis://[user][:password@]host[:port][/db] \
+             or rediss:// for TLS"
+        ))
+    };
+    let info = options
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| bad(&e))?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(settings)).map_err(|e| bad(&e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the Redis runtime: {e}")))?;
+    let (push_tx, push_rx) = mpsc::channel::<PushInfo>(QUEUE);
+    let config = ConnectionManagerConfig::new()
+        .set_push_sender(move |info: PushInfo| push_tx.try_send(info))
+        .set_automatic_resubscription()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(WRITE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let conn = {
+        let _in_runtime = runtime.enter();
+        ConnectionManager::new_lazy_with_config(client, config).map_err(|e| bad(&e))?
+    };
+    let prefix = format!("{}:{}", options.namespace, rules.fingerprint());
+    let link = Arc::new(Link {
+        conn,
+        keys: Keys {
+            channel: format!("{prefix}:events"),
+            prefix,
+        },
+        rules,
+        memory,
+        shown,
+        me: instance_name(),
+        options,
+        up: AtomicBool::new(false),
+        notes: broadcast::channel(QUEUE).0,
+        counters: Default::default(),
+    });
+    let (ops_tx, ops_rx) = mpsc::channel(QUEUE);
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let bg = Arc::clone(&link);
+    std::thread::Builder::new()
+        .name("tls-fallback-redis".into())
+        .spawn(move || runtime.block_on(bg.run(ops_rx, push_rx, first_tx)))
+        .map_err(|e| Error::Config(format!("cannot start the Redis thread: {e}")))?;
+    let _ = first_rx.recv_timeout(Duration::from_millis(1500));
+    Ok((link, ops_tx))
+}
+
+/// A name no other instance uses: host, process and a random part.
+fn instance_name() -> String {
+    let mut random = [0u8; 8];
+    let _ = openssl::rand::rand_bytes(&mut random);
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{host}/{}/{hex}", std::process::id())
+}
+
+impl Link {
+    pub(crate) fn count(&self, c: Counter) {
+        self.counters[c as usize].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(c.metric()).increment(1);
+    }
+
+    pub(crate) fn stats(&self) -> SharedStats {
+        let get = |c: Counter| self.counters[c as usize].load(Ordering::Relaxed);
+        SharedStats {
+            read: get(Counter::Read),
+            published: get(Counter::Published),
+            received: get(Counter::Received),
+            dropped_invalid: get(Counter::Dropped),
+            errors: get(Counter::Errors),
+            connected: self.up.load(Ordering::Acquire),
+        }
+    }
+
+    /// A value from Redis that failed the gate: dropped, with a WARN unless merely expired.
+    fn refuse(&self, key: &str, via: &str, why: &Invalid) {
+        if why.is_suspicious() {
+            self.count(Counter::Dropped);
+            tracing::warn!(key, via, %why, "shared TLS fallback decision from Redis ignored");
+        } else {
+            tracing::debug!(key, via, %why, "shared TLS fallback decision from Redis ignored");
+        }
+    }
+
+    /// The background loop: heartbeat, writes in order, received messages. Ends when the
+    /// store (the last sender of writes) is gone.
+    async fn run(
+        self: Arc<Self>,
+        mut ops: mpsc::Receiver<Op>,
+        mut pushes: mpsc::Receiver<PushInfo>,
+        first: std::sync::mpsc::Sender<()>,
+    ) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = Some(first);
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                op = ops.recv() => match op {
+                    Some(op) => self.write(op).await,
+                    None => return,
+                },
+                Some(push) = pushes.recv() => self.receive(push),
+                _ = tick.tick() => {
+                    self.heartbeat(&mut warned).await;
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks Redis; on the way back up, subscribes again (the connection manager also
+    /// resubscribes by itself; a second SUBSCRIBE is harmless). Logs one WARN per outage.
+    async fn heartbeat(&self, warned: &mut bool) {
+        let mut conn = self.conn.clone();
+        let ping = redis::cmd("PING");
+        let alive = tokio::time::timeout(WRITE_TIMEOUT, ping.query_async::<Value>(&mut conn))
+            .await
+            .map_err(|_| "no answer within a second".to_string())
+            .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()));
+        let alive = match alive {
+            Ok(()) if !self.up.load(Ordering::Acquire) => {
+                let sub = conn.subscribe(&self.keys.channel);
+                match tokio::time::timeout(WRITE_TIMEOUT, sub).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("cannot subscribe: {e}")),
+                    Err(_) => Err("cannot subscribe: no answer within a second".into()),
+                }
+            }
+            other => other,
+        };
+        match alive {
+            Ok(()) => {
+                if !self.up.swap(true, Ordering::AcqRel) {
+                    tracing::info!(redis = %self.shown, prefix = %self.keys.prefix,
+                        "Redis reachable: sharing TLS fallback decisions");
+                }
+                *warned = false;
+            }
+            Err(e) => {
+                self.up.store(false, Ordering::Release);
+                if !*warned {
+                    *warned = true;
+                    self.count(Counter::Errors);
+                    tracing::warn!(redis = %self.shown, error = %e,
+                        "Redis unreachable: learning alone, reconnecting in the background");
+                }
+            }
+        }
+    }
+
+    /// One write: the decision with its remaining lifetime, a forget, a lock release; each
+    /// published on the channel in the same round trip.
+    async fn write(&self, op: Op) {
+        if !self.up.load(Ordering::Acquire) && !matches!(op, Op::Flush(_)) {
+            self.count(Counter::Errors);
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let (key, event) = match op {
+            Op::Learn(key, d) => {
+                let age = unix_ms().saturating_sub(d.learned_at_ms);
+                let left = self.rules.ttl.as_millis().saturating_sub(u128::from(age));
+                let Ok(value) = serde_json::to_vec(&*d) else {
+                    return;
+                };
+                if left == 0 {
+                    return;
+                }
+                let px = u64::try_from(left).unwrap_or(u64::MAX);
+                pipe.cmd("SET")
+                    .arg(self.keys.decision(&key))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(px);
+                (key, Event::Learn { decision: copy(&d) })
+            }
+            Op::Forget(key, before_ms) => {
+                pipe.cmd("DEL").arg(self.keys.decision(&key));
+                (key, Event::Forget { before_ms })
+            }
+            Op::Release(key) => {
+                pipe.cmd("EVAL")
+                    .arg(RELEASE)
+                    .arg(1)
+                    .arg(self.keys.lock(&key))
+                    .arg(&self.me);
+                (key, Event::Done)
+            }
+            Op::Flush(done) => {
+                let _ = done.send(());
+                return;
+            }
+        };
+        let message = Message {
+            from: self.me.clone(),
+            host: key.host.to_string(),
+            port: key.port,
+            event,
+        };
+        let Ok(payload) = serde_json::to_vec(&message) else {
+            return;
+        };
+        pipe.cmd("PUBLISH").arg(&self.keys.channel).arg(payload);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(WRITE_TIMEOUT, pipe.exec_async(&mut conn)).await {
+            Ok(Ok(())) => self.count(Counter::Published),
+            Ok(Err(e)) => self.write_failed(&key, &e.to_string()),
+            Err(_) => self.write_failed(&key, "no answer within a second"),
+        }
+    }
+
+    fn write_failed(&self, key: &HostKey, error: &str) {
+        self.count(Counter::Errors);
+        tracing::debug!(host = %key, error, "a shared write to Redis failed");
+    }
+
+    /// A message from the channel: checked, then applied to the local store (never written
+    /// back: that would echo around the fleet).
+    fn receive(&self, push: PushInfo) {
+        if push.kind != PushKind::Message {
+            return;
+        }
+        let Some(Value::BulkString(payload)) = push.data.get(1) else {
+            return;
+        };
+        let via = self.keys.channel.as_str();
+        if payload.len() > MAX_MESSAGE_BYTES {
+            return self.refuse(via, "publish", &Invalid::TooLarge(payload.len()));
+        }
+        let message: Message = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => return self.refuse(via, "publish", &Invalid::Malformed(e.to_string())),
+        };
+        if message.from == self.me {
+            return;
+        }
+        let key = HostKey::new(&message.host, message.port);
+        match message.event {
+            Event::Learn { decision } => {
+                if let Err(why) = self.rules.check(&key, &decision, unix_ms()) {
+                    return self.refuse(&self.keys.decision(&key), "publish", &why);
+                }
+                let newer_here = self
+                    .memory
+                    .get(&key)
+                    .is_some_and(|d| !d.provisional && d.learned_at_ms > decision.learned_at_ms);
+                if !newer_here {
+                    self.memory.put(key.clone(), Arc::new(decision));
+                }
+                self.count(Counter::Received);
+            }
+            Event::Forget { before_ms } => {
+                if self
+                    .memory
+                    .get(&key)
+                    .is_some_and(|d| d.learned_at_ms <= before_ms)
+                {
+                    self.memory.remove(&key);
+                }
+                self.count(Counter::Received);
+            }
+            Event::Done => {}
+        }
+        let _ = self.notes.send(key);
+    }
+
+    /// On a local miss: one read bounded by the read timeout, checked by the gate, kept in
+    /// the local store. Nothing when Redis is known to be down (no added latency).
+    pub(crate) async fn fetch(&self, key: &HostKey) -> Option<Arc<Decision>> {
+        if !self.up.load(Ordering::Acquire) {
+            return None;
+        }
+        let name = self.keys.decision(key);
+        let mut cmd = redis::cmd("GETRANGE");
+        // At most one byte more than a decision may have: a huge value is never read whole.
+        cmd.arg(&name).arg(0).arg(MAX_DECISION_BYTES);
+        let mut conn = self.conn.clone();
+        let read = tokio::time::timeout(self.options.read_timeout, cmd.query_async(&mut conn));
+        let bytes: Vec<u8> = match read.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                self.count(Counter::Errors);
+                tracing::debug!(key = %name, error = %e, "shared decision read failed");
+                return None;
+            }
+            Err(_) => {
+                self.count(Counter::Errors);
+                tracing::debug!(key = %name, "shared decision read timed out; walking alone");
+                return None;
+            }
+        };
+        if bytes.is_empty() {
+            return None;
+        }
+        let checked = check::parse(&bytes).and_then(|d| {
+            self.rules.check(key, &d, unix_ms())?;
+            Ok(d)
+        });
+        match checked {
+            Ok(d) => {
+                let d = Arc::new(d);
+                self.memory.put(key.clone(), Arc::clone(&d));
+                self.count(Counter::Read);
+                Some(d)
+            }
+            Err(why) => {
+                self.refuse(&name, "read", &why);
+                None
+            }
+        }
+    }
+
+    /// Fleet-wide single flight: `Some(true)` = this instance holds the lock and walks;
+    /// `Some(false)` = another instance concluded while we waited; `None` = walk alone
+    /// (Redis down or slow, or nothing came within `wait`).
+    pub(crate) async fn flight(&self, key: &HostKey, wait: Duration) -> Option<bool> {
+        if !self.up.load(Ordering::Acquire) {
+            return None;
+        }
+        // Listen before asking: a release right after our failed SET is not missed.
+        let mut notes = self.notes.subscribe();
+        let px = u64::try_from(self.options.lock_time.as_millis()).unwrap_or(u64::MAX);
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.lock(key))
+            .arg(&self.me)
+            .arg("NX")
+            .arg("PX")
+            .arg(px.max(1));
+        let mut conn = self.conn.clone();
+        let taken = tokio::time::timeout(self.options.read_timeout, set.query_async(&mut conn));
+        match taken.await {
+            Ok(Ok(Some::<String>(_))) => return Some(true),
+            Ok(Ok(None)) => {}
+            Ok(Err(_)) | Err(_) => {
+                self.count(Counter::Errors);
+                return None;
+            }
+        }
+        // Past the lock time the lock is gone anyway (a lost holder): walk.
+        let deadline = tokio::time::Instant::now() + wait.min(self.options.lock_time);
+        loop {
+            match tokio::time::timeout_at(deadline, notes.recv()).await {
+                Ok(Ok(k)) if &k == key => return Some(false),
+                Ok(Ok(_)) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    if self.memory.get(key).is_some() {
+                        return Some(false);
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// A plain copy of a decision for a message (the use counter is local).
+fn copy(d: &Decision) -> Decision {
+    Decision {
+        rung: d.rung,
+        profile: Arc::clone(&d.profile),
+        reason: d.reason.clone(),
+        learned_at_ms: d.learned_at_ms,
+        uses: AtomicU64::new(0),
+        provisional: false,
+    }
+}

@@ -1,0 +1,163 @@
+//! Decisions shared through Redis, through real layers and the wire: each test runs its own
+//! `redis-server` on a free loopback port, the test kit's intolerant gateway, and two or more
+//! layers that share the Redis (each as a separate instance of a fleet would).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tls_fallback::testkit::{RedisServer, Rule, TlsServer};
+use tls_fallback::{FallbackLayer, TlsVersion};
+use TlsVersion::*;
+
+/// An instance: a layer trusting the test CA, legacy allowed for localhost, sharing this Redis.
+fn instance(redis: &RedisServer) -> FallbackLayer {
+    builder()
+        .allow_legacy("localhost")
+        .redis(redis.url())
+        .build()
+        .expect("layer")
+}
+
+/// Polls `f` every 10 ms for at most `within`.
+async fn eventually(within: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_first_contact_with_a_host_a_learned_is_one_hello() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (_server, em) = legacy_gateway().await;
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (res, _) = get(&client(&a), &em.url()).await.unwrap();
+    assert_eq!(tls(&res).handshakes(), 6, "A walks the ladder");
+    em.clear();
+    let (res, _) = get(&client(&b), &em.url()).await.unwrap();
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_0), true)],
+        "B: one hello, with SCSV"
+    );
+    let info = tls(&res);
+    assert!(info.from_cache);
+    assert_eq!((info.version, info.handshakes()), (Tls1_0, 1));
+    let shared = b.stats().shared.expect("shared counters");
+    assert!(shared.read + shared.received >= 1, "{shared:?}");
+    assert!(a.stats().shared.is_some_and(|s| s.published >= 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_signal_on_b_makes_a_forget_within_a_second() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (_legacy, em) = legacy_gateway().await;
+    let modern = TlsServer::modern().await.unwrap();
+    let (a, b) = (instance(&redis), instance(&redis));
+    get(&client(&a), &em.url()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || b.stats().hosts.len() == 1).await,
+        "B received A's decision"
+    );
+    // The box is replaced: B's learned TLS 1.0 hello (with SCSV) is refused as an
+    // inappropriate fallback (or the old rung no longer answers); B forgets and re-probes.
+    em.set_backend(modern.addr());
+    em.set_rules(vec![]);
+    let (res, _) = get(&client(&b), &em.url()).await.unwrap();
+    assert_eq!(tls(&res).version, Tls1_3);
+    assert!(
+        eventually(Duration::from_secs(1), || a.stats().hosts.is_empty()).await,
+        "A forgot within 1 s: {:?}",
+        a.stats().hosts
+    );
+    em.clear();
+    let (res, _) = get(&client(&a), &em.url()).await.unwrap();
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_3), false)],
+        "A starts at the top again"
+    );
+    assert_eq!(tls(&res).version, Tls1_3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_instances_meeting_a_gateway_at_the_same_instant_walk_once() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (_server, em) = legacy_gateway().await;
+    let fleet: Vec<FallbackLayer> = (0..20).map(|_| instance(&redis)).collect();
+    let clients: Vec<_> = fleet.iter().map(client).collect();
+    let url = em.url();
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            let (url, barrier) = (url.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                get(&c, &url).await.map(|(res, _)| tls(&res).version)
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), Tls1_0);
+    }
+    let failed = em.count() - 20;
+    assert_eq!(
+        failed,
+        5,
+        "one walk for the whole fleet: {:?}",
+        ladder_seen(&em)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_keep_succeeding_while_redis_is_down_and_sharing_resumes() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let (_server, em) = legacy_gateway().await;
+    let (_other_server, other) = gateway_with(Rule::close_above(Tls1_0)).await;
+    let (a, b) = (instance(&redis), instance(&redis));
+    get(&client(&a), &em.url()).await.unwrap();
+    redis.kill();
+    let connected = |l: &FallbackLayer| l.stats().shared.is_some_and(|s| s.connected);
+    assert!(
+        eventually(Duration::from_secs(5), || !connected(&a) && !connected(&b)).await,
+        "the heartbeat notices"
+    );
+    em.clear();
+    let started = Instant::now();
+    let (res, _) = get(&client(&a), &em.url()).await.unwrap();
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_0), true)],
+        "A's local decision"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let (res_b, _) = get(&client(&b), &other.url()).await.unwrap();
+    assert_eq!((tls(&res).version, tls(&res_b).version), (Tls1_0, Tls1_0));
+    assert_eq!(other.count(), 6, "B learns alone while Redis is down");
+
+    redis.restart().expect("restart");
+    assert!(a.stats().shared.is_some_and(|s| s.errors > 0));
+    let (_third_server, third) = legacy_gateway().await;
+    assert!(
+        eventually(Duration::from_secs(10), || connected(&a) && connected(&b)).await,
+        "both reconnect by themselves"
+    );
+    get(&client(&b), &third.url()).await.unwrap();
+    third.clear();
+    let (res, _) = get(&client(&a), &third.url()).await.unwrap();
+    assert_eq!(
+        tls(&res).handshakes(),
+        1,
+        "sharing resumed after the restart"
+    );
+}
