@@ -93,28 +93,6 @@ mod tests {
     use super::*;
     use crate::probe::TestOutcome;
 
-    fn row(outcome: TestOutcome) -> ProbeTest {
-        ProbeTest {
-            name: TestId::Version12,
-            description: String::new(),
-            hello_len: 100,
-            negotiated: match outcome {
-                TestOutcome::ServerHello(v) => Some(v),
-                _ => None,
-            },
-            outcome,
-            ms: 1,
-            detail: None,
-        }
-    }
-
-    fn named(name: TestId, outcome: TestOutcome) -> ProbeTest {
-        ProbeTest {
-            name,
-            ..row(outcome)
-        }
-    }
-
     #[test]
     fn a_shape_is_intolerance_only_against_a_working_baseline() {
         use TestId::*;
@@ -126,33 +104,39 @@ mod tests {
         };
         let rows: Vec<(Vec<ProbeTest>, ShapeFindings)> = vec![
             (
-                vec![named(LongShort, ok()), named(Long300, TestOutcome::Timeout)],
+                vec![
+                    ProbeTest::sample(LongShort, ok()),
+                    ProbeTest::sample(Long300, TestOutcome::Timeout),
+                ],
                 f(true, false, false),
             ),
             (
                 vec![
-                    named(LongShort, TestOutcome::Timeout),
-                    named(Long300, TestOutcome::Timeout),
+                    ProbeTest::sample(LongShort, TestOutcome::Timeout),
+                    ProbeTest::sample(Long300, TestOutcome::Timeout),
                 ],
                 f(false, false, false),
             ),
             (
-                vec![named(LongShort, ok()), named(Long300, TestOutcome::Skipped)],
+                vec![
+                    ProbeTest::sample(LongShort, ok()),
+                    ProbeTest::sample(Long300, TestOutcome::Skipped),
+                ],
                 f(false, false, false),
             ),
             (
                 vec![
-                    named(BaselinePadded, ok()),
-                    named(CiphersMany, TestOutcome::Closed),
-                    named(ExtensionUnknown, TestOutcome::Alert(50)),
+                    ProbeTest::sample(BaselinePadded, ok()),
+                    ProbeTest::sample(CiphersMany, TestOutcome::Closed),
+                    ProbeTest::sample(ExtensionUnknown, TestOutcome::Alert(50)),
                 ],
                 f(false, true, true),
             ),
             (
                 vec![
-                    named(BaselinePadded, TestOutcome::Reset),
-                    named(CiphersMany, TestOutcome::Closed),
-                    named(ExtensionUnknown, ok()),
+                    ProbeTest::sample(BaselinePadded, TestOutcome::Reset),
+                    ProbeTest::sample(CiphersMany, TestOutcome::Closed),
+                    ProbeTest::sample(ExtensionUnknown, ok()),
                 ],
                 f(false, false, false),
             ),
@@ -180,7 +164,10 @@ mod tests {
             TestOutcome::Closed,
             TestOutcome::Closed,
         ];
-        let tests: Vec<ProbeTest> = outcomes.into_iter().map(row).collect();
+        let tests: Vec<ProbeTest> = outcomes
+            .into_iter()
+            .map(|o| ProbeTest::sample(TestId::Version12, o))
+            .collect();
         let v = VersionFindings::of(&plan, &tests);
         assert_eq!(v.supported, [TLS10]);
         assert_eq!(v.best, TLS10);
@@ -210,13 +197,18 @@ mod tests {
             hello(TLS12),
             hello(TLS12),
         ];
-        let tests: Vec<ProbeTest> = outcomes.into_iter().map(row).collect();
+        let tests: Vec<ProbeTest> = outcomes
+            .into_iter()
+            .map(|o| ProbeTest::sample(TestId::Version12, o))
+            .collect();
         let v = VersionFindings::of(&plan, &tests);
         assert_eq!(v.supported, [TLS12, TLS13]);
         assert_eq!(v.best, TLS12);
         assert!(v.intolerance[&VersionKey::Tls13]);
         // Nothing negotiated: nothing supported, nothing intolerant, TLS 1.3 as the baseline.
-        let tests: Vec<ProbeTest> = (0..8).map(|_| row(TestOutcome::Timeout)).collect();
+        let tests: Vec<ProbeTest> = (0..8)
+            .map(|_| ProbeTest::sample(TestId::Version12, TestOutcome::Timeout))
+            .collect();
         let v = VersionFindings::of(&plan, &tests);
         assert!(v.supported.is_empty() && v.intolerance.values().all(|b| !b));
         assert_eq!(v.best, TLS13);

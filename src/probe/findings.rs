@@ -368,8 +368,31 @@ impl NoTlsAnswer {
 }
 
 #[cfg(test)]
+impl ProbeTest {
+    /// A row for tests: `name` ended with `outcome`.
+    pub(crate) fn sample(name: TestId, outcome: TestOutcome) -> Self {
+        ProbeTest {
+            name,
+            description: String::new(),
+            hello_len: 100,
+            negotiated: match outcome {
+                TestOutcome::ServerHello(v) => Some(v),
+                _ => None,
+            },
+            outcome,
+            ms: 1,
+            detail: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample_v12(outcome: TestOutcome) -> ProbeTest {
+        ProbeTest::sample(TestId::Version12, outcome)
+    }
     use std::collections::BTreeMap;
 
     #[test]
@@ -442,21 +465,6 @@ mod tests {
         }
     }
 
-    fn row(outcome: TestOutcome) -> ProbeTest {
-        ProbeTest {
-            name: TestId::Version12,
-            description: String::new(),
-            hello_len: 100,
-            negotiated: match outcome {
-                TestOutcome::ServerHello(v) => Some(v),
-                _ => None,
-            },
-            outcome,
-            ms: 1,
-            detail: None,
-        }
-    }
-
     #[test]
     fn no_tls_answer_is_told_apart_from_intolerance() {
         use TestOutcome::*;
@@ -471,7 +479,7 @@ mod tests {
             (vec![], None),
         ];
         for (outcomes, expected) in rows {
-            let tests: Vec<ProbeTest> = outcomes.iter().cloned().map(row).collect();
+            let tests: Vec<ProbeTest> = outcomes.iter().cloned().map(sample_v12).collect();
             assert_eq!(NoTlsAnswer::of(&tests), expected, "{outcomes:?}");
         }
     }

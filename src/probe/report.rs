@@ -353,21 +353,6 @@ mod tests {
     use super::*;
     use crate::TlsVersion::*;
 
-    fn test(name: TestId, outcome: TestOutcome) -> ProbeTest {
-        ProbeTest {
-            name,
-            description: String::new(),
-            hello_len: 100,
-            negotiated: match outcome {
-                TestOutcome::ServerHello(v) => Some(v),
-                _ => None,
-            },
-            outcome,
-            ms: 1,
-            detail: None,
-        }
-    }
-
     fn hello(v: TlsVersion) -> TestOutcome {
         TestOutcome::ServerHello(WireVersion(v.wire()))
     }
@@ -413,7 +398,7 @@ mod tests {
 
         let mut r = report(&[Tls1_2, Tls1_3], Supported);
         r.version_intolerance.insert(VersionKey::Tls13, true);
-        r.tests = vec![test(TestId::Version13, TestOutcome::Alert(40))];
+        r.tests = vec![ProbeTest::sample(TestId::Version13, TestOutcome::Alert(40))];
         let text = recommend(&r, "h");
         assert!(text.contains("(evidence: version_1.3=alert:40)"), "{text}");
         assert!(text.contains("pin h to TLS 1.2"), "{text}");
@@ -422,10 +407,10 @@ mod tests {
         r.version_intolerance.insert(VersionKey::Tls12, true);
         r.long_handshake_intolerance = true;
         r.tests = vec![
-            test(TestId::Version10, hello(Tls1_0)),
-            test(TestId::Version12, TestOutcome::Reset),
-            test(TestId::LongShort, hello(Tls1_0)),
-            test(TestId::Long300, TestOutcome::Timeout),
+            ProbeTest::sample(TestId::Version10, hello(Tls1_0)),
+            ProbeTest::sample(TestId::Version12, TestOutcome::Reset),
+            ProbeTest::sample(TestId::LongShort, hello(Tls1_0)),
+            ProbeTest::sample(TestId::Long300, TestOutcome::Timeout),
         ];
         let text = recommend(&r, "h");
         assert!(text.starts_with("Contact the vendor"), "{text}");
@@ -439,7 +424,7 @@ mod tests {
         let mut r = report(&[], ScsvSupport::Unknown);
         r.no_tls_answer = Some(NoTlsAnswer::Silent);
         r.fallback_scsv_unknown = Some(ScsvUnknown::NoTlsAnswer);
-        r.tests = vec![test(TestId::Version10, TestOutcome::Timeout)];
+        r.tests = vec![ProbeTest::sample(TestId::Version10, TestOutcome::Timeout)];
         r.recommendation = recommend(&r, "h");
         assert!(
             r.recommendation.starts_with("No TLS answer from h"),
@@ -465,7 +450,7 @@ mod tests {
     #[test]
     fn the_probes_own_certificate_failure_comes_first_in_the_advice() {
         let mut r = report(&[Tls1_2, Tls1_3], ScsvSupport::Supported);
-        let mut t = test(
+        let mut t = ProbeTest::sample(
             TestId::FallbackConnector,
             TestOutcome::Failed(ErrorKind::Certificate),
         );
@@ -484,7 +469,8 @@ mod tests {
     #[test]
     fn report_serializes_with_the_documented_keys() {
         let mut r = report(&[Tls1_3], ScsvSupport::Unknown);
-        r.tests.push(test(TestId::Version13Only, hello(Tls1_3)));
+        r.tests
+            .push(ProbeTest::sample(TestId::Version13Only, hello(Tls1_3)));
         let v = serde_json::to_value(&r).unwrap();
         for key in [
             "target",
@@ -515,10 +501,10 @@ mod tests {
         r.version_intolerance.insert(VersionKey::Future, true);
         r.recommendation = "R".into();
         r.tests = vec![
-            test(TestId::Version12, hello(Tls1_2)),
-            test(TestId::Future0398, TestOutcome::Alert(70)),
-            test(TestId::Long300, TestOutcome::Skipped),
-            test(
+            ProbeTest::sample(TestId::Version12, hello(Tls1_2)),
+            ProbeTest::sample(TestId::Future0398, TestOutcome::Alert(70)),
+            ProbeTest::sample(TestId::Long300, TestOutcome::Skipped),
+            ProbeTest::sample(
                 TestId::FallbackConnector,
                 TestOutcome::Connected("tls12".into()),
             ),

@@ -35,6 +35,28 @@ use crate::policy::HostKey;
 use crate::stats::{self, Counters, Stats};
 use crate::stream::MaybeHttpsStream;
 
+/// What the walk needs of the wrapped TCP connector (any `Service<Uri>` whose streams hyper
+/// can use); implemented for every such connector.
+pub(crate) trait TcpConnect:
+    Service<
+        Uri,
+        Response: Read + Write + Unpin + Send + 'static,
+        Future: Send,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+{
+}
+
+impl<S> TcpConnect for S
+where
+    S: Service<Uri> + Clone + Send,
+    S::Response: Read + Write + Unpin + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+{
+}
+
 /// Rounds of waiting for another connection's walk before walking alone.
 const WAIT_ROUNDS: usize = 3;
 
@@ -102,10 +124,7 @@ pub(crate) async fn connect<S>(
     key: &HostKey,
 ) -> Result<MaybeHttpsStream<S::Response>, Error>
 where
-    S: Service<Uri> + Clone + Send,
-    S::Response: Read + Write + Unpin + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: TcpConnect,
 {
     shared.stats.connection();
     if let Some(pin) = shared.config.pin_for(key) {
@@ -188,10 +207,7 @@ async fn walk<S>(
     start: Start,
 ) -> Ended<S::Response>
 where
-    S: Service<Uri> + Clone + Send,
-    S::Response: Read + Write + Unpin + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: TcpConnect,
 {
     let config = &shared.config;
     let mut d = Driver::new(shared, inner, uri, key, &config.rungs);
@@ -225,10 +241,7 @@ async fn pinned<S>(
     rung: &BuiltRung,
 ) -> Result<MaybeHttpsStream<S::Response>, Error>
 where
-    S: Service<Uri> + Clone + Send,
-    S::Response: Read + Write + Unpin + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: TcpConnect,
 {
     let mut d = Driver::new(shared, inner, uri, key, std::slice::from_ref(rung));
     d.pinned = true;
