@@ -75,10 +75,16 @@ pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // The last `@` anywhere: a password may hold `/`, `?` or `#` (base64 secrets do), and a URL
+    // that does not parse cannot be trusted to have encoded them. Hiding too much (an `@` in a
+    // path) is the safe way to be wrong.
+    match rest.rfind('@') {
         Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
+            let userinfo = &rest[..at];
+            let user = match userinfo.split_once(':') {
+                Some((user, _)) if !user.contains(['/', '?', '#']) => user,
+                _ => "",
+            };
             format!("{scheme}://{user}:***@{}", &rest[at + 1..])
         }
         None => url.to_string(),
@@ -252,6 +258,12 @@ mod tests {
             ("redis://:s3cret@r:6379/0", "redis://:***@r:6379/0"),
             ("rediss://app:s3cret@r:6380", "rediss://app:***@r:6380"),
             ("redis://app:p@ss@r/1", "redis://app:***@r/1"),
+            (
+                "redis://app:s3cr/t@127.0.0.1:6379",
+                "redis://app:***@127.0.0.1:6379",
+            ),
+            ("redis://app:a?b#c/d@r:1/0", "redis://app:***@r:1/0"),
+            ("redis://s3cr/token@r", "redis://:***@r"),
             ("not a url", "not a url"),
         ];
         for (url, shown) in rows {

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 use super::attempt::{attempt, AttemptError, BoxError, Plan, Signals, Tried};
+use super::flight::waiters_may_start;
 use super::planner::{Action, AttemptId, Conclusion, Count, Event, Failure, Forget, Learn};
 use super::Shared;
 use crate::cache::lookup::{record_win, Win};
@@ -45,7 +46,8 @@ struct Running<'a, T> {
 /// How a walk ended, for the connection and for the connections waiting on it.
 pub(crate) struct Ended<T> {
     pub(crate) result: Result<MaybeHttpsStream<T>, Error>,
-    /// The win was stored only provisionally (waiters must not take it up).
+    /// The win is no starting point for the connections that waited for this walk: stored
+    /// only provisionally, or not stored at all.
     pub(crate) provisional: bool,
     /// The winning rung.
     pub(crate) rung: Option<usize>,
@@ -348,13 +350,17 @@ where
             self.key,
             win,
         );
+        // Waiters may start where this walk ended only if that is a decision: one stored now
+        // (not provisionally), or the one the walk started from. A win that taught nothing
+        // (a walk that saw a downgrade signal) is no starting point for a burst.
+        let shareable = waiters_may_start(learn, from_cache, provisional);
         let info = tls_info(&stream, rung, self.take_attempts(), from_cache, self.pinned);
         Ended {
             result: Ok(MaybeHttpsStream::Https(
                 TokioIo::new(stream),
                 Arc::new(info),
             )),
-            provisional,
+            provisional: !shareable,
             rung: Some(idx),
         }
     }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
+use crate::cache::lookup::Learn;
 use crate::error::Error;
 use crate::policy::HostKey;
 
@@ -150,6 +151,22 @@ pub(crate) fn after_wait(outcome: Option<FlightOutcome>, connect_retried: bool) 
     }
 }
 
+/// Whether the connections that waited for a won walk may start at its rung: only where the
+/// win is a decision, one stored now (not provisionally) or the one the walk started from. A
+/// win that taught nothing (a walk that saw a downgrade signal) or only a provisional reshape
+/// is no starting point for a burst: they walk again.
+pub(crate) fn waiters_may_start(
+    learn: Learn,
+    from_cache: bool,
+    stored_provisionally: bool,
+) -> bool {
+    match learn {
+        Learn::Nothing => from_cache,
+        Learn::Provisional => false,
+        Learn::Healthy | Learn::Fallback | Learn::Confirm => !stored_provisionally,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +214,31 @@ mod tests {
                 AfterWait::Fail(e) => format!("fail {}", e.kind().as_str()),
             };
             assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn waiters_start_only_from_a_decision() {
+        use Learn::*;
+        // (what the walk learned, it started from a cached decision, stored provisionally)
+        let rows = [
+            (Healthy, false, false, true),
+            (Fallback, false, false, true),
+            (Confirm, false, false, true),
+            // A confirmation that found its provisional entry replaced is stored provisionally.
+            (Confirm, false, true, false),
+            (Provisional, false, true, false),
+            // Started from a decision (a fleet read): that decision holds.
+            (Nothing, true, false, true),
+            // A walk that saw a downgrade signal learned nothing: no start for the burst.
+            (Nothing, false, false, false),
+        ];
+        for (learn, cached, provisional, want) in rows {
+            assert_eq!(
+                waiters_may_start(learn, cached, provisional),
+                want,
+                "{learn:?} {cached}"
+            );
         }
     }
 

@@ -62,17 +62,19 @@ impl NoProxy {
                 _ => item,
             };
             let host = host.trim_start_matches('.').trim_start_matches('[');
-            np.domains
-                .push(host.trim_end_matches(']').to_ascii_lowercase());
+            let host = host.trim_end_matches(']').trim_end_matches('.');
+            np.domains.push(host.to_ascii_lowercase());
         }
         np
     }
 
     /// Whether this host goes directly.
     pub fn matches(&self, host: &str) -> bool {
+        // `gw.corp.example.` (a fully qualified name) is the same host as `gw.corp.example`.
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
+            .trim_end_matches('.')
             .to_ascii_lowercase();
         self.all
             || self.domains.iter().any(|d| {
@@ -207,6 +209,8 @@ mod tests {
             ("LOCALHOST", true),
             ("corp.example", true),
             ("gw.corp.example", true),
+            ("gw.corp.example.", true),
+            ("localhost.", true),
             ("xcorp.example", false),
             ("10.0.0.1", true),
             ("::1", true),

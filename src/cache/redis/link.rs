@@ -380,21 +380,26 @@ impl Link {
                 if let Err(why) = self.rules.check(&key, &decision, unix_ms()) {
                     return self.refuse(&self.keys.decision(&key), "publish", &why);
                 }
-                let newer_here = self
-                    .memory
-                    .get(&key)
-                    .is_some_and(|d| !d.provisional && d.learned_at_ms > decision.learned_at_ms);
+                // A local decision newer than the one announced stays, unless it is dated in
+                // the future (a forged date must not block the fleet's real decisions).
+                let now = unix_ms();
+                let newer_here = self.memory.get(&key).is_some_and(|d| {
+                    !d.provisional
+                        && d.learned_at_ms > decision.learned_at_ms
+                        && d.learned_at_ms <= now
+                });
                 if !newer_here {
                     self.memory.put(key.clone(), Arc::new(decision));
                 }
                 self.count(Counter::Received);
             }
             Event::Forget { before_ms } => {
-                if self
-                    .memory
-                    .get(&key)
-                    .is_some_and(|d| d.learned_at_ms <= before_ms)
-                {
+                // An entry dated after the forget survives it (a newer decision), but not one
+                // dated in the future of this clock: the gate lets such dates in (clock skew),
+                // and a forged one must not outlive a fleet-wide forget.
+                let now = unix_ms();
+                let survives = |d: &Decision| d.learned_at_ms > before_ms && d.learned_at_ms <= now;
+                if self.memory.get(&key).is_some_and(|d| !survives(&d)) {
                     self.memory.remove(&key);
                 }
                 self.count(Counter::Received);
