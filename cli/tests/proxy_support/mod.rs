@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,12 +34,10 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
 }
 
-/// The test CA as a PEM file in `dir`.
-pub fn ca_file(dir: &tempfile::TempDir) -> PathBuf {
-    let path = dir.path().join("ca.pem");
-    std::fs::write(&path, TestPki::shared().ca_pem()).expect("write the CA");
-    path
-}
+#[path = "../support/mod.rs"]
+mod support;
+/// The test CA as a PEM file (shared with the other CLI tests).
+pub use support::ca_file;
 
 fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
