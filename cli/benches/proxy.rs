@@ -3,10 +3,11 @@
 //! same test-kit HTTPS upstream (TLS 1.3, HTTP/1.1) and keep upstream connections alive; `wrk`
 //! drives each with 64 keep-alive connections, plain HTTP, for 5 s per round, in the order
 //! direct, nginx, proxy, proxy, nginx (to even out drift), once with one worker each (nginx
-//! `worker_processes 1`, the proxy's runtime `TOKIO_WORKER_THREADS=1`) and once with two. It
+//! `worker_processes 1`, the proxy's `--workers 1`) and once with two. It
 //! prints requests/s and p50/p99 latency for each, the latency each adds over going to the
 //! upstream directly, and the proxy/nginx ratios. Everything shares the machine's cores: compare ratios, not absolutes.
-//! Needs `wrk` and `nginx` (Debian packages; `.ci/run` installs them).
+//! `PROXY_BENCH_UPSTREAM_ONLY=1` only starts the upstream and prints its port and CA file, for
+//! profiling by hand. Needs `wrk` and `nginx` (Debian packages; `.ci/run` installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,17 @@ struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // SIGTERM first: nginx's master stops its workers on it (a SIGKILLed master leaves
+        // them running, still serving the port); the proxy drains and exits.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -111,7 +123,7 @@ fn start_proxy(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u1
         .args(["--upstream", &format!("https://localhost:{upstream}")])
         .arg("--ca-file")
         .arg(ca)
-        .env("TOKIO_WORKER_THREADS", workers.to_string())
+        .args(["--workers", &workers.to_string()])
         .stdout(log)
         .stderr(Stdio::null())
         .spawn()
@@ -171,8 +183,8 @@ fn mean(rows: &[(f64, f64, f64)]) -> (f64, f64, f64) {
     (sum.0 / n, sum.1 / n, sum.2 / n)
 }
 
-/// One configuration: nginx with `workers` worker processes, the proxy with `workers` runtime
-/// threads (`TOKIO_WORKER_THREADS`), measured direct, nginx, proxy, proxy, nginx.
+/// One configuration: nginx with `workers` worker processes, the proxy with `--workers`,
+/// measured direct, nginx, proxy, proxy, nginx.
 fn compare(workers: u32, up: u16, ca: &Path) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_nginx, nginx_port) = start_nginx(dir.path(), up, ca, workers);
@@ -191,7 +203,7 @@ fn compare(workers: u32, up: u16, ca: &Path) {
     let p2 = wrk(&proxy_url);
     let n2 = wrk(&nginx_url);
     let (n, p) = (mean(&[n1, n2]), mean(&[p1, p2]));
-    println!("\n### {workers} worker(s) each (nginx worker_processes, proxy runtime threads)\n");
+    println!("\n### {workers} worker(s) each (nginx worker_processes, proxy --workers)\n");
     println!("| path | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms |");
     println!("|---|---|---|---|---|---|");
     println!(
@@ -241,6 +253,13 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, TestPki::shared().ca_pem()).expect("write the CA");
+    if std::env::var_os("PROXY_BENCH_UPSTREAM_ONLY").is_some() {
+        // For profiling by hand: keep the upstream up and say where it is.
+        println!("upstream https://localhost:{up}/ ca {}", ca.display());
+        loop {
+            std::thread::park();
+        }
+    }
     println!(
         "{CONNECTIONS} keep-alive connections, {SECONDS} s per round (wrk -t2), upstream: test-kit \
          TLS 1.3 HTTP/1.1 server (2 threads)"

@@ -10,39 +10,46 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::json;
-use tls_fallback::{Error, ErrorKind, TlsInfo};
+use tls_fallback::ErrorKind;
 
 use super::headers;
 use super::log::{self, Entry};
+use super::pool::{self, ConnInfo, SendError, Slot};
 use super::route::{self, Route};
 use super::Runtime;
 
 /// What the proxy answers with: the upstream's streamed body or its own small one.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
-/// Handles one app request.
-pub async fn handle(rt: Arc<Runtime>, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Handles one app request; `slot` holds the app connection's upstream connection.
+pub async fn handle(rt: &Runtime, slot: &Slot, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let route = route::decide(&rt.settings.routing, req.method(), req.uri());
-    let (res, host) = match route {
-        Route::Refuse { status, reason } => (refusal(status, &reason), String::new()),
+    let (res, host, info) = match route {
+        Route::Refuse { status, reason } => (refusal(status, &reason), String::new(), None),
         Route::Forward { uri, host, port } => {
             let authority = route::authority(&host, port);
-            (send(&rt, req, uri, &host, port).await, authority)
+            let to = To {
+                uri,
+                host: &host,
+                port,
+                authority: &authority,
+            };
+            let (res, info) = send(rt, slot, req, to).await;
+            (res, authority, info)
         }
     };
-    let tls = res.extensions().get::<TlsInfo>();
     log::record(
         rt.settings.log_format,
         &Entry {
             method: method.as_str(),
             host: &host,
             status: res.status().as_u16(),
-            tls,
+            tls: info.as_deref().map(|i| &i.tls),
             error: res
                 .headers()
-                .get("x-tls-fallback-error")
+                .get(headers::ERROR)
                 .and_then(|v| v.to_str().ok()),
             duration: started.elapsed(),
         },
@@ -50,56 +57,65 @@ pub async fn handle(rt: Arc<Runtime>, req: Request<Incoming>) -> Response<ProxyB
     res
 }
 
+/// Where a request goes.
+struct To<'a> {
+    uri: http::Uri,
+    host: &'a str,
+    port: u16,
+    authority: &'a str,
+}
+
 async fn send(
     rt: &Runtime,
+    slot: &Slot,
     req: Request<Incoming>,
-    uri: http::Uri,
-    host: &str,
-    port: u16,
-) -> Response<ProxyBody> {
+    to: To<'_>,
+) -> (Response<ProxyBody>, Option<Arc<ConnInfo>>) {
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(&route::authority(host, port)) {
+    if let Ok(v) = HeaderValue::from_str(to.authority) {
         parts.headers.insert(HOST, v);
     }
-    parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let client = &rt.upstreams.pick(host, port).client;
+    let pool = &rt.upstreams.pick(to.host, to.port).pool;
+    let req = Request::from_parts(parts, body);
     let sent = tokio::time::timeout(
         rt.settings.request_timeout,
-        client.request(Request::from_parts(parts, body)),
+        pool::send(pool, slot, to.uri, to.authority, req),
     )
     .await;
-    let res = match sent {
+    let (res, info) = match sent {
         Err(_) => {
-            return failure(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                &format!(
-                    "{host}:{port} did not answer within the request timeout ({} ms)",
-                    rt.settings.request_timeout.as_millis()
-                ),
-                &serde_json::Value::Array(Vec::new()),
-            )
+            let msg = format!(
+                "{} did not answer within the request timeout ({} ms)",
+                to.authority,
+                rt.settings.request_timeout.as_millis()
+            );
+            let none = serde_json::Value::Array(Vec::new());
+            return (
+                failure(StatusCode::GATEWAY_TIMEOUT, "timeout", &msg, &none),
+                None,
+            );
         }
-        Ok(Err(e)) => return upstream_error(&e),
-        Ok(Ok(res)) => res,
+        Ok(Err(e)) => return (upstream_error(&e), None),
+        Ok(Ok(answer)) => answer,
     };
     let (mut parts, body) = res.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_own(&mut parts.headers);
-    if let Some(tls) = parts.extensions.get::<TlsInfo>() {
-        headers::add_tls_info(&mut parts.headers, tls);
+    if let Some(info) = &info {
+        for (k, v) in &info.headers {
+            parts.headers.insert(k, v.clone());
+        }
     }
-    Response::from_parts(parts, Either::Left(body))
+    (Response::from_parts(parts, Either::Left(body)), info)
 }
 
-/// Maps a client error: the library's TLS errors by kind (a handshake timeout, or no answer on
-/// any rung, is 504), other
-/// connect failures `connect`, anything after the connection `http`.
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
-    match Error::find(e) {
-        Some(tls) => {
+/// Maps a send error: the library's errors by kind (a handshake timeout, or no answer on any
+/// rung, is 504), anything after the connection `http`.
+fn upstream_error(e: &SendError) -> Response<ProxyBody> {
+    match e {
+        SendError::Connect(tls) => {
             // Silence on every rung ends in a timeout too: both are the upstream not answering.
             let status = if matches!(tls.kind(), ErrorKind::Timeout | ErrorKind::NoTlsAnswer) {
                 StatusCode::GATEWAY_TIMEOUT
@@ -109,16 +125,18 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> 
             let attempts = serde_json::to_value(tls.attempts()).unwrap_or_default();
             failure(status, tls.kind().as_str(), &tls.to_string(), &attempts)
         }
-        None => {
-            let kind = if e.is_connect() { "connect" } else { "http" };
-            let msg = format!("the upstream failed: {}", super::error_chain(e));
-            failure(
-                StatusCode::BAD_GATEWAY,
-                kind,
-                &msg,
-                &serde_json::Value::Array(Vec::new()),
-            )
-        }
+        SendError::Http(e) => failure(
+            StatusCode::BAD_GATEWAY,
+            "http",
+            &format!("the upstream failed: {}", super::error_chain(e)),
+            &serde_json::Value::Array(Vec::new()),
+        ),
+        SendError::Closed => failure(
+            StatusCode::BAD_GATEWAY,
+            "http",
+            "the upstream closed a new connection before the request could be sent",
+            &serde_json::Value::Array(Vec::new()),
+        ),
     }
 }
 
@@ -137,7 +155,7 @@ fn failure(
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(kind) {
-        h.insert("x-tls-fallback-error", v);
+        h.insert(headers::ERROR, v);
     }
     res
 }

@@ -6,23 +6,36 @@ use tls_fallback::TlsInfo;
 
 /// Headers that only concern one connection, removed whatever `Connection` says.
 /// `Transfer-Encoding` is framing: hyper frames each side again.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::PROXY_AUTHENTICATE,
 ];
 
 /// The prefix of the headers the proxy sets; an upstream's own are dropped so none is spoofed.
 pub const PREFIX: &str = "x-tls-fallback-";
 
+/// `x-tls-fallback-version`.
+pub const VERSION: HeaderName = HeaderName::from_static("x-tls-fallback-version");
+/// `x-tls-fallback-profile`.
+pub const PROFILE: HeaderName = HeaderName::from_static("x-tls-fallback-profile");
+/// `x-tls-fallback-handshakes`.
+pub const HANDSHAKES: HeaderName = HeaderName::from_static("x-tls-fallback-handshakes");
+/// `x-tls-fallback-error`.
+pub const ERROR: HeaderName = HeaderName::from_static("x-tls-fallback-error");
+
 /// Removes the hop-by-hop headers: the fixed list and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names finds out without hashing nine times.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -33,13 +46,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
 /// Removes any `x-tls-fallback-*` header (an upstream must not speak for the proxy).
 pub fn strip_own(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().starts_with(PREFIX)) {
+        return;
+    }
     let own: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with(PREFIX))
@@ -50,19 +66,15 @@ pub fn strip_own(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds `x-tls-fallback-version`, `-profile` and `-handshakes` for a TLS connection.
-pub fn add_tls_info(headers: &mut HeaderMap, tls: &TlsInfo) {
-    headers.insert(
-        "x-tls-fallback-version",
-        HeaderValue::from_static(tls.version.as_str()),
-    );
-    if let Ok(v) = HeaderValue::from_str(&tls.profile) {
-        headers.insert("x-tls-fallback-profile", v);
+/// `x-tls-fallback-version`, `-profile` and `-handshakes` for a TLS connection (made once per
+/// connection, added to each of its responses).
+pub fn tls_headers(tls: &TlsInfo) -> Vec<(HeaderName, HeaderValue)> {
+    let mut v = vec![(VERSION, HeaderValue::from_static(tls.version.as_str()))];
+    if let Ok(p) = HeaderValue::from_str(&tls.profile) {
+        v.push((PROFILE, p));
     }
-    headers.insert(
-        "x-tls-fallback-handshakes",
-        HeaderValue::from(tls.handshakes() as u64),
-    );
+    v.push((HANDSHAKES, HeaderValue::from(tls.handshakes() as u64)));
+    v
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! (`tls_fallback_proxy_requests_total` and `tls_fallback_proxy_request_duration_seconds`, by
 //! upstream host and status).
 
-use std::io::{BufWriter, Stdout, Write};
-use std::sync::{Mutex, OnceLock};
+use std::cell::{OnceCell, RefCell};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
+use serde::Serialize;
 use tls_fallback::TlsInfo;
 
 use super::config::LogFormat;
@@ -29,62 +31,195 @@ pub struct Entry<'a> {
 
 /// Writes the access log line and counts the request.
 pub fn record(format: LogFormat, e: &Entry) {
+    count(e);
+    let now = SystemTime::now();
+    let buf = BUFFER.with(|b| Arc::clone(b.get_or_init(register)));
+    let mut out = lock(&buf);
+    let _ = TIME.with_borrow_mut(|t| write_line(&mut *out, format, e, t.at(now)));
+    if out.len() >= BATCH {
+        write_out(&mut out);
+    }
+}
+
+/// The request counter and duration histogram of each (upstream, status) this thread has seen,
+/// so that a request does not build its labels and look them up in the registry again.
+struct Handles {
+    host: Box<str>,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// How many (upstream, status) pairs each thread keeps handles for; beyond that, requests are
+/// counted through the registry as usual.
+const HANDLES_KEPT: usize = 256;
+
+thread_local! {
+    static HANDLES: RefCell<Vec<Handles>> = const { RefCell::new(Vec::new()) };
+    static TIME: RefCell<Clock> = const { RefCell::new(Clock { second: u64::MAX, prefix: String::new(), text: String::new() }) };
+}
+
+fn count(e: &Entry) {
     let host = if e.host.is_empty() { "-" } else { e.host };
-    let status = e.status.to_string();
-    metrics::counter!("tls_fallback_proxy_requests_total", "host" => host.to_string(), "status" => status.clone())
-        .increment(1);
-    metrics::histogram!("tls_fallback_proxy_request_duration_seconds", "host" => host.to_string(), "status" => status)
-        .record(e.duration.as_secs_f64());
-    let line = format_line(format, e, &timestamp(SystemTime::now()));
-    if let Ok(mut out) = sink().lock() {
-        let _ = writeln!(out, "{line}");
+    let seconds = e.duration.as_secs_f64();
+    HANDLES.with_borrow_mut(|kept| {
+        if let Some(h) = kept.iter().find(|h| h.status == e.status && *h.host == *host) {
+            h.requests.increment(1);
+            h.duration.record(seconds);
+            return;
+        }
+        let status = e.status.to_string();
+        let h = Handles {
+            host: host.into(),
+            status: e.status,
+            requests: metrics::counter!("tls_fallback_proxy_requests_total", "host" => host.to_string(), "status" => status.clone()),
+            duration: metrics::histogram!("tls_fallback_proxy_request_duration_seconds", "host" => host.to_string(), "status" => status),
+        };
+        h.requests.increment(1);
+        h.duration.record(seconds);
+        if kept.len() < HANDLES_KEPT {
+            kept.push(h);
+        }
+    });
+}
+
+/// The current time as text, its date and seconds formatted once per second.
+struct Clock {
+    second: u64,
+    prefix: String,
+    text: String,
+}
+
+impl Clock {
+    fn at(&mut self, now: SystemTime) -> &str {
+        let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if d.as_secs() != self.second {
+            self.second = d.as_secs();
+            let full = timestamp(UNIX_EPOCH + Duration::from_secs(d.as_secs()));
+            // "...T12:34:56." without the "000Z" of a whole second.
+            self.prefix = full[..full.len() - 4].to_string();
+        }
+        self.text.clear();
+        self.text.push_str(&self.prefix);
+        let _ = write!(self.text, "{:03}Z", d.subsec_millis());
+        &self.text
     }
 }
 
-/// The access log's buffer: lines reach stdout in batches, on [`flush`] (every second, and on
-/// shutdown) or when 64 KiB are waiting, not one write per request.
-fn sink() -> &'static Mutex<BufWriter<Stdout>> {
-    static SINK: OnceLock<Mutex<BufWriter<Stdout>>> = OnceLock::new();
-    SINK.get_or_init(|| Mutex::new(BufWriter::with_capacity(64 * 1024, std::io::stdout())))
+/// Each thread's access log lines, written to stdout in batches: on [`flush`] (every second,
+/// and on shutdown) or when 64 KiB are waiting, not one write per request, and without threads
+/// queueing on one lock. Lines from different threads may reach stdout a second apart.
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+/// A thread writes its lines out itself once this many bytes wait.
+const BATCH: usize = 64 * 1024;
+
+thread_local! {
+    static BUFFER: OnceCell<Buffer> = const { OnceCell::new() };
 }
 
-/// Writes the buffered access log lines out.
+/// Every thread's buffer, for [`flush`].
+fn buffers() -> &'static Mutex<Vec<Buffer>> {
+    static ALL: OnceLock<Mutex<Vec<Buffer>>> = OnceLock::new();
+    ALL.get_or_init(Mutex::default)
+}
+
+fn register() -> Buffer {
+    let b = Buffer::default();
+    lock(buffers()).push(Arc::clone(&b));
+    b
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn write_out(buf: &mut Vec<u8>) {
+    if !buf.is_empty() {
+        let _ = std::io::stdout().lock().write_all(buf);
+        buf.clear();
+    }
+}
+
+/// Writes every thread's buffered access log lines out.
 pub fn flush() {
-    if let Ok(mut out) = sink().lock() {
-        let _ = out.flush();
+    let all: Vec<Buffer> = lock(buffers()).clone();
+    for b in all {
+        write_out(&mut lock(&b));
     }
+    let _ = std::io::stdout().flush();
 }
 
-/// The access log line.
-pub fn format_line(format: LogFormat, e: &Entry, time: &str) -> String {
+/// One JSON access log line.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: &'a str,
+    method: &'a str,
+    host: &'a str,
+    status: u16,
+    tls_version: Option<&'a str>,
+    profile: Option<&'a str>,
+    handshakes: Option<usize>,
+    error: Option<&'a str>,
+    duration_ms: f64,
+}
+
+/// Writes the access log line and its newline.
+fn write_line(
+    out: &mut impl Write,
+    format: LogFormat,
+    e: &Entry,
+    time: &str,
+) -> std::io::Result<()> {
     let host = if e.host.is_empty() { "-" } else { e.host };
     let ms = (e.duration.as_secs_f64() * 10_000.0).round() / 10.0;
     let version = e.tls.map(|t| t.version.as_str());
-    let profile = e.tls.map(|t| t.profile.to_string());
+    let profile = e.tls.map(|t| &*t.profile);
     let handshakes = e.tls.map(|t| t.handshakes());
     match format {
-        LogFormat::Json => json!({
-            "time": time,
-            "method": e.method,
-            "host": host,
-            "status": e.status,
-            "tls_version": version,
-            "profile": profile,
-            "handshakes": handshakes,
-            "error": e.error,
-            "duration_ms": ms,
-        })
-        .to_string(),
-        LogFormat::Text => format!(
-            "{time} {} {host} {} tls={} profile={} handshakes={} error={} ms={ms}",
-            e.method,
-            e.status,
-            version.unwrap_or("-"),
-            profile.as_deref().unwrap_or("-"),
-            handshakes.map_or("-".to_string(), |h| h.to_string()),
-            e.error.unwrap_or("-"),
-        ),
+        LogFormat::Json => {
+            let line = JsonLine {
+                time,
+                method: e.method,
+                host,
+                status: e.status,
+                tls_version: version,
+                profile,
+                handshakes,
+                error: e.error,
+                duration_ms: ms,
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+        }
+        LogFormat::Text => {
+            write!(
+                out,
+                "{time} {} {host} {} tls={} profile={} handshakes=",
+                e.method,
+                e.status,
+                version.unwrap_or("-"),
+                profile.unwrap_or("-"),
+            )?;
+            match handshakes {
+                Some(h) => write!(out, "{h}")?,
+                None => out.write_all(b"-")?,
+            }
+            write!(out, " error={} ms={ms}", e.error.unwrap_or("-"))?;
+        }
     }
+    out.write_all(b"\n")
+}
+
+/// The access log line (without its newline).
+#[cfg(test)]
+pub fn format_line(format: LogFormat, e: &Entry, time: &str) -> String {
+    let mut v = Vec::new();
+    let _ = write_line(&mut v, format, e, time);
+    v.pop();
+    String::from_utf8_lossy(&v).into_owned()
 }
 
 /// RFC 3339 UTC time with milliseconds.

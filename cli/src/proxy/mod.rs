@@ -8,20 +8,18 @@ pub mod config;
 pub mod forward;
 pub mod headers;
 pub mod log;
+pub mod pool;
 pub mod route;
 pub mod upstream;
 pub mod via;
+pub mod workers;
 
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::Semaphore;
 
 pub use config::ProxyArgs;
 use config::Settings;
@@ -50,7 +48,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn say(msg: &str) {
+pub(crate) fn say(msg: &str) {
     eprintln!("tls-fallback proxy: {msg}");
 }
 
@@ -102,7 +100,13 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Str
 
 async fn serve(args: ProxyArgs, rt: Runtime) -> Result<(), String> {
     let metrics = admin::install_recorder()?;
-    let listener = bind("proxy", rt.settings.listen).await?;
+    let listeners = workers::bind(rt.settings.listen, rt.settings.workers)?;
+    if !rt.settings.listen.ip().is_loopback() {
+        say(&format!(
+            "warning: the proxy listener is on {}, reachable from the network",
+            rt.settings.listen
+        ));
+    }
     let admin_listener = match rt.settings.admin {
         Some(a) => {
             let l = bind("admin", a).await?;
@@ -113,9 +117,9 @@ async fn serve(args: ProxyArgs, rt: Runtime) -> Result<(), String> {
         }
         None => None,
     };
-    let limits = rt.settings.limits.clone();
+    let (max_connections, count) = (rt.settings.limits.max_connections, rt.settings.workers);
     let shared = Arc::new(RwLock::new(Arc::new(rt)));
-    let upkeep = spawn_upkeep(metrics.clone());
+    let upkeep = spawn_upkeep(metrics.clone(), Arc::clone(&shared));
     let admin_task =
         admin_listener.map(|l| tokio::spawn(admin::serve(l, Arc::clone(&shared), metrics)));
     let sig = |k: SignalKind| signal(k).map_err(|e| format!("cannot watch signals: {e}"));
@@ -124,43 +128,17 @@ async fn serve(args: ProxyArgs, rt: Runtime) -> Result<(), String> {
         sig(SignalKind::interrupt())?,
         sig(SignalKind::hangup())?,
     );
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    say(&format!("listening on {local}"));
-    let graceful = GracefulShutdown::new();
-    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let workers = workers::Workers::start(listeners, Arc::clone(&shared), max_connections)?;
+    say(&format!("{count} workers; listening on {}", workers.local));
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&conns).acquire_owned() => p.map_err(|e| e.to_string())?,
+        tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => { reload(&args, &shared); continue; }
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => { reload(&args, &shared); continue; }
-        };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
-            Err(e) => {
-                say(&format!("accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let rt = match shared.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
-        };
-        spawn_connection(&graceful, tcp, rt, permit);
+            _ = hup.recv() => reload(&args, &shared),
+        }
     }
-    drop(listener);
     say("stopping: no new connections; waiting for requests in flight");
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if !workers.stop(DRAIN).await {
         say("requests still in flight after 30 s: stopping anyway");
     }
     if let Some(t) = admin_task {
@@ -173,9 +151,11 @@ async fn serve(args: ProxyArgs, rt: Runtime) -> Result<(), String> {
 }
 
 /// Every second: the histograms' upkeep (they keep samples until it runs; without the
-/// exporter's own listener nothing else runs it) and the access log's flush.
+/// exporter's own listener nothing else runs it), the access log's flush, and closing parked
+/// upstream connections idle for too long.
 fn spawn_upkeep(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shared: Arc<RwLock<Arc<Runtime>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -183,35 +163,19 @@ fn spawn_upkeep(
             tick.tick().await;
             metrics.run_upkeep();
             log::flush();
+            for b in current(&shared).upstreams.all() {
+                b.pool.prune();
+            }
         }
     })
 }
 
-/// Serves one app connection (HTTP/1.1, keep-alive, bounded head and idle time) in a task
-/// the drain waits for; the connection slot is freed when it ends.
-fn spawn_connection(
-    graceful: &GracefulShutdown,
-    tcp: tokio::net::TcpStream,
-    rt: Arc<Runtime>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let _ = tcp.set_nodelay(true);
-    let limits = rt.settings.limits.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        let rt = Arc::clone(&rt);
-        async move { Ok::<_, std::convert::Infallible>(forward::handle(rt, req).await) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(tcp), svc);
-    let watched = graceful.watch(conn);
-    tokio::spawn(async move {
-        let _ = watched.await;
-        drop(permit);
-    });
+/// The running configuration.
+pub(crate) fn current(shared: &RwLock<Arc<Runtime>>) -> Arc<Runtime> {
+    match shared.read() {
+        Ok(g) => Arc::clone(&g),
+        Err(p) => Arc::clone(&p.into_inner()),
+    }
 }
 
 /// SIGHUP: re-read the configuration; a bad one is logged and the running one stays.
@@ -220,10 +184,7 @@ fn reload(args: &ProxyArgs, shared: &RwLock<Arc<Runtime>>) {
         say("SIGHUP: no --config file to re-read; nothing changed");
         return;
     };
-    let current = match shared.read() {
-        Ok(g) => Arc::clone(&g),
-        Err(p) => Arc::clone(&p.into_inner()),
-    };
+    let current = current(shared);
     let next = config::resolve(args).and_then(|s| {
         let u = Upstreams::build(&s, Some(&current.upstreams))?;
         Ok(Runtime {
@@ -236,8 +197,9 @@ fn reload(args: &ProxyArgs, shared: &RwLock<Arc<Runtime>>) {
         Ok(next) => {
             if next.settings.listen != current.settings.listen
                 || next.settings.admin != current.settings.admin
+                || next.settings.workers != current.settings.workers
             {
-                say("SIGHUP: listen and admin addresses change only on restart");
+                say("SIGHUP: listen and admin addresses and workers change only on restart");
             }
             match shared.write() {
                 Ok(mut g) => *g = Arc::new(next),
@@ -249,11 +211,7 @@ fn reload(args: &ProxyArgs, shared: &RwLock<Arc<Runtime>>) {
 }
 
 fn flush(shared: &RwLock<Arc<Runtime>>) {
-    let rt = match shared.read() {
-        Ok(g) => Arc::clone(&g),
-        Err(p) => Arc::clone(&p.into_inner()),
-    };
-    for b in rt.upstreams.all() {
+    for b in current(shared).upstreams.all() {
         if let Err(e) = b.layer.flush() {
             say(&format!("cannot write the decision cache: {e}"));
         }

@@ -1,30 +1,30 @@
-//! The upstream side: one fallback layer and hyper client per distinct layer settings (the
+//! The upstream side: one fallback layer and connection pool per distinct layer settings (the
 //! shared one, and hosts with their own trust or client certificate), kept across reloads when
 //! their settings did not change.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tls_fallback::{FallbackConnector, FallbackLayer, HostPattern};
+use tls_fallback::{FallbackLayer, HostPattern};
 use tower_layer::Layer;
 
 use super::config::{LayerSettings, Settings};
-use super::via::{self, ViaConnector};
+use super::pool::Pool;
+use super::via;
 
-/// The client requests go through.
-pub type ProxyClient = Client<FallbackConnector<ViaConnector>, Incoming>;
+/// How long a parked upstream connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Parked upstream connections kept per upstream.
+const POOL_MAX_PER_HOST: usize = 256;
 
-/// A layer, its client, and what it was built from.
+/// A layer, its connection pool, and what it was built from.
 pub struct Built {
     /// The settings it was built from.
     pub settings: LayerSettings,
     /// The layer (stats, flush).
     pub layer: FallbackLayer,
-    /// The client over it.
-    pub client: ProxyClient,
+    /// The upstream connections made through it.
+    pub pool: Arc<Pool>,
 }
 
 /// Every layer of the running configuration.
@@ -107,15 +107,10 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
     }
     let layer = b.build().map_err(|e| e.to_string())?;
     let tcp = via::connector(ls.via.as_deref())?;
-    let client = Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(256)
-        .build(layer.layer(tcp));
+    let pool = Pool::new(layer.layer(tcp), POOL_IDLE, POOL_MAX_PER_HOST);
     Ok(Built {
         settings: ls.clone(),
         layer,
-        client,
+        pool: Arc::new(pool),
     })
 }

@@ -68,6 +68,9 @@ pub struct ProxyArgs {
     /// Access log format: text or json (default text).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Worker threads, each with its own listening socket (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u64>,
 }
 
 /// The access log's format.
@@ -149,6 +152,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Limits.
     pub limits: Limits,
+    /// Worker threads.
+    pub workers: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -170,6 +175,7 @@ struct FileConfig {
     request_timeout_ms: Option<Spanned<u64>>,
     via: Option<Spanned<String>>,
     log_format: Option<Spanned<String>>,
+    workers: Option<Spanned<u64>>,
     limits: Option<FileLimits>,
     host: Option<Vec<FileHost>>,
 }
@@ -465,7 +471,19 @@ fn merge(args: &ProxyArgs, mut file: FileConfig, src: &Src) -> Result<Settings, 
         )?,
         log_format: log_format(src, flag_or(&args.log_format, file.log_format.take()))?,
         limits: limits(src, file.limits.take().unwrap_or_default())?,
+        workers: workers(src, args.workers, file.workers.take())?,
     })
+}
+
+fn workers(src: &Src, flag: Option<u64>, file: Option<Spanned<u64>>) -> Result<usize, String> {
+    let Some((n, span)) = flag_or(&flag, file) else {
+        return Ok(super::workers::default_count());
+    };
+    let max = super::workers::MAX_WORKERS;
+    match usize::try_from(n) {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(err_at(src, "workers", &span, format!("must be 1 to {max}"))),
+    }
 }
 
 /// Per-host sections: their pin and legacy gate join the shared lists; a CA file or client

@@ -1,0 +1,602 @@
+//! Upstream connections, driven inside the task of the app connection that uses them.
+//!
+//! An HTTP/1.1 upstream connection belongs to one app connection at a time (its [`Slot`]): the
+//! app connection's task polls it next to the app side ([`drive`]), so a request and its
+//! response never cross tasks or threads on their way out and back, as in an event-loop proxy.
+//! When the app connection ends, an upstream connection that is idle is parked in the layer's
+//! [`Pool`] for the next app connection to the same upstream. An h2 upstream connection (ALPN
+//! decides) runs in a task of its own and is shared by everyone, as h2 is meant to be.
+//!
+//! A request is sent at most once: it is retried on another connection only when hyper hands
+//! it back unsent (a parked connection that the upstream had closed), see [`after_failure`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tls_fallback::{FallbackConnector, MaybeHttpsStream, TlsInfo};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use super::via::ViaConnector;
+
+/// The stream the fallback connector hands out.
+type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+/// An HTTP/1.1 client connection future over it.
+type H1Conn = http1::Connection<Stream, Incoming>;
+
+/// How an upstream connection was made, and the response headers that say so (made once per
+/// connection).
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The connection's TLS details.
+    pub tls: TlsInfo,
+    /// `x-tls-fallback-version`, `-profile`, `-handshakes`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ConnInfo {
+    fn new(tls: &TlsInfo) -> ConnInfo {
+        ConnInfo {
+            tls: tls.clone(),
+            headers: super::headers::tls_headers(tls),
+        }
+    }
+}
+
+/// A response and the connection it came on.
+pub type Answer = (Response<Incoming>, Option<Arc<ConnInfo>>);
+
+/// What sending a request can fail with.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made (the fallback layer's error: TLS, connect, timeout).
+    Connect(tls_fallback::Error),
+    /// The connection failed during the exchange (the request may have reached the upstream).
+    Http(hyper::Error),
+    /// A new connection closed before it could take the request (nothing was sent).
+    Closed,
+}
+
+/// An HTTP/1.1 connection and what it was made with.
+struct H1 {
+    send: http1::SendRequest<Incoming>,
+    conn: Pin<Box<H1Conn>>,
+    info: Option<Arc<ConnInfo>>,
+}
+
+/// An h2 connection (its future runs in its own task).
+#[derive(Clone)]
+struct H2 {
+    send: http2::SendRequest<Incoming>,
+    info: Option<Arc<ConnInfo>>,
+}
+
+/// A parked HTTP/1.1 connection.
+struct Parked {
+    h1: H1,
+    since: Instant,
+    /// The worker thread whose runtime its socket is registered with.
+    worker: usize,
+}
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Tells the pool which worker this thread is (a parked connection goes back preferably to
+/// the worker whose runtime drives its socket).
+pub fn set_worker(index: usize) {
+    WORKER.set(index);
+}
+
+/// The upstream connections of one fallback layer that no app connection holds: parked
+/// HTTP/1.1 ones (not polled until taken; a closed one shows up as soon as it is polled
+/// again) and the shared h2 ones, by `host:port`.
+pub struct Pool {
+    connector: FallbackConnector<ViaConnector>,
+    idle_timeout: Duration,
+    max_idle_per_host: usize,
+    inner: Mutex<PoolInner>,
+}
+
+#[derive(Default)]
+struct PoolInner {
+    parked: HashMap<String, Vec<Parked>>,
+    h2: HashMap<String, H2>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Pool {
+    /// A pool over this connector.
+    pub fn new(
+        connector: FallbackConnector<ViaConnector>,
+        idle_timeout: Duration,
+        max_idle_per_host: usize,
+    ) -> Pool {
+        Pool {
+            connector,
+            idle_timeout,
+            max_idle_per_host,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// Drops parked connections idle for longer than the idle timeout, and dead h2 ones.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        inner.parked.retain(|_, v| {
+            v.retain(|p| now.duration_since(p.since) < self.idle_timeout && !p.h1.send.is_closed());
+            !v.is_empty()
+        });
+        inner.h2.retain(|_, h| !h.send.is_closed());
+    }
+
+    fn take_parked(&self, authority: &str) -> Option<H1> {
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        let list = inner.parked.get_mut(authority)?;
+        list.retain(|p| now.duration_since(p.since) < self.idle_timeout && !p.h1.send.is_closed());
+        // This worker's newest first (the most recently used connection is the least likely
+        // to have been closed), else another worker's: its socket still works from here.
+        let me = WORKER.get();
+        let at = list.iter().rposition(|p| p.worker == me);
+        let found = match at {
+            Some(i) => Some(list.swap_remove(i).h1),
+            None => list.pop().map(|p| p.h1),
+        };
+        if list.is_empty() {
+            inner.parked.remove(authority);
+        }
+        found
+    }
+
+    fn park(&self, authority: String, h1: H1) {
+        let mut inner = lock(&self.inner);
+        let list = inner.parked.entry(authority).or_default();
+        if list.len() < self.max_idle_per_host {
+            list.push(Parked {
+                h1,
+                since: Instant::now(),
+                worker: WORKER.get(),
+            });
+        }
+    }
+
+    fn shared_h2(&self, authority: &str) -> Option<H2> {
+        let mut inner = lock(&self.inner);
+        match inner.h2.get(authority) {
+            Some(h) if !h.send.is_closed() => Some(h.clone()),
+            Some(_) => {
+                inner.h2.remove(authority);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A new connection through the fallback layer: HTTP/1.1, or h2 when ALPN says so (then
+    /// it is shared from here on).
+    async fn connect(&self, uri: http::Uri, authority: &str) -> Result<Fresh, SendError> {
+        let mut connector = self.connector.clone();
+        let stream = connector.call(uri).await.map_err(SendError::Connect)?;
+        let info = stream.tls_info().map(|t| Arc::new(ConnInfo::new(t)));
+        if info.as_ref().and_then(|i| i.tls.alpn) == Some("h2") {
+            let (send, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(stream)
+                .await
+                .map_err(SendError::Http)?;
+            tokio::spawn(conn);
+            let h2 = H2 { send, info };
+            lock(&self.inner)
+                .h2
+                .insert(authority.to_string(), h2.clone());
+            return Ok(Fresh::H2(h2));
+        }
+        let (send, conn) = http1::Builder::new()
+            .handshake(stream)
+            .await
+            .map_err(SendError::Http)?;
+        Ok(Fresh::H1(H1 {
+            send,
+            conn: Box::pin(conn),
+            info,
+        }))
+    }
+}
+
+enum Fresh {
+    H1(H1),
+    H2(H2),
+}
+
+/// The HTTP/1.1 upstream connection an app connection holds, polled by [`drive`].
+pub struct Slot {
+    state: Mutex<SlotState>,
+    /// Set when the held connection must be polled.
+    flag: Arc<Flag>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            state: Mutex::default(),
+            flag: Flag::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct SlotState {
+    held: Option<Held>,
+    next_id: u64,
+}
+
+struct Held {
+    id: u64,
+    authority: String,
+    pool: Arc<Pool>,
+    h1: H1,
+    /// Whether it came from the pool or served a request before (a closed one is no surprise).
+    reused: bool,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        lock(&self.state)
+    }
+
+    /// Puts a connection in (parking the one held before, if idle) and returns its id.
+    fn hold(&self, authority: &str, pool: &Arc<Pool>, h1: H1, reused: bool) -> u64 {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = st.next_id;
+        if let Some(old) = st.held.take() {
+            release(old);
+        }
+        st.held = Some(Held {
+            id,
+            authority: authority.to_string(),
+            pool: Arc::clone(pool),
+            h1,
+            reused,
+        });
+        drop(st);
+        // A new connection must be polled to get going.
+        Wake::wake_by_ref(&self.flag);
+        id
+    }
+
+    /// The held connection's id, if it is for this upstream of this pool and not closed.
+    fn held_for(&self, authority: &str, pool: &Arc<Pool>) -> Option<u64> {
+        let mut st = self.lock();
+        let usable = st.held.as_ref().is_some_and(|h| {
+            h.authority == authority && Arc::ptr_eq(&h.pool, pool) && !h.h1.send.is_closed()
+        });
+        if usable {
+            return st.held.as_ref().map(|h| h.id);
+        }
+        if let Some(old) = st.held.take() {
+            release(old);
+        }
+        None
+    }
+
+    /// Waits until connection `id` can take a request; `false` when it closed first.
+    async fn ready(&self, id: u64) -> bool {
+        std::future::poll_fn(|cx| {
+            let mut st = self.lock();
+            let Some(h) = st.held.as_mut().filter(|h| h.id == id) else {
+                return Poll::Ready(false);
+            };
+            match h.h1.send.poll_ready(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(true),
+                Poll::Ready(Err(_)) => {
+                    st.held = None;
+                    Poll::Ready(false)
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Hands the request to connection `id` (ready) if it is still held (else `req` stays);
+    /// the future resolves with its response.
+    fn send(
+        &self,
+        id: u64,
+        req: &mut Option<Request<Incoming>>,
+    ) -> Option<impl Future<Output = Attempted> + use<>> {
+        let mut st = self.lock();
+        let h = st.held.as_mut().filter(|h| h.id == id)?;
+        let req = req.take()?;
+        let reused = h.reused;
+        h.reused = true;
+        let info = h.h1.info.clone();
+        let fut = h.h1.send.try_send_request(req);
+        Some(async move {
+            Attempted {
+                result: fut.await,
+                reused,
+                info,
+            }
+        })
+    }
+
+    /// Polls the held connection; drops it when it has ended.
+    fn poll_held(&self, cx: &mut Context<'_>) {
+        let mut st = self.lock();
+        let ended = match st.held.as_mut() {
+            Some(h) => h.h1.conn.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if ended {
+            st.held = None;
+        }
+    }
+
+    /// At the end of the app connection: parks the held connection if it is idle.
+    fn finish(&self) {
+        if let Some(h) = self.lock().held.take() {
+            release(h);
+        }
+    }
+}
+
+/// A connection let go: parked when it can take another request, else closed.
+fn release(h: Held) {
+    if h.h1.send.is_ready() {
+        let pool = Arc::clone(&h.pool);
+        pool.park(h.authority, h.h1);
+    }
+}
+
+/// One send on one connection.
+struct Attempted {
+    result: Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>>,
+    reused: bool,
+    info: Option<Arc<ConnInfo>>,
+}
+
+/// What to do after a send failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Send it again on a new connection: it never left.
+    Retry,
+    /// Answer with the error.
+    Fail,
+}
+
+/// The retry rule: only a request hyper handed back unsent, on a connection that was parked or
+/// served before (one the upstream may have closed while idle), and only once.
+pub fn after_failure(unsent: bool, reused: bool, retried: bool) -> Next {
+    if unsent && reused && !retried {
+        Next::Retry
+    } else {
+        Next::Fail
+    }
+}
+
+/// Sends one request to `authority` through this pool, holding the HTTP/1.1 connection in the
+/// app connection's `slot`; the answer says how the connection was made.
+pub async fn send(
+    pool: &Arc<Pool>,
+    slot: &Slot,
+    uri: http::Uri,
+    authority: &str,
+    mut req: Request<Incoming>,
+) -> Result<Answer, SendError> {
+    let mut retried = false;
+    let origin = uri.path_and_query().map_or_else(
+        || http::Uri::from_static("/"),
+        |pq| http::Uri::from(pq.clone()),
+    );
+    loop {
+        let (id, reused) = match checkout(pool, slot, uri.clone(), authority).await? {
+            Checkout::H2(h2) => return send_h2(h2, uri, req).await,
+            Checkout::H1(id, reused) => (id, reused),
+        };
+        if !slot.ready(id).await {
+            // Closed before it took the request: nothing was sent.
+            if after_failure(true, reused, retried) == Next::Retry {
+                retried = true;
+                continue;
+            }
+            return Err(SendError::Closed);
+        }
+        *req.uri_mut() = origin.clone();
+        let mut pending = Some(req);
+        let attempt = match slot.send(id, &mut pending) {
+            Some(f) => f.await,
+            None => {
+                let Some(back) = pending else {
+                    return Err(SendError::Closed);
+                };
+                req = back;
+                if after_failure(true, reused, retried) == Next::Retry {
+                    retried = true;
+                    continue;
+                }
+                return Err(SendError::Closed);
+            }
+        };
+        match attempt.result {
+            Ok(res) => return Ok((res, attempt.info)),
+            Err(mut e) => {
+                let back = e.take_message();
+                let next = after_failure(back.is_some(), attempt.reused, retried);
+                match (next, back) {
+                    (Next::Retry, Some(r)) => {
+                        req = r;
+                        retried = true;
+                    }
+                    _ => return Err(SendError::Http(e.into_error())),
+                }
+            }
+        }
+    }
+}
+
+enum Checkout {
+    H1(u64, bool),
+    H2(H2),
+}
+
+/// The connection for the next request: the one held if it is for this upstream, else a
+/// shared h2 one, else a parked one, else a new one.
+async fn checkout(
+    pool: &Arc<Pool>,
+    slot: &Slot,
+    uri: http::Uri,
+    authority: &str,
+) -> Result<Checkout, SendError> {
+    if let Some(id) = slot.held_for(authority, pool) {
+        return Ok(Checkout::H1(id, true));
+    }
+    if let Some(h2) = pool.shared_h2(authority) {
+        return Ok(Checkout::H2(h2));
+    }
+    if let Some(h1) = pool.take_parked(authority) {
+        return Ok(Checkout::H1(slot.hold(authority, pool, h1, true), true));
+    }
+    match pool.connect(uri, authority).await? {
+        Fresh::H2(h2) => Ok(Checkout::H2(h2)),
+        Fresh::H1(h1) => Ok(Checkout::H1(slot.hold(authority, pool, h1, false), false)),
+    }
+}
+
+async fn send_h2(
+    mut h2: H2,
+    uri: http::Uri,
+    mut req: Request<Incoming>,
+) -> Result<Answer, SendError> {
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
+    req.headers_mut().remove(http::header::HOST);
+    h2.send.ready().await.map_err(SendError::Http)?;
+    let res = h2.send.send_request(req).await.map_err(SendError::Http)?;
+    Ok((res, h2.info))
+}
+
+/// A sub-waker: which of the futures [`drive`] runs asked to be polled again.
+struct Flag {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Flag {
+    fn new() -> Arc<Flag> {
+        Arc::new(Flag {
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        })
+    }
+
+    /// Remembers the task to wake.
+    fn register(&self, w: &Waker) {
+        let mut t = lock(&self.task);
+        if !t.as_ref().is_some_and(|t| t.will_wake(w)) {
+            *t = Some(w.clone());
+        }
+    }
+
+    fn take(&self) -> bool {
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+
+    fn is_set(&self) -> bool {
+        self.woken.load(Ordering::Acquire)
+    }
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.task).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Turns of [`drive`]'s loop in one poll before it yields to other tasks.
+const TURNS: usize = 16;
+
+/// Runs an app connection's future and the upstream connection its slot holds, in one task,
+/// polling each only when it was woken (an idle upstream connection is not read again for
+/// every app request); at the end, an idle upstream connection is parked for the next app
+/// connection.
+pub async fn drive<F: Future>(app: F, slot: &Slot) -> F::Output {
+    let mut app = std::pin::pin!(app);
+    let (app_flag, conn_flag) = (Flag::new(), Arc::clone(&slot.flag));
+    let app_waker = Waker::from(Arc::clone(&app_flag));
+    let conn_waker = Waker::from(Arc::clone(&conn_flag));
+    let out = std::future::poll_fn(|cx| {
+        app_flag.register(cx.waker());
+        conn_flag.register(cx.waker());
+        for _ in 0..TURNS {
+            if app_flag.take() {
+                if let Poll::Ready(out) = app.as_mut().poll(&mut Context::from_waker(&app_waker)) {
+                    return Poll::Ready(out);
+                }
+            }
+            if conn_flag.take() {
+                slot.poll_held(&mut Context::from_waker(&conn_waker));
+            }
+            if !app_flag.is_set() && !conn_flag.is_set() {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    slot.finish();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_sent_again_only_when_it_never_left_a_reused_connection_once() {
+        // (unsent, reused, retried) -> next
+        let rows = [
+            ((true, true, false), Next::Retry),
+            ((true, true, true), Next::Fail),
+            ((true, false, false), Next::Fail),
+            ((false, true, false), Next::Fail),
+            ((false, false, false), Next::Fail),
+            ((false, true, true), Next::Fail),
+        ];
+        for ((unsent, reused, retried), want) in rows {
+            assert_eq!(
+                after_failure(unsent, reused, retried),
+                want,
+                "unsent {unsent} reused {reused} retried {retried}"
+            );
+        }
+    }
+}
