@@ -106,7 +106,7 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
         b = b.redis(url);
     }
     let layer = b.build().map_err(|e| e.to_string())?;
-    let tcp = via::connector(ls.via.as_deref())?;
+    let tcp = via::connector(ls.via.as_ref())?;
     let client = Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
