@@ -151,7 +151,14 @@ async fn get_through_a_connect_proxy_with_credentials_and_a_407_says_they_were_r
             flag(format!("http://user:{WRONG}@{t}")),
             vec![],
             1,
-            "it refused the credentials of user \"user\" (407".into(),
+            // tinyproxy answers wrong credentials with 401, missing ones with 407.
+            "it refused the credentials of user \"user\" (it answered 401 Unauthorized)".into(),
+        ),
+        (
+            flag(format!("http://{t}")),
+            vec![],
+            1,
+            "proxy authorization required (it answered 407 Proxy Authentication Required)".into(),
         ),
         (
             flag(format!("ftp://user:{WRONG}@{t}")),

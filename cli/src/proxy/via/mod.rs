@@ -4,6 +4,7 @@
 //! fallback runs inside it. A proxy that refuses (407, 5xx, a SOCKS refusal) is a connect error
 //! that names the proxy, never a reason to fall back; credentials never appear in a message.
 
+mod connect;
 mod socks;
 mod url;
 
@@ -13,7 +14,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::Uri;
-use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -121,8 +121,9 @@ struct Via {
 /// How a connection goes through the proxy.
 #[derive(Clone)]
 enum Route {
-    Connect(Tunnel<HttpConnector>),
-    /// The TCP connector to the SOCKS5 proxy.
+    /// HTTP CONNECT; the TCP connector to the proxy.
+    Connect(HttpConnector),
+    /// SOCKS5; the TCP connector to the proxy.
     Socks(HttpConnector),
 }
 
@@ -152,13 +153,7 @@ impl ViaConnector {
         let mut tcp = tls_fallback::FallbackLayer::http_connector();
         tcp.enforce_http(false);
         let route = match url.scheme() {
-            Scheme::Http => {
-                let tunnel = Tunnel::new(url.connect_uri(), tcp);
-                Route::Connect(match url.basic_auth() {
-                    Some(auth) => tunnel.with_auth(auth),
-                    None => tunnel,
-                })
-            }
+            Scheme::Http => Route::Connect(tcp),
             Scheme::Socks5 | Scheme::Socks5h => Route::Socks(tcp),
         };
         ViaConnector {
@@ -202,30 +197,8 @@ async fn through(url: ProxyUrl, route: Route, dst: Uri) -> Result<TokioIo<TcpStr
         .authority()
         .map_or_else(String::new, ToString::to_string);
     match route {
-        Route::Connect(mut tunnel) => tunnel.call(dst).await.map_err(|e| {
-            // hyper-util's `TunnelError` is not nameable: its Debug names the 407 variant.
-            let refused = format!("{e:?}") == "ProxyAuthRequired";
-            let chain = super::error_chain(&e);
-            tunnel_refusal(&url, &target, refused, &chain)
-        }),
+        Route::Connect(tcp) => connect::connect(tcp, &url, dst, &target).await,
         Route::Socks(tcp) => socks::connect(tcp, &url, dst, &target).await,
-    }
-}
-
-/// The message for a CONNECT that did not open a tunnel.
-fn tunnel_refusal(url: &ProxyUrl, target: &str, status_407: bool, chain: &str) -> String {
-    let head = format!("the proxy {url} did not open a tunnel to {target}");
-    match (status_407, url.credentials()) {
-        (true, Some(c)) => format!(
-            "{head}: it refused the credentials of user {:?} (407, proxy authorization \
-             required)",
-            c.user
-        ),
-        (true, None) => format!(
-            "{head}: proxy authorization required (407); give credentials in the URL: \
-             http://USER:PASSWORD@HOST:PORT"
-        ),
-        (false, _) => format!("{head} ({chain})"),
     }
 }
 
@@ -257,48 +230,11 @@ mod tests {
     }
 
     #[test]
-    fn a_407_says_whether_credentials_were_refused_or_missing() {
-        let with = ProxyUrl::parse("http://ann:hunter2@p:3128").unwrap();
-        let without = ProxyUrl::parse("http://p:3128").unwrap();
-        // (proxy, 407, message parts)
-        let rows: [(&ProxyUrl, bool, &[&str]); 3] = [
-            (
-                &with,
-                true,
-                &[
-                    "http://ann:***@p:3128",
-                    "refused the credentials of user \"ann\"",
-                    "407",
-                ],
-            ),
-            (
-                &without,
-                true,
-                &[
-                    "http://p:3128",
-                    "authorization required (407)",
-                    "USER:PASSWORD@",
-                ],
-            ),
-            (
-                &with,
-                false,
-                &["did not open a tunnel to gw:443 (tunnel error: unsuccessful)"],
-            ),
-        ];
-        for (url, status_407, parts) in rows {
-            let msg = tunnel_refusal(url, "gw:443", status_407, "tunnel error: unsuccessful");
-            for part in parts {
-                assert!(msg.contains(part), "{msg}");
-            }
-            assert!(!msg.contains("hunter2"), "{msg}");
-        }
-        let debug = format!(
-            "{:?}",
-            ViaConnector::through(with.clone(), NoProxy::default())
-        );
+    fn debug_output_hides_the_password() {
+        let url = ProxyUrl::parse("socks5h://ann:hunter2@p:1080").unwrap();
+        let debug = format!("{:?}", ViaConnector::through(url, NoProxy::default()));
         assert!(
-            debug.contains("ann:***@") && !debug.contains("hunter2"),
+            debug.contains("ann:***@p:1080") && !debug.contains("hunter2"),
             "{debug}"
         );
     }
