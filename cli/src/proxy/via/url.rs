@@ -105,10 +105,22 @@ impl ProxyUrl {
         if auth.host().is_empty() {
             return Err(bad("it has no host"));
         }
+        // `Authority` takes `:99999` and then has no port: read the text after the host.
+        let port_text = host_port
+            .get(auth.host().len()..)
+            .and_then(|rest| rest.strip_prefix(':'));
+        let port = match port_text.filter(|p| !p.is_empty()) {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?,
+            None => scheme.default_port(),
+        };
         Ok(ProxyUrl {
             scheme,
             host: auth.host().to_string(),
-            port: auth.port_u16().unwrap_or(scheme.default_port()),
+            port,
             credentials,
         })
     }

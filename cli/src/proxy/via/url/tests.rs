@@ -52,7 +52,8 @@ fn proxy_urls_parse_by_scheme_with_percent_decoded_credentials() {
         ("http://@proxy.corp", Err("nothing before '@'")),
         ("http://u:%FF@proxy.corp", Err("password is not UTF-8")),
         ("http://u:secret@", Err("expected HOST or HOST:PORT")),
-        ("http://proxy.corp:99999", Err("expected HOST or HOST:PORT")),
+        ("http://proxy.corp:99999", Err("from 1 to 65535")),
+        ("socks5h://proxy.corp:0", Err("from 1 to 65535")),
         ("http://", Err("expected HOST or HOST:PORT")),
     ];
     for (s, want) in rows {
