@@ -175,9 +175,13 @@ impl AsyncWrite for Recorder {
 mod tests {
     use super::*;
 
+    /// The proxy's answer: status code and reason.
+    type Answer = Option<(u16, String)>;
+
     #[test]
     fn status_lines_are_read_from_the_proxys_first_bytes() {
-        let rows: &[(&[u8], Option<(u16, &str)>)] = &[
+        type Row = (&'static [u8], Option<(u16, &'static str)>);
+        let rows: &[Row] = &[
             (
                 b"HTTP/1.0 401 Unauthorized\r\nServer: x\r\n",
                 Some((401, "Unauthorized")),
@@ -205,7 +209,7 @@ mod tests {
         let without = ProxyUrl::parse("http://p:3128").unwrap();
         let answer = |code: u16, reason: &str| Some((code, reason.to_string()));
         // (proxy, answer, message parts)
-        let rows: [(&ProxyUrl, Option<(u16, String)>, &[&str]); 5] = [
+        let rows: [(&ProxyUrl, Answer, &[&str]); 5] = [
             (
                 &with,
                 answer(407, "Proxy Authentication Required"),
