@@ -262,3 +262,41 @@ async fn curl_through_proxy_via_socks5_or_connect_with_credentials_and_refusals_
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_cannot_reach_the_target_is_a_connect_error_saying_what_it_answered() {
+    let socks = Microsocks::start(None).await;
+    let tiny = Tinyproxy::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    // Nothing listens there: each proxy's connection to it is refused.
+    let dead = format!("https://localhost:{}/", free_port());
+    // (proxy, message parts)
+    let rows = [
+        (
+            format!("socks5h://{}", socks.addr()),
+            "did not open a connection to localhost:",
+            ": it refused the connection (",
+        ),
+        (
+            tiny.url(),
+            "did not open a tunnel to localhost:",
+            ": it answered 5",
+        ),
+    ];
+    for (proxy, opened, answered) in rows {
+        let r = get_json(&dead, &ca, &flag(proxy.clone()), &[]).await;
+        assert_eq!(r.code, 1, "{proxy}: {}{}", r.stdout, r.stderr);
+        let v = json(&r.stdout);
+        assert_eq!(v["error"]["kind"], "connect", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        for part in [proxy.as_str(), opened, answered] {
+            assert!(msg.contains(part), "{proxy}: {msg}");
+        }
+        assert_eq!(
+            v["attempts"].as_array().map(Vec::len),
+            Some(1),
+            "no fallback: {v}"
+        );
+    }
+}

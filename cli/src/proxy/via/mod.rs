@@ -193,9 +193,11 @@ impl Service<Uri> for ViaConnector {
 
 /// One connection to `dst` through the proxy; a refusal is a message naming the proxy.
 async fn through(url: ProxyUrl, route: Route, dst: Uri) -> Result<TokioIo<TcpStream>, String> {
-    let target = dst
-        .authority()
-        .map_or_else(String::new, ToString::to_string);
+    let target = format!(
+        "{}:{}",
+        dst.host().unwrap_or_default(),
+        dst.port_u16().unwrap_or(443)
+    );
     match route {
         Route::Connect(tcp) => connect::connect(tcp, &url, dst, &target).await,
         Route::Socks(tcp) => socks::connect(tcp, &url, dst, &target).await,
