@@ -115,16 +115,8 @@ pub struct ViaConnector {
 struct Via {
     url: ProxyUrl,
     no_proxy: NoProxy,
-    route: Route,
-}
-
-/// How a connection goes through the proxy.
-#[derive(Clone)]
-enum Route {
-    /// HTTP CONNECT; the TCP connector to the proxy.
-    Connect(HttpConnector),
-    /// SOCKS5; the TCP connector to the proxy.
-    Socks(HttpConnector),
+    /// The TCP connector to the proxy.
+    tcp: HttpConnector,
 }
 
 impl fmt::Debug for ViaConnector {
@@ -152,17 +144,9 @@ impl ViaConnector {
     pub fn through(url: ProxyUrl, no_proxy: NoProxy) -> ViaConnector {
         let mut tcp = tls_fallback::FallbackLayer::http_connector();
         tcp.enforce_http(false);
-        let route = match url.scheme() {
-            Scheme::Http => Route::Connect(tcp),
-            Scheme::Socks5 | Scheme::Socks5h => Route::Socks(tcp),
-        };
         ViaConnector {
             direct: tls_fallback::FallbackLayer::http_connector(),
-            via: Some(Via {
-                url,
-                no_proxy,
-                route,
-            }),
+            via: Some(Via { url, no_proxy, tcp }),
         }
     }
 }
@@ -180,8 +164,8 @@ impl Service<Uri> for ViaConnector {
         let host = dst.host().unwrap_or_default();
         match &self.via {
             Some(via) if !via.no_proxy.matches(host) => {
-                let (url, route) = (via.url.clone(), via.route.clone());
-                Box::pin(async move { through(url, route, dst).await.map_err(BoxError::from) })
+                let (url, tcp) = (via.url.clone(), via.tcp.clone());
+                Box::pin(async move { through(url, tcp, dst).await.map_err(BoxError::from) })
             }
             _ => {
                 let mut direct = self.direct.clone();
@@ -192,15 +176,19 @@ impl Service<Uri> for ViaConnector {
 }
 
 /// One connection to `dst` through the proxy; a refusal is a message naming the proxy.
-async fn through(url: ProxyUrl, route: Route, dst: Uri) -> Result<TokioIo<TcpStream>, String> {
+async fn through(
+    url: ProxyUrl,
+    tcp: HttpConnector,
+    dst: Uri,
+) -> Result<TokioIo<TcpStream>, String> {
     let target = format!(
         "{}:{}",
         dst.host().unwrap_or_default(),
         dst.port_u16().unwrap_or(443)
     );
-    match route {
-        Route::Connect(tcp) => connect::connect(tcp, &url, dst, &target).await,
-        Route::Socks(tcp) => socks::connect(tcp, &url, dst, &target).await,
+    match url.scheme() {
+        Scheme::Http => connect::connect(tcp, &url, dst, &target).await,
+        Scheme::Socks5 | Scheme::Socks5h => socks::connect(tcp, &url, dst, &target).await,
     }
 }
 
