@@ -84,7 +84,10 @@ pub struct GetArgs {
     /// Requests in flight at once with --repeat.
     #[arg(long, value_name = "C", default_value_t = 1)]
     pub concurrency: u32,
-    /// Reach the host through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY).
+    /// Reach the host through this proxy: http://[USER:PASS@]HOST:PORT (CONNECT),
+    /// socks5h://[USER:PASS@]HOST:PORT (SOCKS5, the proxy resolves names) or socks5://...
+    /// (names resolved here). Percent-encode @ : / in credentials. Default: HTTPS_PROXY,
+    /// minus NO_PROXY.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
     /// Print one JSON object.

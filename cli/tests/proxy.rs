@@ -500,7 +500,7 @@ async fn bad_startup_configurations_exit_2_with_a_clear_message() {
         (&["--allow", "bad host"], "--allow: invalid host pattern"),
         (&["--upstream", "http://a"], "must start with https://"),
         (
-            &["--allow", "a", "--via", "socks5://p:1"],
+            &["--allow", "a", "--via", "socks4://p:1"],
             "--via: invalid proxy URL",
         ),
         (
@@ -686,16 +686,8 @@ async fn get_through_a_connect_proxy_walks_inside_the_tunnel_and_a_407_names_the
     let ca = ca_file(&dir);
     let url = em.url();
     let get = |extra: Vec<String>, env: Vec<(&'static str, String)>| {
-        let ca = ca.to_str().unwrap().to_string();
-        let url = url.clone();
-        async move {
-            let mut args = vec!["get".to_string(), url, "--ca-file".into(), ca];
-            args.extend(["--allow-legacy".into(), "--json".into()]);
-            args.extend(extra);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            run(env!("CARGO_BIN_EXE_tls-fallback"), &args, &env).await
-        }
+        let (ca, url) = (ca.clone(), url.clone());
+        async move { get_json(&url, &ca, &extra, &env).await }
     };
     // (flag, environment, exit code, error kind or the version reached)
     type Env = Vec<(&'static str, String)>;
@@ -713,7 +705,7 @@ async fn get_through_a_connect_proxy_walks_inside_the_tunnel_and_a_407_names_the
             "1.0",
         ),
         (
-            vec!["--proxy".into(), "socks5://x:1".into()],
+            vec!["--proxy".into(), "https://x:1".into()],
             vec![],
             2,
             "bad_input",

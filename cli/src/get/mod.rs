@@ -132,8 +132,9 @@ pub async fn run(args: GetArgs) -> Result<ExitCode, CliError> {
         code: EXIT_BAD_INPUT,
         ..CliError::from_tls(&e)
     })?;
-    // --proxy, else HTTPS_PROXY minus NO_PROXY: each rung is one CONNECT through it.
-    let tcp = crate::proxy::via::connector(args.proxy.as_deref())
+    // --proxy, else HTTPS_PROXY minus NO_PROXY: each rung is one CONNECT (or SOCKS
+    // connection) through it.
+    let tcp = crate::proxy::via::connector_from_flag(args.proxy.as_deref())
         .map_err(|e| CliError::bad_input(format!("--proxy: {e}")))?;
     let client: CliClient = Client::builder(TokioExecutor::new()).build(layer.layer(tcp));
     let result = if args.repeat == 1 {

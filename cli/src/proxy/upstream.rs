@@ -106,7 +106,7 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
         b = b.redis(url);
     }
     let layer = b.build().map_err(|e| e.to_string())?;
-    let tcp = via::connector(ls.via.as_deref())?;
+    let tcp = via::connector(ls.via.as_ref())?;
     let pool = Pool::new(layer.layer(tcp), POOL_IDLE, POOL_MAX_PER_HOST);
     Ok(Built {
         settings: ls.clone(),

@@ -433,25 +433,85 @@ impl Tinyproxy {
             .kill_on_drop(true)
             .spawn()
             .expect("tinyproxy starts (apt-get install tinyproxy)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Tinyproxy {
-                    child,
-                    port,
-                    _dir: dir,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_listening(port, "tinyproxy").await;
+        Tinyproxy {
+            child,
+            port,
+            _dir: dir,
         }
-        panic!("tinyproxy did not listen on {port}");
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+}
+
+/// microsocks (a SOCKS5 server) on a free loopback port; with `auth`, it demands this user and
+/// password.
+pub struct Microsocks {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Microsocks {
+    pub async fn start(auth: Option<(&str, &str)>) -> Microsocks {
+        let port = free_port();
+        let mut cmd = Command::new("microsocks");
+        cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some((user, password)) = auth {
+            cmd.args(["-u", user, "-P", password]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("microsocks does not start ({e}): apt-get install microsocks")
+            });
+        wait_listening(port, "microsocks").await;
+        Microsocks { child, port }
+    }
+
+    /// `127.0.0.1:PORT`, to put after `socks5://` or `socks5h://` (and credentials).
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Waits up to 5 s for `what` to accept connections on this loopback port.
+async fn wait_listening(port: u16, what: &str) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+/// `tls-fallback get URL --ca-file CA --allow-legacy --json EXTRA`, with this environment
+/// (and no proxy variable from the test's own environment).
+pub async fn get_json(
+    url: &str,
+    ca: &std::path::Path,
+    extra: &[String],
+    env: &[(&str, String)],
+) -> Run {
+    let mut args = vec![
+        "get",
+        url,
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--allow-legacy",
+        "--json",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run(env!("CARGO_BIN_EXE_tls-fallback"), &args, &env).await
 }
 
 fn tinyproxy_bin() -> &'static str {

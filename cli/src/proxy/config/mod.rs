@@ -59,7 +59,9 @@ pub struct ProxyArgs {
     /// Time for the upstream to answer a request (its head), in ms (default 60000).
     #[arg(long, value_name = "N")]
     pub request_timeout_ms: Option<u64>,
-    /// Reach upstreams through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY).
+    /// Reach upstreams through this proxy: http://[USER:PASS@]HOST:PORT (CONNECT),
+    /// socks5://... (SOCKS5, names resolved here) or socks5h://... (by the proxy). Default:
+    /// HTTPS_PROXY, minus NO_PROXY.
     #[arg(long, value_name = "URL")]
     pub via: Option<String>,
     /// A TOML file with these settings and per-host sections; re-read on SIGHUP.
@@ -120,8 +122,8 @@ pub struct LayerSettings {
     pub redis: Option<String>,
     /// Handshake timeout per attempt.
     pub handshake_timeout: Duration,
-    /// The outbound CONNECT proxy, if any.
-    pub via: Option<String>,
+    /// The outbound proxy (HTTP CONNECT or SOCKS5), if any; its Debug hides the password.
+    pub via: Option<super::via::ProxyUrl>,
 }
 
 /// Hosts with their own trust or client certificate get their own layer.
@@ -405,7 +407,7 @@ fn base_layer(args: &ProxyArgs, file: &mut FileConfig, src: &Src) -> Result<Laye
     };
     let via = match flag_or(&args.via, file.via.take()) {
         Some((s, span)) => {
-            Some(super::via::parse_proxy_url(&s).map_err(|e| err_at(src, "via", &span, e))?)
+            Some(super::via::ProxyUrl::parse(&s).map_err(|e| err_at(src, "via", &span, e))?)
         }
         None => None,
     };
@@ -431,7 +433,7 @@ fn base_layer(args: &ProxyArgs, file: &mut FileConfig, src: &Src) -> Result<Laye
             file.handshake_timeout_ms.take(),
             10_000,
         )?,
-        via: via.map(|u| u.to_string()),
+        via,
     })
 }
 

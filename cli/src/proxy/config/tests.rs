@@ -85,11 +85,30 @@ fn bad_files_name_the_file_line_and_key() {
             "via = \"ftp://p\"\nallow = [\"a\"]\n",
             "DIR/proxy.toml:1: key `via`",
         ),
+        (
+            "allow = [\"a\"]\nvia = \"socks4://ann:hunter2@p:1\"\n",
+            "DIR/proxy.toml:2: key `via`: invalid proxy URL \"socks4://ann:***@p:1\"",
+        ),
     ];
     for (text, want) in rows {
         let e = with_file(text, ProxyArgs::default()).unwrap_err();
         assert!(e.contains(want), "{text:?}: {e}");
     }
+}
+
+#[test]
+fn a_proxy_password_from_the_file_is_kept_but_never_shown() {
+    let s = with_file(
+        "allow = [\"a\"]\nvia = \"socks5h://ann:hunter%32@p:1080\"\n",
+        ProxyArgs::default(),
+    )
+    .unwrap();
+    let via = s.layer.via.as_ref().unwrap();
+    assert_eq!(via.credentials().unwrap().password, "hunter2");
+    assert_eq!(via.to_string(), "socks5h://ann:***@p:1080");
+    let debug = format!("{s:?}");
+    assert!(debug.contains("ann:***@p:1080"), "{debug}");
+    assert!(!debug.contains("hunter"), "{debug}");
 }
 
 #[test]

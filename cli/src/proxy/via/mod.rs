@@ -1,44 +1,27 @@
-//! Reaching upstreams through an HTTP CONNECT proxy (`proxy --via URL`, `get --proxy URL`, or
-//! `HTTPS_PROXY` minus `NO_PROXY`): hyper-util's `Tunnel` under the fallback layer, so every
-//! rung of a walk is one CONNECT and the TLS fallback runs inside the tunnel. A proxy that
-//! refuses (407, 5xx) is a connect error that names the proxy: never a reason to fall back.
+//! Reaching upstreams through an outbound proxy (`proxy --via URL`, `get --proxy URL`, or
+//! `HTTPS_PROXY` minus `NO_PROXY`): hyper-util's `Tunnel` (HTTP CONNECT) or `SocksV5` under the
+//! fallback layer, so every rung of a walk is one CONNECT (or one SOCKS connection) and the TLS
+//! fallback runs inside it. A proxy that refuses (407, 5xx, a SOCKS refusal) is a connect error
+//! that names the proxy, never a reason to fall back; credentials never appear in a message.
 
+mod connect;
+mod socks;
+mod url;
+
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::Uri;
-use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use url::{ProxyUrl, Scheme};
 
-/// Checks a proxy URL: `http://HOST:PORT` (no credentials, no path).
-pub fn parse_proxy_url(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s
-        .parse()
-        .map_err(|e| format!("invalid proxy URL {s:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "invalid proxy URL {s:?}: expected http://HOST:PORT (an HTTP CONNECT proxy)"
-        ));
-    }
-    let Some(auth) = uri.authority().filter(|a| !a.host().is_empty()) else {
-        return Err(format!("invalid proxy URL {s:?}: it has no host"));
-    };
-    if auth.as_str().contains('@') {
-        return Err(format!(
-            "invalid proxy URL {s:?}: proxy credentials are not supported"
-        ));
-    }
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(format!("invalid proxy URL {s:?}: it must have no path"));
-    }
-    Ok(uri)
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `NO_PROXY`: hosts reached directly (`*`, `host`, `.suffix` or `suffix`, matching
 /// subdomains too; an optional `:port` is ignored).
@@ -88,9 +71,9 @@ impl NoProxy {
 
 /// The outbound proxy to use: the flag, else `HTTPS_PROXY` / `https_proxy` from the
 /// environment (with `NO_PROXY` / `no_proxy`), else none.
-pub fn from_flag_or_env(flag: Option<&str>) -> Result<Option<(Uri, NoProxy)>, String> {
+pub fn from_flag_or_env(flag: Option<&ProxyUrl>) -> Result<Option<(ProxyUrl, NoProxy)>, String> {
     if let Some(f) = flag {
-        return Ok(Some((parse_proxy_url(f)?, NoProxy::default())));
+        return Ok(Some((f.clone(), NoProxy::default())));
     }
     let env = |a: &str, b: &str| {
         std::env::var(a)
@@ -101,25 +84,51 @@ pub fn from_flag_or_env(flag: Option<&str>) -> Result<Option<(Uri, NoProxy)>, St
     let Some(url) = env("HTTPS_PROXY", "https_proxy") else {
         return Ok(None);
     };
-    let uri = parse_proxy_url(url.trim()).map_err(|e| format!("HTTPS_PROXY: {e}"))?;
+    let url = ProxyUrl::parse(url.trim()).map_err(|e| format!("HTTPS_PROXY: {e}"))?;
     let np = NoProxy::parse(&env("NO_PROXY", "no_proxy").unwrap_or_default());
-    Ok(Some((uri, np)))
+    Ok(Some((url, np)))
 }
 
-/// The connector for `--proxy` / `--via` (or the environment): tunneled or direct.
-pub fn connector(flag: Option<&str>) -> Result<ViaConnector, String> {
+/// The connector for `--proxy` / `--via` (or the environment): through the proxy or direct.
+pub fn connector(flag: Option<&ProxyUrl>) -> Result<ViaConnector, String> {
     Ok(match from_flag_or_env(flag)? {
         Some((proxy, np)) => ViaConnector::through(proxy, np),
         None => ViaConnector::direct(),
     })
 }
 
-/// A TCP connector that goes directly, or through a CONNECT tunnel; wrap it in the fallback
-/// layer. Its connections are plain TCP streams either way.
+/// [`connector`] for a flag not parsed yet (`get --proxy URL`).
+pub fn connector_from_flag(flag: Option<&str>) -> Result<ViaConnector, String> {
+    let url = flag.map(ProxyUrl::parse).transpose()?;
+    connector(url.as_ref())
+}
+
+/// A TCP connector that goes directly, or through a CONNECT tunnel or a SOCKS5 proxy; wrap it
+/// in the fallback layer. Its connections are plain TCP streams either way.
 #[derive(Clone)]
 pub struct ViaConnector {
     direct: HttpConnector,
-    tunnel: Option<(Uri, Tunnel<HttpConnector>, NoProxy)>,
+    via: Option<Via>,
+}
+
+#[derive(Clone)]
+struct Via {
+    url: ProxyUrl,
+    no_proxy: NoProxy,
+    /// The TCP connector to the proxy.
+    tcp: HttpConnector,
+}
+
+impl fmt::Debug for ViaConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ViaConnector");
+        match &self.via {
+            // `ProxyUrl`'s Debug shows `user:***`: the password stays out.
+            Some(v) => d.field("proxy", &v.url).field("no_proxy", &v.no_proxy),
+            None => d.field("proxy", &"direct"),
+        }
+        .finish()
+    }
 }
 
 impl ViaConnector {
@@ -127,17 +136,17 @@ impl ViaConnector {
     pub fn direct() -> ViaConnector {
         ViaConnector {
             direct: tls_fallback::FallbackLayer::http_connector(),
-            tunnel: None,
+            via: None,
         }
     }
 
-    /// Through this CONNECT proxy, except for the `NO_PROXY` hosts.
-    pub fn through(proxy: Uri, no_proxy: NoProxy) -> ViaConnector {
+    /// Through this proxy, except for the `NO_PROXY` hosts.
+    pub fn through(url: ProxyUrl, no_proxy: NoProxy) -> ViaConnector {
         let mut tcp = tls_fallback::FallbackLayer::http_connector();
         tcp.enforce_http(false);
         ViaConnector {
             direct: tls_fallback::FallbackLayer::http_connector(),
-            tunnel: Some((proxy.clone(), Tunnel::new(proxy, tcp), no_proxy)),
+            via: Some(Via { url, no_proxy, tcp }),
         }
     }
 }
@@ -152,21 +161,11 @@ impl Service<Uri> for ViaConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let host = dst.host().unwrap_or_default().to_string();
-        match &self.tunnel {
-            Some((proxy, tunnel, np)) if !np.matches(&host) => {
-                let (proxy, mut tunnel) = (proxy.clone(), tunnel.clone());
-                let target = dst
-                    .authority()
-                    .map_or_else(String::new, ToString::to_string);
-                Box::pin(async move {
-                    tunnel.call(dst).await.map_err(|e| {
-                        let chain = super::error_chain(&e);
-                        BoxError::from(format!(
-                            "the proxy {proxy} did not open a tunnel to {target} ({chain})"
-                        ))
-                    })
-                })
+        let host = dst.host().unwrap_or_default();
+        match &self.via {
+            Some(via) if !via.no_proxy.matches(host) => {
+                let (url, tcp) = (via.url.clone(), via.tcp.clone());
+                Box::pin(async move { through(url, tcp, dst).await.map_err(BoxError::from) })
             }
             _ => {
                 let mut direct = self.direct.clone();
@@ -176,30 +175,26 @@ impl Service<Uri> for ViaConnector {
     }
 }
 
+/// One connection to `dst` through the proxy; a refusal is a message naming the proxy.
+async fn through(
+    url: ProxyUrl,
+    tcp: HttpConnector,
+    dst: Uri,
+) -> Result<TokioIo<TcpStream>, String> {
+    let target = format!(
+        "{}:{}",
+        dst.host().unwrap_or_default(),
+        dst.port_u16().unwrap_or(443)
+    );
+    match url.scheme() {
+        Scheme::Http => connect::connect(tcp, &url, dst, &target).await,
+        Scheme::Socks5 | Scheme::Socks5h => socks::connect(tcp, &url, dst, &target).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proxy_urls() {
-        let rows: &[(&str, Result<&str, &str>)] = &[
-            ("http://127.0.0.1:3128", Ok("http://127.0.0.1:3128/")),
-            ("http://proxy.corp:8080/", Ok("http://proxy.corp:8080/")),
-            ("https://proxy.corp", Err("expected http://HOST:PORT")),
-            ("socks5://proxy.corp", Err("expected http://HOST:PORT")),
-            ("http://u:p@proxy.corp", Err("credentials")),
-            ("http://proxy.corp/x", Err("no path")),
-            ("proxy.corp:3128", Err("expected http://HOST:PORT")),
-            ("", Err("invalid proxy URL")),
-        ];
-        for (s, want) in rows {
-            match (parse_proxy_url(s), want) {
-                (Ok(u), Ok(w)) => assert_eq!(u.to_string(), *w),
-                (Err(e), Err(w)) => assert!(e.contains(w), "{s}: {e}"),
-                (got, _) => panic!("{s}: {got:?}"),
-            }
-        }
-    }
 
     #[test]
     fn no_proxy_matching() {
@@ -222,5 +217,15 @@ mod tests {
         }
         assert!(NoProxy::parse("*").matches("anything"));
         assert!(!NoProxy::parse("").matches("anything"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let url = ProxyUrl::parse("socks5h://ann:hunter2@p:1080").unwrap();
+        let debug = format!("{:?}", ViaConnector::through(url, NoProxy::default()));
+        assert!(
+            debug.contains("ann:***@p:1080") && !debug.contains("hunter2"),
+            "{debug}"
+        );
     }
 }
