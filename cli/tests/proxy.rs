@@ -761,3 +761,48 @@ async fn a_gateway_silent_on_every_rung_is_504_no_tls_answer() {
     );
     assert_eq!(server.requests("GET"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_connection_closed_while_idle_is_replaced_and_each_post_is_sent_once() {
+    // The upstream drops idle connections after 200 ms, without a word. Python's two POSTs
+    // share one app connection (its upstream connection dies between them); curl's two use
+    // an app connection each, and each finds the upstream connection parked before it dead
+    // (hyper hands the request back unsent: it goes on a new connection).
+    let echo = Echo::start_idle_close(Duration::from_millis(200)).await;
+    let upstream = format!("https://localhost:{}", echo.addr.port());
+    let proxy = Proxy::start(&["--upstream", &upstream, "--workers", "1"]).await;
+    let url = format!("{}/echo", proxy.url());
+    let code = "import time\n\
+                s = requests.Session()\n\
+                r1 = s.post(url, data='1'); time.sleep(0.6); r2 = s.post(url, data='2')\n\
+                print(json.dumps([[r.status_code, r.json()['body']] for r in (r1, r2)]))";
+    let out = python(code, &proxy.url(), &url).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        json(&out.stdout),
+        serde_json::json!([[200, "1"], [200, "2"]])
+    );
+    let post = |body: &'static str| {
+        let url = url.clone();
+        async move { curl(&["-sS", "-w", " %{http_code}", "-d", body, &url]).await }
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r3 = post("3").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r4 = post("4").await;
+    for (r, body) in [(&r3, "3"), (&r4, "4")] {
+        assert!(r.stdout.ends_with(" 200"), "{}: {}", r.stdout, r.stderr);
+        assert_eq!(json(r.stdout.trim_end_matches(" 200"))["body"], body);
+    }
+    let seen = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        seen(&echo.state.posts),
+        4,
+        "each POST reached the upstream once"
+    );
+    assert_eq!(
+        seen(&echo.state.connections),
+        4,
+        "a new upstream connection after each idle close"
+    );
+}

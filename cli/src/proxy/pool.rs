@@ -353,8 +353,10 @@ impl Slot {
         }
     }
 
-    /// At the end of the app connection: parks the held connection if it is idle.
+    /// At the end of the app connection: parks the held connection if it is idle. It is
+    /// polled once first, so that it has taken in the end of its last response.
     fn finish(&self) {
+        self.poll_held(&mut Context::from_waker(Waker::noop()));
         if let Some(h) = self.lock().held.take() {
             release(h);
         }

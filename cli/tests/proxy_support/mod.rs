@@ -258,6 +258,16 @@ impl Drop for Echo {
 
 impl Echo {
     pub async fn start() -> Echo {
+        Echo::start_with(None).await
+    }
+
+    /// An echo upstream that closes a kept-alive connection, without a word, once it has
+    /// been idle for `idle` (as load balancers do).
+    pub async fn start_idle_close(idle: Duration) -> Echo {
+        Echo::start_with(Some(idle)).await
+    }
+
+    async fn start_with(idle: Option<Duration>) -> Echo {
         let pki = TestPki::shared();
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
         b.set_certificate(&pki.localhost.cert).unwrap();
@@ -276,7 +286,7 @@ impl Echo {
                     continue;
                 };
                 let (acceptor, st) = (acceptor.clone(), Arc::clone(&st));
-                conns.spawn(async move { echo_conn(acceptor, tcp, st).await });
+                conns.spawn(async move { echo_conn(acceptor, tcp, st, idle).await });
             }
         });
         Echo { addr, state, task }
@@ -288,7 +298,12 @@ impl Echo {
     }
 }
 
-async fn echo_conn(acceptor: SslAcceptor, tcp: tokio::net::TcpStream, st: Arc<EchoState>) {
+async fn echo_conn(
+    acceptor: SslAcceptor,
+    tcp: tokio::net::TcpStream,
+    st: Arc<EchoState>,
+    idle: Option<Duration>,
+) {
     let _ = tcp.set_nodelay(true);
     let Ok(ssl) = Ssl::new(acceptor.context()) else {
         return;
@@ -304,9 +319,12 @@ async fn echo_conn(acceptor: SslAcceptor, tcp: tokio::net::TcpStream, st: Arc<Ec
         let st = Arc::clone(&st);
         async move { Ok::<_, Infallible>(echo(req, &st).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(tls), svc)
-        .await;
+    let mut b = hyper::server::conn::http1::Builder::new();
+    if let Some(idle) = idle {
+        b.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(idle);
+    }
+    let _ = b.serve_connection(TokioIo::new(tls), svc).await;
 }
 
 type EchoBody = Either<Full<Bytes>, Zeros>;

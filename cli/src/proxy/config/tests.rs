@@ -61,6 +61,10 @@ fn bad_files_name_the_file_line_and_key() {
             "DIR/proxy.toml:3: key `max_connections`: must be above 0",
         ),
         (
+            "allow = [\"a\"]\nworkers = 0\n",
+            "DIR/proxy.toml:2: key `workers`: must be 1 to 256",
+        ),
+        (
             "allow = [\"a\"]\n[limits]\nmax_header_bytes = 10\n",
             "DIR/proxy.toml:3: key `max_header_bytes`: must be at least 8192",
         ),
@@ -161,6 +165,13 @@ fn flag_errors_name_the_flag() {
                 ..allow("a")
             },
             "--log-format: unknown format",
+        ),
+        (
+            ProxyArgs {
+                workers: Some(257),
+                ..allow("a")
+            },
+            "--workers: must be 1 to 256",
         ),
         (
             ProxyArgs {
