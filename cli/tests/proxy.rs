@@ -603,6 +603,25 @@ async fn timeouts_are_504_a_handshake_one_and_a_slow_upstream_one() {
         "a pinned host is not walked: {:?}",
         ladder_seen(&hang)
     );
+    // On one app connection, the request after a timed-out one does not wait behind the
+    // answer that never came: it goes on a new upstream connection.
+    let code = "import time\n\
+                s = requests.Session()\n\
+                r1 = s.get(url.replace('/echo', '/slow/3000'), proxies=proxies)\n\
+                t = time.monotonic(); r2 = s.get(url, proxies=proxies)\n\
+                print(json.dumps([r1.status_code, r2.status_code, time.monotonic() - t]))";
+    let out = python(code, &proxy.url(), &echo.http_url("/echo")).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = json(&out.stdout);
+    assert_eq!(
+        (v[0].as_u64(), v[1].as_u64()),
+        (Some(504), Some(200)),
+        "{v}"
+    );
+    assert!(
+        v[2].as_f64().unwrap_or(9.0) < 1.0,
+        "the second request waited: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

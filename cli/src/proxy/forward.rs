@@ -86,6 +86,7 @@ async fn send(
     .await;
     let (res, info) = match sent {
         Err(_) => {
+            slot.discard();
             let msg = format!(
                 "{} did not answer within the request timeout ({} ms)",
                 to.authority,

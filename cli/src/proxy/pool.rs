@@ -353,6 +353,13 @@ impl Slot {
         }
     }
 
+    /// Drops the held connection: after a request timed out, its exchange is in an unknown
+    /// state (the next request must not wait behind a response that may never come; hyper
+    /// closes such a connection too, this does not depend on it).
+    pub fn discard(&self) {
+        self.lock().held = None;
+    }
+
     /// At the end of the app connection: parks the held connection if it is idle. It is
     /// polled once first, so that it has taken in the end of its last response.
     fn finish(&self) {
