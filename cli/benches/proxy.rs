@@ -2,10 +2,11 @@
 //! `cargo bench -p tls-fallback-cli --bench proxy` (about a minute). Both sit in front of the
 //! same test-kit HTTPS upstream (TLS 1.3, HTTP/1.1) and keep upstream connections alive; `wrk`
 //! drives each with 64 keep-alive connections, plain HTTP, for 5 s per round, in the order
-//! direct, nginx, proxy, proxy, nginx (to even out drift), once with one worker each (nginx
-//! `worker_processes 1`, the proxy's `--workers 1`) and once with two. It
-//! prints requests/s and p50/p99 latency for each, the latency each adds over going to the
-//! upstream directly, and the proxy/nginx ratios. Everything shares the machine's cores: compare ratios, not absolutes.
+//! direct, nginx, proxy, proxy, nginx (to even out drift), after warming each with one request
+//! and one second of the same load; once with one worker each (nginx `worker_processes 1`, the
+//! proxy's `--workers 1`) and once with two. It prints requests/s and p50/p99 latency for each,
+//! the latency each adds over going to the upstream directly, and the proxy/nginx ratios.
+//! Everything shares the machine's cores: compare ratios, not absolutes.
 //! `PROXY_BENCH_UPSTREAM_ONLY=1` only starts the upstream and prints its port and CA file, for
 //! profiling by hand. Needs `wrk` and `nginx` (Debian packages; `.ci/run` installs them).
 
@@ -132,14 +133,18 @@ fn start_proxy(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u1
     (Guard(child), port, admin)
 }
 
-/// One wrk run: (requests/s, p50 ms, p99 ms).
+/// One wrk round of `SECONDS`: (requests/s, p50 ms, p99 ms).
 fn wrk(url: &str) -> (f64, f64, f64) {
+    wrk_for(url, SECONDS)
+}
+
+fn wrk_for(url: &str, seconds: u32) -> (f64, f64, f64) {
     let bin = find("wrk").expect("wrk is installed (apt-get install wrk)");
     let out = Command::new(bin)
         .args([
             "-t2",
             &format!("-c{CONNECTIONS}"),
-            &format!("-d{SECONDS}s"),
+            &format!("-d{seconds}s"),
             "--latency",
             url,
         ])
@@ -191,11 +196,14 @@ fn compare(workers: u32, up: u16, ca: &Path) {
     let (_proxy, proxy_port, admin) = start_proxy(dir.path(), up, ca, workers);
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
     let proxy_url = format!("http://127.0.0.1:{proxy_port}/");
-    // Warm both (upstream connections, sessions) before measuring.
+    // Warm both before measuring: the first request makes the proxy learn the host, then one
+    // second of the same load opens their 64 upstream connections, so that the rounds measure
+    // the steady state of both.
     for url in [&nginx_url, &proxy_url] {
         let _ = Command::new("curl")
             .args(["-s", "-o", "/dev/null", url])
             .status();
+        let _ = wrk_for(url, 1);
     }
     let direct = wrk(&format!("https://localhost:{up}/"));
     let n1 = wrk(&nginx_url);
