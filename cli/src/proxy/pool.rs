@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -74,12 +74,33 @@ struct H1 {
     info: Option<Arc<ConnInfo>>,
 }
 
+impl H1 {
+    /// Whether a parked connection can take a request: polled once (nobody polls it while it
+    /// is parked), it reads what came meanwhile, so one the upstream closed (or sent bytes
+    /// on) while idle ends here instead of failing the request it is taken for.
+    fn alive(&mut self) -> bool {
+        let cx = &mut Context::from_waker(Waker::noop());
+        self.conn.as_mut().poll(cx).is_pending() && self.send.is_ready()
+    }
+}
+
 /// An h2 connection (its future runs in its own task).
 #[derive(Clone)]
 struct H2 {
     send: http2::SendRequest<Incoming>,
     info: Option<Arc<ConnInfo>>,
+    /// Tells this connection from a later one to the same upstream.
+    id: u64,
 }
+
+/// A shared h2 connection and when a request last took it.
+struct SharedH2 {
+    h2: H2,
+    used: Instant,
+}
+
+/// Ids for h2 connections.
+static H2_IDS: AtomicU64 = AtomicU64::new(0);
 
 /// A parked HTTP/1.1 connection.
 struct Parked {
@@ -112,7 +133,7 @@ pub struct Pool {
 #[derive(Default)]
 struct PoolInner {
     parked: HashMap<String, Vec<Parked>>,
-    h2: HashMap<String, H2>,
+    h2: HashMap<String, SharedH2>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,25 +163,35 @@ impl Pool {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         inner.parked.retain(|_, v| {
-            v.retain(|p| now.duration_since(p.since) < self.idle_timeout && !p.h1.send.is_closed());
+            v.retain_mut(|p| now.duration_since(p.since) < self.idle_timeout && p.h1.alive());
             !v.is_empty()
         });
-        inner.h2.retain(|_, h| !h.send.is_closed());
+        inner.h2.retain(|_, h| {
+            now.duration_since(h.used) < self.idle_timeout && !h.h2.send.is_closed()
+        });
     }
 
     fn take_parked(&self, authority: &str) -> Option<H1> {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         let list = inner.parked.get_mut(authority)?;
-        list.retain(|p| now.duration_since(p.since) < self.idle_timeout && !p.h1.send.is_closed());
+        list.retain(|p| now.duration_since(p.since) < self.idle_timeout);
         // This worker's newest first (the most recently used connection is the least likely
         // to have been closed), else another worker's: its socket still works from here.
         let me = WORKER.get();
-        let at = list.iter().rposition(|p| p.worker == me);
-        let found = match at {
-            Some(i) => Some(list.swap_remove(i).h1),
-            None => list.pop().map(|p| p.h1),
-        };
+        let mut found = None;
+        while found.is_none() {
+            let at = list.iter().rposition(|p| p.worker == me);
+            let Some(mut p) = (match at {
+                Some(i) => Some(list.swap_remove(i)),
+                None => list.pop(),
+            }) else {
+                break;
+            };
+            if p.h1.alive() {
+                found = Some(p.h1);
+            }
+        }
         if list.is_empty() {
             inner.parked.remove(authority);
         }
@@ -181,13 +212,24 @@ impl Pool {
 
     fn shared_h2(&self, authority: &str) -> Option<H2> {
         let mut inner = lock(&self.inner);
-        match inner.h2.get(authority) {
-            Some(h) if !h.send.is_closed() => Some(h.clone()),
+        match inner.h2.get_mut(authority) {
+            Some(h) if !h.h2.send.is_closed() => {
+                h.used = Instant::now();
+                Some(h.h2.clone())
+            }
             Some(_) => {
                 inner.h2.remove(authority);
                 None
             }
             None => None,
+        }
+    }
+
+    /// Drops the shared h2 connection `id` (it handed a request back or failed).
+    fn forget_h2(&self, authority: &str, id: u64) {
+        let mut inner = lock(&self.inner);
+        if inner.h2.get(authority).is_some_and(|h| h.h2.id == id) {
+            inner.h2.remove(authority);
         }
     }
 
@@ -204,10 +246,13 @@ impl Pool {
                 .await
                 .map_err(SendError::Http)?;
             tokio::spawn(conn);
-            let h2 = H2 { send, info };
-            lock(&self.inner)
-                .h2
-                .insert(authority.to_string(), h2.clone());
+            let id = H2_IDS.fetch_add(1, Ordering::Relaxed);
+            let h2 = H2 { send, info, id };
+            let shared = SharedH2 {
+                h2: h2.clone(),
+                used: Instant::now(),
+            };
+            lock(&self.inner).h2.insert(authority.to_string(), shared);
             return Ok(Fresh::H2(h2));
         }
         let (send, conn) = http1::Builder::new()
@@ -254,8 +299,6 @@ struct Held {
     authority: String,
     pool: Arc<Pool>,
     h1: H1,
-    /// Whether it came from the pool or served a request before (a closed one is no surprise).
-    reused: bool,
 }
 
 impl Slot {
@@ -264,7 +307,7 @@ impl Slot {
     }
 
     /// Puts a connection in (parking the one held before, if idle) and returns its id.
-    fn hold(&self, authority: &str, pool: &Arc<Pool>, h1: H1, reused: bool) -> u64 {
+    fn hold(&self, authority: &str, pool: &Arc<Pool>, h1: H1) -> u64 {
         let mut st = self.lock();
         st.next_id += 1;
         let id = st.next_id;
@@ -276,7 +319,6 @@ impl Slot {
             authority: authority.to_string(),
             pool: Arc::clone(pool),
             h1,
-            reused,
         });
         drop(st);
         // A new connection must be polled to get going.
@@ -328,14 +370,11 @@ impl Slot {
         let mut st = self.lock();
         let h = st.held.as_mut().filter(|h| h.id == id)?;
         let req = req.take()?;
-        let reused = h.reused;
-        h.reused = true;
         let info = h.h1.info.clone();
         let fut = h.h1.send.try_send_request(req);
         Some(async move {
             Attempted {
                 result: fut.await,
-                reused,
                 info,
             }
         })
@@ -381,27 +420,40 @@ fn release(h: Held) {
 /// One send on one connection.
 struct Attempted {
     result: Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>>,
-    reused: bool,
     info: Option<Arc<ConnInfo>>,
 }
 
 /// What to do after a send failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// Send it again on a new connection: it never left.
+    /// Send it again on another connection: it never left.
     Retry,
     /// Answer with the error.
     Fail,
 }
 
-/// The retry rule: only a request hyper handed back unsent, on a connection that was parked or
-/// served before (one the upstream may have closed while idle), and only once.
-pub fn after_failure(unsent: bool, reused: bool, retried: bool) -> Next {
-    if unsent && reused && !retried {
+/// How many times one request may be handed back unsent and tried on another connection (each
+/// try takes a parked or shared connection the upstream may have closed, or a new one).
+pub const MAX_RESENDS: u32 = 4;
+
+/// The retry rule: only a request hyper handed back unsent, from a connection that was parked,
+/// shared or used before (one the upstream may have closed while idle), at most
+/// [`MAX_RESENDS`] times. A new connection that fails is the answer.
+pub fn after_failure(unsent: bool, reused: bool, resends: u32) -> Next {
+    if unsent && reused && resends < MAX_RESENDS {
         Next::Retry
     } else {
         Next::Fail
     }
+}
+
+/// How one try went.
+enum Outcome {
+    Done(Response<Incoming>),
+    /// Handed back unsent, with the error to answer if it is not sent again.
+    Unsent(Request<Incoming>, SendError),
+    /// Failed after the request may have left.
+    Failed(SendError),
 }
 
 /// Sends one request to `authority` through this pool, holding the HTTP/1.1 connection in the
@@ -413,55 +465,67 @@ pub async fn send(
     authority: &str,
     mut req: Request<Incoming>,
 ) -> Result<Answer, SendError> {
-    let mut retried = false;
+    let mut resends = 0;
     let origin = uri.path_and_query().map_or_else(
         || http::Uri::from_static("/"),
         |pq| http::Uri::from(pq.clone()),
     );
     loop {
-        let (id, reused) = match checkout(pool, slot, uri.clone(), authority).await? {
-            Checkout::H2(h2) => return send_h2(h2, uri, req).await,
-            Checkout::H1(id, reused) => (id, reused),
-        };
-        if !slot.ready(id).await {
-            // Closed before it took the request: nothing was sent.
-            if after_failure(true, reused, retried) == Next::Retry {
-                retried = true;
-                continue;
+        let (outcome, reused, info) = match checkout(pool, slot, uri.clone(), authority).await? {
+            Checkout::H2(h2) => {
+                let info = h2.info.clone();
+                (send_h2(pool, h2, &uri, authority, req).await, true, info)
             }
-            return Err(SendError::Closed);
-        }
-        *req.uri_mut() = origin.clone();
-        let mut pending = Some(req);
-        let attempt = match slot.send(id, &mut pending) {
-            Some(f) => f.await,
-            None => {
-                let Some(back) = pending else {
-                    return Err(SendError::Closed);
-                };
-                req = back;
-                if after_failure(true, reused, retried) == Next::Retry {
-                    retried = true;
-                    continue;
+            Checkout::H1(id, reused) => {
+                *req.uri_mut() = origin.clone();
+                let (outcome, info) = send_h1(slot, id, req).await;
+                (outcome, reused, info)
+            }
+        };
+        match outcome {
+            Outcome::Done(res) => return Ok((res, info)),
+            Outcome::Failed(e) => return Err(e),
+            Outcome::Unsent(back, e) => {
+                if after_failure(true, reused, resends) == Next::Fail {
+                    return Err(e);
                 }
-                return Err(SendError::Closed);
-            }
-        };
-        match attempt.result {
-            Ok(res) => return Ok((res, attempt.info)),
-            Err(mut e) => {
-                let back = e.take_message();
-                let next = after_failure(back.is_some(), attempt.reused, retried);
-                match (next, back) {
-                    (Next::Retry, Some(r)) => {
-                        req = r;
-                        retried = true;
-                    }
-                    _ => return Err(SendError::Http(e.into_error())),
+                resends += 1;
+                req = back;
+                // Back to an HTTP/1.1 request with its Host, whichever try it came from.
+                *req.version_mut() = http::Version::HTTP_11;
+                if let Ok(v) = http::HeaderValue::from_str(authority) {
+                    req.headers_mut().insert(http::header::HOST, v);
                 }
             }
         }
     }
+}
+
+/// One try on the held HTTP/1.1 connection `id`.
+async fn send_h1(slot: &Slot, id: u64, req: Request<Incoming>) -> (Outcome, Option<Arc<ConnInfo>>) {
+    if !slot.ready(id).await {
+        // Closed before it took the request: nothing was sent.
+        return (Outcome::Unsent(req, SendError::Closed), None);
+    }
+    let mut pending = Some(req);
+    let attempt = match slot.send(id, &mut pending) {
+        Some(f) => f.await,
+        // The connection went away between `ready` and now: the request is still here.
+        None => {
+            return match pending {
+                Some(back) => (Outcome::Unsent(back, SendError::Closed), None),
+                None => (Outcome::Failed(SendError::Closed), None),
+            };
+        }
+    };
+    let outcome = match attempt.result {
+        Ok(res) => Outcome::Done(res),
+        Err(mut e) => match e.take_message() {
+            Some(back) => Outcome::Unsent(back, SendError::Http(e.into_error())),
+            None => Outcome::Failed(SendError::Http(e.into_error())),
+        },
+    };
+    (outcome, attempt.info)
 }
 
 enum Checkout {
@@ -484,25 +548,40 @@ async fn checkout(
         return Ok(Checkout::H2(h2));
     }
     if let Some(h1) = pool.take_parked(authority) {
-        return Ok(Checkout::H1(slot.hold(authority, pool, h1, true), true));
+        return Ok(Checkout::H1(slot.hold(authority, pool, h1), true));
     }
     match pool.connect(uri, authority).await? {
         Fresh::H2(h2) => Ok(Checkout::H2(h2)),
-        Fresh::H1(h1) => Ok(Checkout::H1(slot.hold(authority, pool, h1, false), false)),
+        Fresh::H1(h1) => Ok(Checkout::H1(slot.hold(authority, pool, h1), false)),
     }
 }
 
+/// One try on a shared h2 connection. A request it hands back unsent (the connection ended,
+/// say after a GOAWAY) can go on another one; the dead connection leaves the pool.
 async fn send_h2(
+    pool: &Pool,
     mut h2: H2,
-    uri: http::Uri,
+    uri: &http::Uri,
+    authority: &str,
     mut req: Request<Incoming>,
-) -> Result<Answer, SendError> {
-    *req.uri_mut() = uri;
+) -> Outcome {
+    *req.uri_mut() = uri.clone();
     *req.version_mut() = http::Version::HTTP_2;
     req.headers_mut().remove(http::header::HOST);
-    h2.send.ready().await.map_err(SendError::Http)?;
-    let res = h2.send.send_request(req).await.map_err(SendError::Http)?;
-    Ok((res, h2.info))
+    if h2.send.ready().await.is_err() {
+        pool.forget_h2(authority, h2.id);
+        return Outcome::Unsent(req, SendError::Closed);
+    }
+    match h2.send.try_send_request(req).await {
+        Ok(res) => Outcome::Done(res),
+        Err(mut e) => {
+            pool.forget_h2(authority, h2.id);
+            match e.take_message() {
+                Some(back) => Outcome::Unsent(back, SendError::Http(e.into_error())),
+                None => Outcome::Failed(SendError::Http(e.into_error())),
+            }
+        }
+    }
 }
 
 /// A sub-waker: which of the futures [`drive`] runs asked to be polled again.
@@ -590,21 +669,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_is_sent_again_only_when_it_never_left_a_reused_connection_once() {
-        // (unsent, reused, retried) -> next
+    fn a_request_is_sent_again_only_when_it_never_left_a_reused_connection_a_few_times() {
+        // (unsent, reused, resends so far) -> next
         let rows = [
-            ((true, true, false), Next::Retry),
-            ((true, true, true), Next::Fail),
-            ((true, false, false), Next::Fail),
-            ((false, true, false), Next::Fail),
-            ((false, false, false), Next::Fail),
-            ((false, true, true), Next::Fail),
+            ((true, true, 0), Next::Retry),
+            ((true, true, MAX_RESENDS - 1), Next::Retry),
+            ((true, true, MAX_RESENDS), Next::Fail),
+            ((true, false, 0), Next::Fail),
+            ((false, true, 0), Next::Fail),
+            ((false, false, 0), Next::Fail),
         ];
-        for ((unsent, reused, retried), want) in rows {
+        for ((unsent, reused, resends), want) in rows {
             assert_eq!(
-                after_failure(unsent, reused, retried),
+                after_failure(unsent, reused, resends),
                 want,
-                "unsent {unsent} reused {reused} retried {retried}"
+                "unsent {unsent} reused {reused} resends {resends}"
             );
         }
     }

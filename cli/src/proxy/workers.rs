@@ -1,8 +1,8 @@
-//! The proxy's workers: threads, each with a single-threaded runtime and a listening socket of
-//! its own on the proxy address (`SO_REUSEPORT`: the kernel spreads new app connections across
-//! them), as nginx's worker processes. An app connection, its requests and the upstream
-//! connection it uses stay on one thread from accept to close. The main runtime keeps the
-//! signals, the admin listener and the reloads.
+//! The proxy's workers: threads, each with a single-threaded runtime and its own handle on the
+//! proxy's listening socket (whichever worker is free accepts a new app connection), as
+//! nginx's worker processes. An app connection, its requests and the upstream connection it
+//! uses stay on one thread from accept to close. The main runtime keeps the signals, the admin
+//! listener and the reloads.
 //!
 //! Stopping: [`Workers::stop`] closes the listeners, asks every connection to finish its
 //! request in flight and close, and waits (up to a deadline) until every connection slot is

@@ -82,6 +82,10 @@ fn refusal(url: &ProxyUrl, target: &str, answer: Option<(u16, String)>, chain: &
     };
     match (answer.map(|(code, _)| code), url.credentials()) {
         // tinyproxy answers wrong credentials with 401, others with 407.
+        // A user name without a password may be a key: not repeated.
+        (Some(401 | 407), Some(c)) if c.password.is_empty() => {
+            format!("{head}: it refused the credentials (it answered {said})")
+        }
         (Some(401 | 407), Some(c)) => format!(
             "{head}: it refused the credentials of user {:?} (it answered {said})",
             c.user
@@ -207,9 +211,10 @@ mod tests {
     fn a_refusal_says_what_the_proxy_answered_and_whether_credentials_were_refused() {
         let with = ProxyUrl::parse("http://ann:hunter2@p:3128").unwrap();
         let without = ProxyUrl::parse("http://p:3128").unwrap();
+        let key_only = ProxyUrl::parse("http://hunter2@p:3128").unwrap();
         let answer = |code: u16, reason: &str| Some((code, reason.to_string()));
         // (proxy, answer, message parts)
-        let rows: [(&ProxyUrl, Answer, &[&str]); 5] = [
+        let rows: [(&ProxyUrl, Answer, &[&str]); 6] = [
             (
                 &with,
                 answer(407, "Proxy Authentication Required"),
@@ -222,6 +227,15 @@ mod tests {
                 &with,
                 answer(401, "Unauthorized"),
                 &["refused the credentials", "401 Unauthorized"],
+            ),
+            // A user name without a password may be an API key: never shown.
+            (
+                &key_only,
+                answer(407, ""),
+                &[
+                    "http://***@p:3128",
+                    "refused the credentials (it answered 407)",
+                ],
             ),
             (
                 &without,

@@ -49,14 +49,20 @@ pub struct Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user: &dyn fmt::Debug = if self.password.is_empty() {
+            &"***"
+        } else {
+            &self.user
+        };
         f.debug_struct("Credentials")
-            .field("user", &self.user)
+            .field("user", user)
             .field("password", &"***")
             .finish()
     }
 }
 
-/// A checked proxy URL. `Display` and `Debug` show `scheme://user:***@host:port`.
+/// A checked proxy URL. `Display` and `Debug` show `scheme://user:***@host:port`
+/// (`scheme://***@host:port` when there is a user name but no password).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxyUrl {
     scheme: Scheme,
@@ -181,8 +187,11 @@ fn credentials(userinfo: &str, scheme: Scheme) -> Result<Credentials, String> {
 impl fmt::Display for ProxyUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.scheme.as_str())?;
-        if let Some(c) = &self.credentials {
-            write!(f, "{}:***@", utf8_percent_encode(&c.user, SHOWN_USER))?;
+        match &self.credentials {
+            // A user name alone is how some providers pass an API key: hidden too.
+            Some(c) if c.password.is_empty() => f.write_str("***@")?,
+            Some(c) => write!(f, "{}:***@", utf8_percent_encode(&c.user, SHOWN_USER))?,
+            None => {}
         }
         write!(f, "{}:{}", self.host, self.port)
     }
@@ -195,7 +204,8 @@ impl fmt::Debug for ProxyUrl {
 }
 
 /// A proxy URL as written, fit for an error message: whatever stands between `://` and the
-/// last `@` becomes `user:***`, and a port that is not a number (a password whose `@HOST` was
+/// last `@` becomes `user:***` (`***` when there is no password: the user name may be a key),
+/// and a port that is not a number (a password whose `@HOST` was
 /// forgotten) becomes `***`.
 pub fn redact(s: &str) -> String {
     let (scheme, rest) = match s.split_once("://") {
@@ -203,8 +213,13 @@ pub fn redact(s: &str) -> String {
         None => (String::new(), s),
     };
     if let Some((userinfo, host)) = rest.rsplit_once('@') {
-        let user = userinfo.split(':').next().unwrap_or_default();
-        return format!("{scheme}{user}:***@{host}");
+        return match userinfo.split_once(':') {
+            Some((user, password)) if !password.is_empty() => {
+                format!("{scheme}{user}:***@{host}")
+            }
+            // A user name alone (`KEY@`, `KEY:@`) may be an API key: hidden too.
+            _ => format!("{scheme}***@{host}"),
+        };
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     match rest[..end].rsplit_once(':') {

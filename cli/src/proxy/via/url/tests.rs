@@ -42,7 +42,11 @@ fn proxy_urls_parse_by_scheme_with_percent_decoded_credentials() {
             "http://u:a:b@p:1",
             Ok(("http://u:***@p:1", Some(("u", "a:b")))),
         ),
-        ("http://u@p:1", Ok(("http://u:***@p:1", Some(("u", ""))))),
+        ("http://u@p:1", Ok(("http://***@p:1", Some(("u", ""))))),
+        (
+            "http://apikey:@p:1",
+            Ok(("http://***@p:1", Some(("apikey", "")))),
+        ),
         ("https://proxy.corp", Err("expected http://HOST:PORT")),
         ("socks4://proxy.corp", Err("expected http://HOST:PORT")),
         ("proxy.corp:3128", Err("expected http://HOST:PORT")),
@@ -93,7 +97,8 @@ fn redaction_hides_everything_between_the_scheme_and_the_last_at() {
             "http://user:***@proxy:3128",
         ),
         ("http://user:se/cret@proxy", "http://user:***@proxy"),
-        ("socks5h://user@proxy", "socks5h://user:***@proxy"),
+        ("socks5h://user@proxy", "socks5h://***@proxy"),
+        ("http://apikey:@proxy:1", "http://***@proxy:1"),
         ("user:secret@proxy:3128", "user:***@proxy:3128"),
         // The '@HOST' was forgotten: what stands for the port may be the password.
         ("http://user:secret", "http://user:***"),
