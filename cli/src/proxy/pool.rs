@@ -121,8 +121,8 @@ pub fn set_worker(index: usize) {
 }
 
 /// The upstream connections of one fallback layer that no app connection holds: parked
-/// HTTP/1.1 ones (not polled until taken; a closed one shows up as soon as it is polled
-/// again) and the shared h2 ones, by `host:port`.
+/// HTTP/1.1 ones (polled once a second by [`Pool::prune`] and once when taken, so one the
+/// upstream closed while idle is dropped, not used) and the shared h2 ones, by `host:port`.
 pub struct Pool {
     connector: FallbackConnector<ViaConnector>,
     idle_timeout: Duration,
@@ -158,7 +158,8 @@ impl Pool {
         }
     }
 
-    /// Drops parked connections idle for longer than the idle timeout, and dead h2 ones.
+    /// Drops parked connections idle for longer than the idle timeout or closed meanwhile, and
+    /// h2 ones closed or unused for as long.
     pub fn prune(&self) {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
