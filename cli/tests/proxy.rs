@@ -17,7 +17,14 @@ fn json(s: &str) -> Value {
 
 /// A proxy for `localhost` with legacy TLS allowed.
 async fn legacy_proxy() -> Proxy {
-    Proxy::start(&["--allow", "localhost", "--allow-legacy", "localhost"]).await
+    legacy_proxy_with(&[]).await
+}
+
+/// A proxy allowed to reach `localhost` with legacy TLS, with these flags too.
+async fn legacy_proxy_with(extra: &[&str]) -> Proxy {
+    let mut args = vec!["--allow", "localhost", "--allow-legacy", "localhost"];
+    args.extend_from_slice(extra);
+    Proxy::start(&args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,15 +528,7 @@ async fn bad_startup_configurations_exit_2_with_a_clear_message() {
 async fn via_a_connect_proxy_the_fallback_runs_inside_the_tunnel() {
     let tiny = Tinyproxy::start(false).await;
     let (server, em) = legacy_gateway().await;
-    let proxy = Proxy::start(&[
-        "--allow",
-        "localhost",
-        "--allow-legacy",
-        "localhost",
-        "--via",
-        &tiny.url(),
-    ])
-    .await;
+    let proxy = legacy_proxy_with(&["--via", &tiny.url()]).await;
     let url = format!("http://localhost:{}/", em.addr().port());
     let (status, headers, body) = curl_via(&proxy, &[], &url).await;
     assert_eq!(status, 200, "{body}");
@@ -543,15 +542,7 @@ async fn via_a_connect_proxy_the_fallback_runs_inside_the_tunnel() {
 async fn a_407_from_the_via_proxy_is_a_connect_error_naming_it_never_a_fallback() {
     let tiny = Tinyproxy::start(true).await;
     let (_s, em) = legacy_gateway().await;
-    let proxy = Proxy::start(&[
-        "--allow",
-        "localhost",
-        "--allow-legacy",
-        "localhost",
-        "--via",
-        &tiny.url(),
-    ])
-    .await;
+    let proxy = legacy_proxy_with(&["--via", &tiny.url()]).await;
     let url = format!("http://localhost:{}/", em.addr().port());
     let (status, headers, body) = curl_via(&proxy, &[], &url).await;
     assert_eq!(status, 502, "{body}");
@@ -879,4 +870,34 @@ async fn an_idle_shared_h2_upstream_connection_is_closed_after_the_idle_timeout(
         2,
         "a new h2 connection after 33 s idle"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_upstream_hangs_up_unanswered_is_502_says_so_and_is_not_sent_again() {
+    let echo = Echo::start().await;
+    let upstream = format!("https://localhost:{}", echo.addr.port());
+    let proxy = Proxy::start(&["--upstream", &upstream]).await;
+    let url = format!("{}/drop", proxy.url());
+    // The first request leaves a parked upstream connection; the POST takes it up (a reused
+    // connection, where a request handed back unsent would go out again) and the upstream
+    // hangs up after reading it: sent, so never sent again.
+    let r = curl(&[
+        "-sS",
+        "-w",
+        " %{http_code}",
+        &format!("{}/echo", proxy.url()),
+    ])
+    .await;
+    assert!(r.stdout.ends_with(" 200"), "{}", r.stderr);
+    let r = curl(&["-sS", "-w", " %{http_code}", "-d", "pay=1", &url]).await;
+    assert!(r.stdout.ends_with(" 502"), "{}: {}", r.stdout, r.stderr);
+    let v = json(r.stdout.trim_end_matches(" 502"));
+    assert_eq!(v["error"]["kind"], "http", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("after the request was sent") && msg.contains("did not send it again"),
+        "{msg}"
+    );
+    let seen = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(seen(&echo.state.posts), 1, "the POST went out once");
 }

@@ -98,7 +98,7 @@ async fn send(
                 None,
             );
         }
-        Ok(Err(e)) => return (upstream_error(&e), None),
+        Ok(Err(e)) => return (upstream_error(&e, to.authority), None),
         Ok(Ok(answer)) => answer,
     };
     let (mut parts, body) = res.into_parts();
@@ -113,8 +113,10 @@ async fn send(
 }
 
 /// Maps a send error: the library's errors by kind (a handshake timeout, or no answer on any
-/// rung, is 504), anything after the connection `http`.
-fn upstream_error(e: &SendError) -> Response<ProxyBody> {
+/// rung, is 504); a failure after the connection is `http`, and says whether the request may
+/// have reached the upstream (it is never sent twice, so the app must know).
+fn upstream_error(e: &SendError, authority: &str) -> Response<ProxyBody> {
+    let none = serde_json::Value::Array(Vec::new());
     match e {
         SendError::Connect(tls) => {
             // Silence on every rung ends in a timeout too: both are the upstream not answering.
@@ -126,18 +128,27 @@ fn upstream_error(e: &SendError) -> Response<ProxyBody> {
             let attempts = serde_json::to_value(tls.attempts()).unwrap_or_default();
             failure(status, tls.kind().as_str(), &tls.to_string(), &attempts)
         }
-        SendError::Http(e) => failure(
+        SendError::Lost(e) => failure(
             StatusCode::BAD_GATEWAY,
             "http",
-            &format!("the upstream failed: {}", super::error_chain(e)),
-            &serde_json::Value::Array(Vec::new()),
+            &format!(
+                "the connection to {authority} failed after the request was sent ({}); the \
+                 upstream may have received it, so the proxy did not send it again: check its \
+                 outcome before you retry",
+                super::error_chain(e)
+            ),
+            &none,
         ),
-        SendError::Closed => failure(
-            StatusCode::BAD_GATEWAY,
-            "http",
-            "the upstream closed a new connection before the request could be sent",
-            &serde_json::Value::Array(Vec::new()),
-        ),
+        SendError::NotSent(e) => {
+            let why = e
+                .as_ref()
+                .map_or_else(String::new, |e| format!(" ({})", super::error_chain(e)));
+            let msg = format!(
+                "the connection to {authority} closed before the request was sent{why}; \
+                 nothing reached the upstream, so retrying is safe"
+            );
+            failure(StatusCode::BAD_GATEWAY, "http", &msg, &none)
+        }
     }
 }
 

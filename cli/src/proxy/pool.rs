@@ -61,10 +61,10 @@ pub type Answer = (Response<Incoming>, Option<Arc<ConnInfo>>);
 pub enum SendError {
     /// No connection could be made (the fallback layer's error: TLS, connect, timeout).
     Connect(tls_fallback::Error),
-    /// The connection failed during the exchange (the request may have reached the upstream).
-    Http(hyper::Error),
-    /// A new connection closed before it could take the request (nothing was sent).
-    Closed,
+    /// The connection ended before the request was written: nothing reached the upstream.
+    NotSent(Option<hyper::Error>),
+    /// The connection failed after the request was written: it may have reached the upstream.
+    Lost(hyper::Error),
 }
 
 /// An HTTP/1.1 connection and what it was made with.
@@ -245,7 +245,7 @@ impl Pool {
                 .timer(TokioTimer::new())
                 .handshake(stream)
                 .await
-                .map_err(SendError::Http)?;
+                .map_err(|e| SendError::NotSent(Some(e)))?;
             tokio::spawn(conn);
             let id = H2_IDS.fetch_add(1, Ordering::Relaxed);
             let h2 = H2 { send, info, id };
@@ -259,7 +259,7 @@ impl Pool {
         let (send, conn) = http1::Builder::new()
             .handshake(stream)
             .await
-            .map_err(SendError::Http)?;
+            .map_err(|e| SendError::NotSent(Some(e)))?;
         Ok(Fresh::H1(H1 {
             send,
             conn: Box::pin(conn),
@@ -506,7 +506,7 @@ pub async fn send(
 async fn send_h1(slot: &Slot, id: u64, req: Request<Incoming>) -> (Outcome, Option<Arc<ConnInfo>>) {
     if !slot.ready(id).await {
         // Closed before it took the request: nothing was sent.
-        return (Outcome::Unsent(req, SendError::Closed), None);
+        return (Outcome::Unsent(req, SendError::NotSent(None)), None);
     }
     let mut pending = Some(req);
     let attempt = match slot.send(id, &mut pending) {
@@ -514,16 +514,16 @@ async fn send_h1(slot: &Slot, id: u64, req: Request<Incoming>) -> (Outcome, Opti
         // The connection went away between `ready` and now: the request is still here.
         None => {
             return match pending {
-                Some(back) => (Outcome::Unsent(back, SendError::Closed), None),
-                None => (Outcome::Failed(SendError::Closed), None),
+                Some(back) => (Outcome::Unsent(back, SendError::NotSent(None)), None),
+                None => (Outcome::Failed(SendError::NotSent(None)), None),
             };
         }
     };
     let outcome = match attempt.result {
         Ok(res) => Outcome::Done(res),
         Err(mut e) => match e.take_message() {
-            Some(back) => Outcome::Unsent(back, SendError::Http(e.into_error())),
-            None => Outcome::Failed(SendError::Http(e.into_error())),
+            Some(back) => Outcome::Unsent(back, SendError::NotSent(Some(e.into_error()))),
+            None => Outcome::Failed(SendError::Lost(e.into_error())),
         },
     };
     (outcome, attempt.info)
@@ -569,17 +569,17 @@ async fn send_h2(
     *req.uri_mut() = uri.clone();
     *req.version_mut() = http::Version::HTTP_2;
     req.headers_mut().remove(http::header::HOST);
-    if h2.send.ready().await.is_err() {
+    if let Err(e) = h2.send.ready().await {
         pool.forget_h2(authority, h2.id);
-        return Outcome::Unsent(req, SendError::Closed);
+        return Outcome::Unsent(req, SendError::NotSent(Some(e)));
     }
     match h2.send.try_send_request(req).await {
         Ok(res) => Outcome::Done(res),
         Err(mut e) => {
             pool.forget_h2(authority, h2.id);
             match e.take_message() {
-                Some(back) => Outcome::Unsent(back, SendError::Http(e.into_error())),
-                None => Outcome::Failed(SendError::Http(e.into_error())),
+                Some(back) => Outcome::Unsent(back, SendError::NotSent(Some(e.into_error()))),
+                None => Outcome::Failed(SendError::Lost(e.into_error())),
             }
         }
     }

@@ -18,8 +18,7 @@ use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
-use tls_fallback::testkit::{Emulator, Rule, TestPki, TlsServer};
-use tls_fallback::TlsVersion;
+use tls_fallback::testkit::TestPki;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -243,7 +242,7 @@ pub struct EchoState {
 /// A modern TLS upstream (TLS 1.2+, `localhost` certificate): `/echo` answers the request
 /// headers as JSON (and sends hop-by-hop and spoofed `x-tls-fallback-*` headers back),
 /// `/download/N` streams N zero bytes, `/upload` counts the streamed body, `/slow/MS` waits,
-/// `/redirect` answers 302.
+/// `/redirect` answers 302, `/drop` reads the request and closes the connection unanswered.
 pub struct Echo {
     pub addr: SocketAddr,
     pub state: Arc<EchoState>,
@@ -315,9 +314,20 @@ async fn echo_conn(
         return;
     }
     st.connections.fetch_add(1, Ordering::Relaxed);
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let st = Arc::clone(&st);
-        async move { Ok::<_, Infallible>(echo(req, &st).await) }
+        async move {
+            if req.uri().path() == "/drop" {
+                // Reads the whole request, counts it, then hangs up without an answer.
+                st.requests.fetch_add(1, Ordering::Relaxed);
+                if req.method() == hyper::Method::POST {
+                    st.posts.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = req.into_body().collect().await;
+                return Err(std::io::Error::other("dropped without an answer"));
+            }
+            Ok(echo(req, &st).await)
+        }
     });
     let mut b = hyper::server::conn::http1::Builder::new();
     if let Some(idle) = idle {
@@ -548,34 +558,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A TLS 1.0-only server behind an emulator with this rule.
-pub async fn gateway_with(rule: Rule) -> (TlsServer, Emulator) {
-    let server = TlsServer::only(TlsVersion::Tls1_0).await.expect("server");
-    let em = Emulator::start(server.addr(), vec![rule])
-        .await
-        .expect("emulator");
-    (server, em)
-}
-
-/// A TLS 1.0-only server behind a box that closes any hello above TLS 1.0.
-pub async fn legacy_gateway() -> (TlsServer, Emulator) {
-    gateway_with(Rule::close_above(TlsVersion::Tls1_0)).await
-}
-
-/// (offered max version, SCSV) of every hello the emulator saw, in order.
-pub fn ladder_seen(em: &Emulator) -> Vec<(Option<TlsVersion>, bool)> {
-    em.hellos()
-        .iter()
-        .map(|h| (h.offered(), h.scsv()))
-        .collect()
-}
-
-/// What the emulator sees when the default ladder walks down to TLS 1.0.
-pub const LEGACY_WALK: [(Option<TlsVersion>, bool); 6] = [
-    (Some(TlsVersion::Tls1_3), false),
-    (Some(TlsVersion::Tls1_3), true),
-    (Some(TlsVersion::Tls1_2), true),
-    (Some(TlsVersion::Tls1_2), true),
-    (Some(TlsVersion::Tls1_1), true),
-    (Some(TlsVersion::Tls1_0), true),
-];
+// The gateways and what the emulator sees, shared with the library's integration tests.
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test file uses some of them
+pub use common::{gateway_with, ladder_seen, legacy_gateway, LEGACY_WALK};
