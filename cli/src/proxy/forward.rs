@@ -15,7 +15,7 @@ use tls_fallback::ErrorKind;
 use super::headers;
 use super::log::{self, Entry};
 use super::pool::{self, ConnInfo, SendError, Slot};
-use super::route::{self, Route};
+use super::route::{self, Dest, Route};
 use super::Runtime;
 
 /// What the proxy answers with: the upstream's streamed body or its own small one.
@@ -26,25 +26,18 @@ pub async fn handle(rt: &Runtime, slot: &Slot, req: Request<Incoming>) -> Respon
     let started = Instant::now();
     let method = req.method().clone();
     let route = route::decide(&rt.settings.routing, req.method(), req.uri());
-    let (res, host, info) = match route {
-        Route::Refuse { status, reason } => (refusal(status, &reason), String::new(), None),
-        Route::Forward { uri, host, port } => {
-            let authority = route::authority(&host, port);
-            let to = To {
-                uri,
-                host: &host,
-                port,
-                authority: &authority,
-            };
-            let (res, info) = send(rt, slot, req, to).await;
-            (res, authority, info)
+    let (res, dest, info) = match route {
+        Route::Refuse { status, reason } => (refusal(status, &reason), None, None),
+        Route::Forward { uri, dest } => {
+            let (res, info) = send(rt, slot, req, uri, &dest).await;
+            (res, Some(dest), info)
         }
     };
     log::record(
         rt.settings.log_format,
         &Entry {
             method: method.as_str(),
-            host: &host,
+            host: dest.as_ref().map_or("", |d| d.authority.as_str()),
             status: res.status().as_u16(),
             tls: info.as_deref().map(|i| &i.tls),
             error: res
@@ -57,31 +50,22 @@ pub async fn handle(rt: &Runtime, slot: &Slot, req: Request<Incoming>) -> Respon
     res
 }
 
-/// Where a request goes.
-struct To<'a> {
-    uri: http::Uri,
-    host: &'a str,
-    port: u16,
-    authority: &'a str,
-}
-
 async fn send(
     rt: &Runtime,
     slot: &Slot,
     req: Request<Incoming>,
-    to: To<'_>,
+    uri: http::Uri,
+    dest: &Dest,
 ) -> (Response<ProxyBody>, Option<Arc<ConnInfo>>) {
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(to.authority) {
-        parts.headers.insert(HOST, v);
-    }
+    parts.headers.insert(HOST, dest.host_header.clone());
     parts.version = http::Version::HTTP_11;
-    let pool = &rt.upstreams.pick(to.host, to.port).pool;
+    let pool = &rt.upstreams.pick(&dest.host, dest.port).pool;
     let req = Request::from_parts(parts, body);
     let sent = tokio::time::timeout(
         rt.settings.request_timeout,
-        pool::send(pool, slot, to.uri, to.authority, req),
+        pool::send(pool, slot, uri, dest, req),
     )
     .await;
     let (res, info) = match sent {
@@ -89,7 +73,7 @@ async fn send(
             slot.discard();
             let msg = format!(
                 "{} did not answer within the request timeout ({} ms)",
-                to.authority,
+                dest.authority,
                 rt.settings.request_timeout.as_millis()
             );
             let none = serde_json::Value::Array(Vec::new());
@@ -98,7 +82,7 @@ async fn send(
                 None,
             );
         }
-        Ok(Err(e)) => return (upstream_error(&e, to.authority), None),
+        Ok(Err(e)) => return (upstream_error(&e, dest.authority.as_str()), None),
         Ok(Ok(answer)) => answer,
     };
     let (mut parts, body) = res.into_parts();

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod drive;
 pub mod forward;
 pub mod headers;
 pub mod log;

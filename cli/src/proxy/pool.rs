@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
@@ -27,6 +27,8 @@ use tls_fallback::{FallbackConnector, MaybeHttpsStream, TlsInfo};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
+use super::drive::{self, Hub};
+use super::route::Dest;
 use super::via::ViaConnector;
 
 /// The stream the fallback connector hands out.
@@ -276,15 +278,15 @@ enum Fresh {
 /// The HTTP/1.1 upstream connection an app connection holds, polled by [`drive`].
 pub struct Slot {
     state: Mutex<SlotState>,
-    /// Set when the held connection must be polled.
-    flag: Arc<Flag>,
+    /// The wakes of the task that drives the app connection and the held one.
+    hub: Arc<Hub>,
 }
 
 impl Default for Slot {
     fn default() -> Self {
         Slot {
             state: Mutex::default(),
-            flag: Flag::new(),
+            hub: Hub::new(),
         }
     }
 }
@@ -323,7 +325,7 @@ impl Slot {
         });
         drop(st);
         // A new connection must be polled to get going.
-        Wake::wake_by_ref(&self.flag);
+        self.hub.wake(drive::CONN);
         id
     }
 
@@ -463,9 +465,10 @@ pub async fn send(
     pool: &Arc<Pool>,
     slot: &Slot,
     uri: http::Uri,
-    authority: &str,
+    dest: &Dest,
     mut req: Request<Incoming>,
 ) -> Result<Answer, SendError> {
+    let authority = dest.authority.as_str();
     let mut resends = 0;
     let origin = uri.path_and_query().map_or_else(
         || http::Uri::from_static("/"),
@@ -494,9 +497,8 @@ pub async fn send(
                 req = back;
                 // Back to an HTTP/1.1 request with its Host, whichever try it came from.
                 *req.version_mut() = http::Version::HTTP_11;
-                if let Ok(v) = http::HeaderValue::from_str(authority) {
-                    req.headers_mut().insert(http::header::HOST, v);
-                }
+                req.headers_mut()
+                    .insert(http::header::HOST, dest.host_header.clone());
             }
         }
     }
@@ -585,82 +587,21 @@ async fn send_h2(
     }
 }
 
-/// A sub-waker: which of the futures [`drive`] runs asked to be polled again.
-struct Flag {
-    woken: AtomicBool,
-    task: Mutex<Option<Waker>>,
-}
-
-impl Flag {
-    fn new() -> Arc<Flag> {
-        Arc::new(Flag {
-            woken: AtomicBool::new(true),
-            task: Mutex::new(None),
-        })
-    }
-
-    /// Remembers the task to wake.
-    fn register(&self, w: &Waker) {
-        let mut t = lock(&self.task);
-        if !t.as_ref().is_some_and(|t| t.will_wake(w)) {
-            *t = Some(w.clone());
-        }
-    }
-
-    fn take(&self) -> bool {
-        self.woken.swap(false, Ordering::AcqRel)
-    }
-
-    fn is_set(&self) -> bool {
-        self.woken.load(Ordering::Acquire)
-    }
-}
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        if let Some(w) = lock(&self.task).as_ref() {
-            w.wake_by_ref();
-        }
-    }
-}
-
-/// Turns of [`drive`]'s loop in one poll before it yields to other tasks.
-const TURNS: usize = 16;
-
-/// Runs an app connection's future and the upstream connection its slot holds, in one task,
-/// polling each only when it was woken (an idle upstream connection is not read again for
-/// every app request); at the end, an idle upstream connection is parked for the next app
-/// connection.
-pub async fn drive<F: Future>(app: F, slot: &Slot) -> F::Output {
-    let mut app = std::pin::pin!(app);
-    let (app_flag, conn_flag) = (Flag::new(), Arc::clone(&slot.flag));
-    let app_waker = Waker::from(Arc::clone(&app_flag));
-    let conn_waker = Waker::from(Arc::clone(&conn_flag));
-    let out = std::future::poll_fn(|cx| {
-        app_flag.register(cx.waker());
-        conn_flag.register(cx.waker());
-        for _ in 0..TURNS {
-            if app_flag.take() {
-                if let Poll::Ready(out) = app.as_mut().poll(&mut Context::from_waker(&app_waker)) {
-                    return Poll::Ready(out);
-                }
-            }
-            if conn_flag.take() {
-                slot.poll_held(&mut Context::from_waker(&conn_waker));
-            }
-            if !app_flag.is_set() && !conn_flag.is_set() {
-                return Poll::Pending;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await;
+/// Runs an app connection's future and the upstream connection its slot holds in one task,
+/// each polled only when it was woken (an idle upstream connection is not read again for every
+/// app request), and `stop` beside them (see [`drive::drive`]); at the end, an idle upstream
+/// connection is parked for the next app connection.
+pub async fn drive<F, S>(
+    app: F,
+    slot: &Slot,
+    stop: S,
+    on_stop: impl FnOnce(Pin<&mut F>),
+) -> F::Output
+where
+    F: Future,
+    S: Future<Output = ()>,
+{
+    let out = drive::drive(&slot.hub, app, |cx| slot.poll_held(cx), stop, on_stop).await;
     slot.finish();
     out
 }

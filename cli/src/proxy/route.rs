@@ -1,22 +1,45 @@
 //! Where a request goes: the proxy's routing rule as a pure function from the request line to
 //! an upstream `https://` URI or a refusal (400, 403, 405), tested row by row without sockets.
 
+use std::sync::Arc;
+
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, StatusCode, Uri};
+use http::{HeaderValue, Method, StatusCode, Uri};
+use hyper::body::Bytes;
 use tls_fallback::HostPattern;
 
-/// The one upstream of upstream mode (`--upstream https://HOST[:PORT]`).
+/// An upstream requests are forwarded to, with what each request to it needs made once: the
+/// one of upstream mode is parsed at start, so its requests allocate nothing for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub struct Dest {
     /// The host name or IP address (no brackets), lowercase.
     pub host: String,
     /// The port (443 when the URL has none).
     pub port: u16,
+    /// `host[:port]` (IPv6 in brackets, no port when it is 443).
+    pub authority: Authority,
+    /// The `Host` header sent upstream: the authority.
+    pub host_header: HeaderValue,
 }
 
-impl Upstream {
-    /// Parses `https://HOST[:PORT]` (an optional trailing `/`, nothing else after it).
-    pub fn parse(s: &str) -> Result<Upstream, String> {
+impl Dest {
+    /// `host` (lowercase, no brackets) on `port`.
+    pub fn new(host: String, port: u16) -> Result<Dest, String> {
+        let text = authority(&host, port);
+        let bad = |e: &dyn std::fmt::Display| format!("invalid host {host:?}: {e}");
+        let host_header = HeaderValue::from_str(&text).map_err(|e| bad(&e))?;
+        let authority = Authority::from_maybe_shared(Bytes::from(text)).map_err(|e| bad(&e))?;
+        Ok(Dest {
+            host,
+            port,
+            authority,
+            host_header,
+        })
+    }
+
+    /// Parses the upstream of upstream mode: `https://HOST[:PORT]` (an optional trailing `/`,
+    /// nothing else after it).
+    pub fn parse(s: &str) -> Result<Dest, String> {
         let uri: Uri = s
             .parse()
             .map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
@@ -42,10 +65,18 @@ impl Upstream {
         if host.is_empty() {
             return Err(format!("invalid upstream URL {s:?}: it has no host"));
         }
-        Ok(Upstream {
-            host,
-            port: auth.port_u16().unwrap_or(443),
-        })
+        Dest::new(host, auth.port_u16().unwrap_or(443))
+            .map_err(|e| format!("invalid upstream URL {s:?}: {e}"))
+    }
+
+    /// `https://` this upstream, with the request's path and query.
+    pub fn uri(&self, pq: PathAndQuery) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        // Scheme, authority and path are all there: this cannot fail.
+        Uri::from_parts(parts).unwrap_or_default()
     }
 }
 
@@ -55,7 +86,7 @@ pub struct Routing {
     /// Hosts forward mode may reach.
     pub allow: Vec<HostPattern>,
     /// Where origin-form requests go.
-    pub upstream: Option<Upstream>,
+    pub upstream: Option<Arc<Dest>>,
 }
 
 /// The routing decision for one request.
@@ -65,10 +96,8 @@ pub enum Route {
     Forward {
         /// The upstream URI (scheme `https`, the request's path and query).
         uri: Uri,
-        /// The upstream host (lowercase, no brackets).
-        host: String,
-        /// The upstream port.
-        port: u16,
+        /// The upstream.
+        dest: Arc<Dest>,
     },
     /// Answer it here with this status and explanation; nothing is connected.
     Refuse {
@@ -108,22 +137,13 @@ pub fn authority(host: &str, port: u16) -> String {
     }
 }
 
-fn https_uri(host: &str, port: u16, pq: Option<&PathAndQuery>) -> Result<Uri, String> {
-    let auth: Authority = authority(host, port)
-        .parse()
-        .map_err(|e| format!("invalid host {host:?}: {e}"))?;
-    Uri::builder()
-        .scheme(Scheme::HTTPS)
-        .authority(auth)
-        .path_and_query(pq.map_or("/", |p| p.as_str()))
-        .build()
-        .map_err(|e| format!("cannot build the upstream URI: {e}"))
-}
-
-fn forward(host: String, port: u16, pq: Option<&PathAndQuery>) -> Route {
-    match https_uri(&host, port, pq) {
-        Ok(uri) => Route::Forward { uri, host, port },
-        Err(e) => refuse(StatusCode::BAD_REQUEST, e),
+fn forward(dest: Arc<Dest>, pq: Option<&PathAndQuery>) -> Route {
+    let pq = pq
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Route::Forward {
+        uri: dest.uri(pq),
+        dest,
     }
 }
 
@@ -165,11 +185,14 @@ fn absolute(routing: &Routing, uri: &Uri) -> Route {
         return refuse(StatusCode::BAD_REQUEST, "the request URI has no host");
     }
     let port = auth.port_u16().unwrap_or(443);
-    let is_upstream = routing
+    if let Some(up) = routing
         .upstream
         .as_ref()
-        .is_some_and(|u| u.host == host && u.port == port);
-    if !is_upstream && !routing.allow.iter().any(|p| p.matches(&host, port)) {
+        .filter(|u| u.host == host && u.port == port)
+    {
+        return forward(Arc::clone(up), uri.path_and_query());
+    }
+    if !routing.allow.iter().any(|p| p.matches(&host, port)) {
         return refuse(
             StatusCode::FORBIDDEN,
             format!(
@@ -178,7 +201,10 @@ fn absolute(routing: &Routing, uri: &Uri) -> Route {
             ),
         );
     }
-    forward(host, port, uri.path_and_query())
+    match Dest::new(host, port) {
+        Ok(dest) => forward(Arc::new(dest), uri.path_and_query()),
+        Err(e) => refuse(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 fn origin(routing: &Routing, uri: &Uri) -> Route {
@@ -191,7 +217,7 @@ fn origin(routing: &Routing, uri: &Uri) -> Route {
         );
     }
     match &routing.upstream {
-        Some(u) => forward(u.host.clone(), u.port, pq),
+        Some(u) => forward(Arc::clone(u), pq),
         None => refuse(
             StatusCode::BAD_REQUEST,
             "this proxy has no --upstream: send absolute http:// URLs (use it as an HTTP \
@@ -207,7 +233,7 @@ mod tests {
     fn routing(allow: &[&str], upstream: Option<&str>) -> Routing {
         Routing {
             allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
-            upstream: upstream.map(|u| Upstream::parse(u).unwrap()),
+            upstream: upstream.map(|u| Arc::new(Dest::parse(u).unwrap())),
         }
     }
 
@@ -280,14 +306,13 @@ mod tests {
     fn forward_reports_host_and_port_used_for_the_allow_check() {
         let r = routing(&["gw.example"], None);
         let got = decide(&r, &Method::GET, &target("http://GW.example/"));
-        assert_eq!(
-            got,
-            Route::Forward {
-                uri: target("https://gw.example/"),
-                host: "gw.example".into(),
-                port: 443
-            }
-        );
+        let Route::Forward { uri, dest } = got else {
+            panic!("{got:?}");
+        };
+        assert_eq!(uri, target("https://gw.example/"));
+        assert_eq!((dest.host.as_str(), dest.port), ("gw.example", 443));
+        assert_eq!(dest.authority.as_str(), "gw.example");
+        assert_eq!(dest.host_header, "gw.example");
     }
 
     #[test]
@@ -317,7 +342,7 @@ mod tests {
             ("https://", Err("invalid upstream URL")),
         ];
         for (s, want) in rows {
-            match (Upstream::parse(s), want) {
+            match (Dest::parse(s), want) {
                 (Ok(u), Ok((h, p))) => assert_eq!((u.host.as_str(), u.port), (*h, *p), "{s}"),
                 (Err(e), Err(w)) => assert!(e.contains(w), "{s}: {e}"),
                 (got, _) => panic!("{s}: {got:?}"),

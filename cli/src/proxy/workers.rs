@@ -201,18 +201,9 @@ impl Worker {
             .keep_alive(true)
             .serve_connection(TokioIo::new(tcp), svc);
         let mut stop = self.stop.clone();
-        let watched = async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        };
         tokio::spawn(async move {
-            let _ = pool::drive(watched, &ctx.slot).await;
+            let stop = async move { stopped(&mut stop).await };
+            let _ = pool::drive(conn, &ctx.slot, stop, |c| c.graceful_shutdown()).await;
             drop(permit);
         });
     }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tls_fallback::{policy, HostPattern, TlsVersion};
 use toml::Spanned;
 
-use super::route::{Routing, Upstream};
+use super::route::{Dest, Routing};
 
 /// `tls-fallback proxy` flags. Every one can also be set in `--config`; a flag wins over the
 /// file, and list flags add to the file's lists.
@@ -379,9 +379,9 @@ fn listeners(
 fn routing(args: &ProxyArgs, file: &mut FileConfig, src: &Src) -> Result<Routing, String> {
     let allow = patterns(src, "allow", &args.allow, file.allow.take())?;
     let upstream = match flag_or(&args.upstream, file.upstream.take()) {
-        Some((s, span)) => {
-            Some(Upstream::parse(&s).map_err(|e| err_at(src, "upstream", &span, e))?)
-        }
+        Some((s, span)) => Some(std::sync::Arc::new(
+            Dest::parse(&s).map_err(|e| err_at(src, "upstream", &span, e))?,
+        )),
         None => None,
     };
     if allow.is_empty() && upstream.is_none() {
