@@ -5,7 +5,9 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
+
+use atomic_waker::AtomicWaker;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -63,6 +65,34 @@ pub struct ReadWatch<S> {
     head: [u8; HEAD],
     head_len: usize,
     exchanges: Arc<Exchanges>,
+    /// Whether the socket had nothing to read and has not woken since.
+    ready: Arc<Readiness>,
+    /// The waker handed to the socket: it clears `ready.blocked`, then wakes the task.
+    ready_waker: Waker,
+    /// Whether the last I/O through here was a read that found nothing.
+    last_read_blocked: bool,
+    /// Set by [`MaybeHttpsStream`] when the last TLS call on the stream was a read that ended
+    /// waiting for the socket (`SSL_ERROR_WANT_READ`), cleared by any other TLS call.
+    parked: bool,
+}
+
+/// Whether the last read from the socket found nothing and the socket has not woken since: until
+/// it wakes, another `SSL_read` could only come back empty.
+#[derive(Debug, Default)]
+struct Readiness {
+    blocked: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Readiness {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.blocked.store(false, Ordering::SeqCst);
+        self.task.wake();
+    }
 }
 
 /// Request/response turns on a connection, seen from the bytes under TLS: a write that follows
@@ -79,6 +109,7 @@ const HEAD: usize = 15;
 
 impl<S> ReadWatch<S> {
     pub(crate) fn new(inner: S, answered: Arc<AtomicBool>) -> Self {
+        let ready = Arc::new(Readiness::default());
         ReadWatch {
             inner,
             seen: false,
@@ -86,6 +117,10 @@ impl<S> ReadWatch<S> {
             head: [0; HEAD],
             head_len: 0,
             exchanges: Arc::default(),
+            ready_waker: Waker::from(Arc::clone(&ready)),
+            ready,
+            last_read_blocked: false,
+            parked: false,
         }
     }
     /// Whether the server has sent at least one byte.
@@ -109,6 +144,20 @@ impl<S> ReadWatch<S> {
     }
 }
 
+impl<S> ReadWatch<S> {
+    /// Whether a TLS read would only find nothing again: the last TLS call was a read that
+    /// waited for the socket, and the socket has not woken since. Registers `cx` to be woken
+    /// when it does.
+    fn read_would_wait(&self, cx: &Context<'_>) -> bool {
+        if !self.parked || !self.ready.blocked.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.ready.task.register(cx.waker());
+        // A wake between the load above and the registration cleared the flag.
+        self.ready.blocked.load(Ordering::SeqCst)
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for ReadWatch<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -116,7 +165,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadWatch<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        // The socket wakes `ready_waker`, which notes that it woke, then wakes the task. The
+        // flag is set before the read so that a wake during it is not lost.
+        self.ready.task.register(cx.waker());
+        self.ready.blocked.store(true, Ordering::SeqCst);
+        let this = &mut *self;
+        let r =
+            Pin::new(&mut this.inner).poll_read(&mut Context::from_waker(&this.ready_waker), buf);
+        this.last_read_blocked = r.is_pending();
+        if r.is_ready() {
+            this.ready.blocked.store(false, Ordering::SeqCst);
+        }
         if buf.filled().len() > before {
             self.exchanges.armed.store(true, Ordering::Relaxed);
         }
@@ -141,6 +200,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadWatch<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.last_read_blocked = false;
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.count_turn(&r);
         r
@@ -149,6 +209,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadWatch<S> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.last_read_blocked = false;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(
@@ -156,6 +217,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadWatch<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.last_read_blocked = false;
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.count_turn(&r);
         r
@@ -207,9 +269,26 @@ impl<T: Read + Write + Unpin> Read for MaybeHttpsStream<T> {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeHttpsStream::Http(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeHttpsStream::Https(s, _) => Pin::new(s).poll_read(cx, buf),
+            MaybeHttpsStream::Https(s, _) => {
+                // hyper polls the connection for reading on every turn of its state machine
+                // (several times per request): skip the `SSL_read` that could only come back
+                // with WANT_READ, as an event loop would not read a socket that is not
+                // readable.
+                if s.inner().get_ref().read_would_wait(cx) {
+                    return Poll::Pending;
+                }
+                let r = Pin::new(&mut *s).poll_read(cx, buf);
+                let watch = s.inner_mut().get_mut();
+                watch.parked = r.is_pending() && watch.last_read_blocked;
+                r
+            }
         }
     }
+}
+
+/// Any TLS call but a read may change what a read would find (a renegotiation, a pending write).
+fn unpark<T>(s: &mut TokioIo<TlsStream<T>>) {
+    s.inner_mut().get_mut().parked = false;
 }
 
 impl<T: Read + Write + Unpin> Write for MaybeHttpsStream<T> {
@@ -220,13 +299,17 @@ impl<T: Read + Write + Unpin> Write for MaybeHttpsStream<T> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeHttpsStream::Http(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeHttpsStream::Https(s, _) => Pin::new(s).poll_write(cx, buf),
+            MaybeHttpsStream::Https(s, _) => {
+                unpark(s);
+                Pin::new(s).poll_write(cx, buf)
+            }
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeHttpsStream::Http(s) => Pin::new(s).poll_flush(cx),
+            // A flush reaches the socket only (no TLS call): a read would still find nothing.
             MaybeHttpsStream::Https(s, _) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -234,7 +317,10 @@ impl<T: Read + Write + Unpin> Write for MaybeHttpsStream<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeHttpsStream::Http(s) => Pin::new(s).poll_shutdown(cx),
-            MaybeHttpsStream::Https(s, _) => Pin::new(s).poll_shutdown(cx),
+            MaybeHttpsStream::Https(s, _) => {
+                unpark(s);
+                Pin::new(s).poll_shutdown(cx)
+            }
         }
     }
 
@@ -252,7 +338,10 @@ impl<T: Read + Write + Unpin> Write for MaybeHttpsStream<T> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeHttpsStream::Http(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            MaybeHttpsStream::Https(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeHttpsStream::Https(s, _) => {
+                unpark(s);
+                Pin::new(s).poll_write_vectored(cx, bufs)
+            }
         }
     }
 }
@@ -340,5 +429,194 @@ impl Serialize for ConnectionUse {
         st.serialize_field("request", &self.request())?;
         st.serialize_field("reused", &self.reused())?;
         st.end()
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use openssl::ssl::{Ssl, SslAcceptor, SslConnector, SslMethod};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use crate::testkit::TestPki;
+
+    /// The client's socket: counts the reads that reach it.
+    struct Counted {
+        inner: DuplexStream,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A task waker that counts its wakes.
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    type Client = MaybeHttpsStream<TokioIo<Counted>>;
+
+    /// A TLS 1.3 connection over an in-memory pipe: the client side as hyper sees it, the
+    /// server side, and the client's socket read counter.
+    async fn pair() -> (
+        Client,
+        tokio_openssl::SslStream<DuplexStream>,
+        Arc<AtomicUsize>,
+    ) {
+        let pki = TestPki::shared();
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        acc.set_certificate(&pki.localhost.cert).unwrap();
+        acc.set_private_key(&pki.localhost.key).unwrap();
+        let acc = acc.build();
+        let mut server =
+            tokio_openssl::SslStream::new(Ssl::new(acc.context()).unwrap(), s).unwrap();
+        let mut conn = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        conn.cert_store_mut().add_cert(pki.ca.cert.clone()).unwrap();
+        let ssl = conn
+            .build()
+            .configure()
+            .unwrap()
+            .into_ssl("localhost")
+            .unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let sock = TokioIo::new(TokioIo::new(Counted {
+            inner: c,
+            reads: Arc::clone(&reads),
+        }));
+        let mut client = SslStream::new(ssl, ReadWatch::new(sock, Arc::default())).unwrap();
+        let (a, b) = tokio::join!(
+            Pin::new(&mut client).connect(),
+            Pin::new(&mut server).accept()
+        );
+        a.unwrap();
+        b.unwrap();
+        let info = TlsInfo {
+            version: TlsVersion::Tls1_3,
+            cipher: "",
+            profile: Arc::from("modern"),
+            attempts: Arc::from(Vec::new()),
+            from_cache: false,
+            pinned: false,
+            resumed: false,
+            alpn: None,
+        };
+        (
+            MaybeHttpsStream::Https(TokioIo::new(client), Arc::new(info)),
+            server,
+            reads,
+        )
+    }
+
+    fn read(s: &mut Client, cx: &mut Context<'_>) -> Poll<Vec<u8>> {
+        let mut buf = [0u8; 256];
+        let mut rb = hyper::rt::ReadBuf::new(&mut buf);
+        match Pin::new(s).poll_read(cx, rb.unfilled()) {
+            Poll::Ready(r) => {
+                r.unwrap();
+                Poll::Ready(rb.filled().to_vec())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Waits (bounded) until the task waker has been woken more than `n` times.
+    async fn woken_past(w: &Wakes, n: usize) -> bool {
+        for _ in 0..200 {
+            if w.0.load(Ordering::SeqCst) > n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_read_that_could_only_find_nothing_does_not_reach_tls_or_the_socket() {
+        let (mut client, mut server, reads) = pair().await;
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        // Take in what the handshake left (TLS 1.3 session tickets) until a read waits.
+        for _ in 0..20 {
+            match read(&mut client, &mut cx) {
+                Poll::Ready(data) => panic!("a read before anything was sent: {data:?}"),
+                Poll::Pending => {
+                    let n = wakes.0.load(Ordering::SeqCst);
+                    if !woken_past(&wakes, n).await {
+                        break;
+                    }
+                }
+            }
+        }
+        // Nothing arrives: polls again and again reach neither OpenSSL nor the socket.
+        let before = reads.load(Ordering::SeqCst);
+        for _ in 0..5 {
+            assert!(read(&mut client, &mut cx).is_pending());
+        }
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            before,
+            "reads that could find nothing"
+        );
+        // The server answers: the task is woken, and the read gets it.
+        let n = wakes.0.load(Ordering::SeqCst);
+        server.write_all(b"hello").await.unwrap();
+        assert!(woken_past(&wakes, n).await, "the task was not woken");
+        assert_eq!(read(&mut client, &mut cx), Poll::Ready(b"hello".to_vec()));
+        assert!(reads.load(Ordering::SeqCst) > before);
+        // Waiting again: one read finds nothing, the next ones are skipped.
+        assert!(read(&mut client, &mut cx).is_pending());
+        let waiting = reads.load(Ordering::SeqCst);
+        assert!(read(&mut client, &mut cx).is_pending());
+        assert_eq!(reads.load(Ordering::SeqCst), waiting);
+        // A write is a TLS call that may change what a read finds: the next read goes to
+        // OpenSSL again.
+        let sent = Pin::new(&mut client).poll_write(&mut cx, b"ping");
+        assert!(matches!(sent, Poll::Ready(Ok(4))), "{sent:?}");
+        assert!(read(&mut client, &mut cx).is_pending());
+        assert_eq!(reads.load(Ordering::SeqCst), waiting + 1);
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        // The server closes: the read sees the end.
+        let n = wakes.0.load(Ordering::SeqCst);
+        server.shutdown().await.unwrap();
+        assert!(
+            woken_past(&wakes, n).await,
+            "the task was not woken for the close"
+        );
+        assert_eq!(read(&mut client, &mut cx), Poll::Ready(Vec::new()));
     }
 }

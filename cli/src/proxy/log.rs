@@ -3,7 +3,6 @@
 //! upstream host and status).
 
 use std::cell::{OnceCell, RefCell};
-use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,7 +34,7 @@ pub fn record(format: LogFormat, e: &Entry) {
     let now = SystemTime::now();
     let buf = BUFFER.with(|b| Arc::clone(b.get_or_init(register)));
     let mut out = lock(&buf);
-    let _ = TIME.with_borrow_mut(|t| write_line(&mut *out, format, e, t.at(now)));
+    TIME.with_borrow_mut(|t| write_line(&mut out, format, e, t.at(now)));
     if out.len() >= BATCH {
         write_out(&mut out);
     }
@@ -99,9 +98,13 @@ impl Clock {
             // "...T12:34:56." without the "000Z" of a whole second.
             self.prefix = full[..full.len() - 4].to_string();
         }
+        let ms = d.subsec_millis();
         self.text.clear();
         self.text.push_str(&self.prefix);
-        let _ = write!(self.text, "{:03}Z", d.subsec_millis());
+        for digit in [ms / 100, ms / 10 % 10, ms % 10] {
+            self.text.push(char::from(b'0' + digit as u8));
+        }
+        self.text.push('Z');
         &self.text
     }
 }
@@ -168,14 +171,10 @@ struct JsonLine<'a> {
 }
 
 /// Writes the access log line and its newline.
-fn write_line(
-    out: &mut impl Write,
-    format: LogFormat,
-    e: &Entry,
-    time: &str,
-) -> std::io::Result<()> {
+fn write_line(out: &mut Vec<u8>, format: LogFormat, e: &Entry, time: &str) {
     let host = if e.host.is_empty() { "-" } else { e.host };
-    let ms = (e.duration.as_secs_f64() * 10_000.0).round() / 10.0;
+    // Tenths of a millisecond, rounded.
+    let tenths = (e.duration.as_micros() + 50) / 100;
     let version = e.tls.map(|t| t.version.as_str());
     let profile = e.tls.map(|t| &*t.profile);
     let handshakes = e.tls.map(|t| t.handshakes());
@@ -190,34 +189,61 @@ fn write_line(
                 profile,
                 handshakes,
                 error: e.error,
-                duration_ms: ms,
+                duration_ms: tenths as f64 / 10.0,
             };
-            serde_json::to_writer(&mut *out, &line)?;
+            if serde_json::to_writer(&mut *out, &line).is_err() {
+                return;
+            }
         }
         LogFormat::Text => {
-            write!(
-                out,
-                "{time} {} {host} {} tls={} profile={} handshakes=",
-                e.method,
-                e.status,
-                version.unwrap_or("-"),
-                profile.unwrap_or("-"),
-            )?;
-            match handshakes {
-                Some(h) => write!(out, "{h}")?,
-                None => out.write_all(b"-")?,
+            // Pieces pushed one by one: this runs for every request, and `write!` costs more
+            // than the line.
+            for piece in [time, " ", e.method, " ", host, " "] {
+                out.extend_from_slice(piece.as_bytes());
             }
-            write!(out, " error={} ms={ms}", e.error.unwrap_or("-"))?;
+            push_number(out, u128::from(e.status));
+            out.extend_from_slice(b" tls=");
+            out.extend_from_slice(version.unwrap_or("-").as_bytes());
+            out.extend_from_slice(b" profile=");
+            out.extend_from_slice(profile.unwrap_or("-").as_bytes());
+            out.extend_from_slice(b" handshakes=");
+            match handshakes {
+                Some(h) => push_number(out, h as u128),
+                None => out.push(b'-'),
+            }
+            out.extend_from_slice(b" error=");
+            out.extend_from_slice(e.error.unwrap_or("-").as_bytes());
+            out.extend_from_slice(b" ms=");
+            push_number(out, tenths / 10);
+            if tenths % 10 != 0 {
+                out.push(b'.');
+                push_number(out, tenths % 10);
+            }
         }
     }
-    out.write_all(b"\n")
+    out.push(b'\n');
+}
+
+/// `n` in decimal.
+fn push_number(out: &mut Vec<u8>, mut n: u128) {
+    let mut digits = [0u8; 39];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The access log line (without its newline).
 #[cfg(test)]
 pub fn format_line(format: LogFormat, e: &Entry, time: &str) -> String {
     let mut v = Vec::new();
-    let _ = write_line(&mut v, format, e, time);
+    write_line(&mut v, format, e, time);
     v.pop();
     String::from_utf8_lossy(&v).into_owned()
 }
@@ -284,5 +310,41 @@ mod tests {
         assert_eq!(v["host"], "-");
         assert_eq!(v["tls_version"], serde_json::Value::Null);
         assert_eq!(v["duration_ms"], 1.5);
+    }
+
+    #[test]
+    fn durations_in_tenths_of_a_millisecond() {
+        // (duration in µs, text, JSON)
+        let rows = [
+            (0, "ms=0", 0.0),
+            (49, "ms=0", 0.0),
+            (50, "ms=0.1", 0.1),
+            (2_000, "ms=2", 2.0),
+            (12_345, "ms=12.3", 12.3),
+            (30_000_000, "ms=30000", 30_000.0),
+        ];
+        for (us, text, json) in rows {
+            let e = Entry {
+                method: "POST",
+                host: "gw.example:8443",
+                status: 200,
+                tls: None,
+                error: Some("timeout"),
+                duration: Duration::from_micros(us),
+            };
+            let line = format_line(LogFormat::Text, &e, "T");
+            assert_eq!(
+                line,
+                format!(
+                    "T POST gw.example:8443 200 tls=- profile=- handshakes=- error=timeout {text}"
+                )
+            );
+            let v: serde_json::Value =
+                serde_json::from_str(&format_line(LogFormat::Json, &e, "T")).unwrap();
+            assert_eq!(v["duration_ms"], json, "{us} µs");
+        }
+        let mut v = Vec::new();
+        push_number(&mut v, u128::MAX);
+        assert_eq!(String::from_utf8(v).unwrap(), u128::MAX.to_string());
     }
 }
