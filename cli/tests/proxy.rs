@@ -594,24 +594,31 @@ async fn timeouts_are_504_a_handshake_one_and_a_slow_upstream_one() {
         "a pinned host is not walked: {:?}",
         ladder_seen(&hang)
     );
-    // On one app connection, the request after a timed-out one does not wait behind the
-    // answer that never came: it goes on a new upstream connection.
+    // On one app connection (one request timer, moved forward per request): a request after
+    // the connection sat idle past the timeout still gets its whole time; the request after a
+    // timed-out one does not wait behind the answer that never came (it goes on a new upstream
+    // connection); and the timer, once fired, gives the next slow request its whole time again.
     let code = "import time\n\
                 s = requests.Session()\n\
-                r1 = s.get(url.replace('/echo', '/slow/3000'), proxies=proxies)\n\
-                t = time.monotonic(); r2 = s.get(url, proxies=proxies)\n\
-                print(json.dumps([r1.status_code, r2.status_code, time.monotonic() - t]))";
+                r0 = s.get(url, proxies=proxies)\n\
+                time.sleep(0.7)\n\
+                t = time.monotonic(); r1 = s.get(url.replace('/echo', '/slow/3000'), proxies=proxies); d1 = time.monotonic() - t\n\
+                t = time.monotonic(); r2 = s.get(url, proxies=proxies); d2 = time.monotonic() - t\n\
+                r3 = s.get(url.replace('/echo', '/slow/250'), proxies=proxies)\n\
+                print(json.dumps([r0.status_code, r1.status_code, r2.status_code, r3.status_code, d1, d2]))";
     let out = python(code, &proxy.url(), &echo.http_url("/echo")).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v = json(&out.stdout);
-    assert_eq!(
-        (v[0].as_u64(), v[1].as_u64()),
-        (Some(504), Some(200)),
-        "{v}"
+    let codes: Vec<_> = (0..4).map(|i| v[i].as_u64()).collect();
+    assert_eq!(codes, [Some(200), Some(504), Some(200), Some(200)], "{v}");
+    let d1 = v[4].as_f64().unwrap_or(9.0);
+    assert!(
+        (0.45..1.5).contains(&d1),
+        "the timeout took {d1} s, not 0.5: {v}"
     );
     assert!(
-        v[2].as_f64().unwrap_or(9.0) < 1.0,
-        "the second request waited: {v}"
+        v[5].as_f64().unwrap_or(9.0) < 1.0,
+        "the request after the timeout waited: {v}"
     );
 }
 

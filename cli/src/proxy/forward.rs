@@ -63,13 +63,14 @@ async fn send(
     parts.version = http::Version::HTTP_11;
     let pool = &rt.upstreams.pick(&dest.host, dest.port).pool;
     let req = Request::from_parts(parts, body);
-    let sent = tokio::time::timeout(
-        rt.settings.request_timeout,
-        pool::send(pool, slot, uri, dest, req),
-    )
-    .await;
+    let sent = slot
+        .timed(
+            rt.settings.request_timeout,
+            pool::send(pool, slot, uri, dest, req),
+        )
+        .await;
     let (res, info) = match sent {
-        Err(_) => {
+        None => {
             slot.discard();
             let msg = format!(
                 "{} did not answer within the request timeout ({} ms)",
@@ -82,8 +83,8 @@ async fn send(
                 None,
             );
         }
-        Ok(Err(e)) => return (upstream_error(&e, dest.authority.as_str()), None),
-        Ok(Ok(answer)) => answer,
+        Some(Err(e)) => return (upstream_error(&e, dest.authority.as_str()), None),
+        Some(Ok(answer)) => answer,
     };
     let (mut parts, body) = res.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

@@ -280,6 +280,8 @@ pub struct Slot {
     state: Mutex<SlotState>,
     /// The wakes of the task that drives the app connection and the held one.
     hub: Arc<Hub>,
+    /// The request timer of the app connection (its requests come one at a time).
+    timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
 
 impl Default for Slot {
@@ -287,6 +289,7 @@ impl Default for Slot {
         Slot {
             state: Mutex::default(),
             hub: Hub::new(),
+            timer: Mutex::default(),
         }
     }
 }
@@ -393,6 +396,36 @@ impl Slot {
         if ended {
             st.held = None;
         }
+    }
+
+    /// Runs `fut` for at most `limit`; `None` when the time ran out first. The app
+    /// connection's one timer is moved forward for each request: tokio moves a registered
+    /// deadline later with one atomic operation, where a timer per request is put in and taken
+    /// out of the timer wheel every time.
+    pub async fn timed<F: Future>(&self, limit: Duration, fut: F) -> Option<F::Output> {
+        let deadline = tokio::time::Instant::now() + limit;
+        {
+            let mut timer = lock(&self.timer);
+            match timer.as_mut() {
+                Some(t) => t.as_mut().reset(deadline),
+                None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            let expired = lock(&self.timer)
+                .as_mut()
+                .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+            if expired {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Drops the held connection: after a request timed out, its exchange is in an unknown
