@@ -528,9 +528,10 @@ fn base_context(profile: &Profile, common: &Common<'_>) -> Result<SslContextBuil
             | SslMode::RELEASE_BUFFERS,
     );
     // Read whole records (and what follows them) in one read instead of a 5-byte header read
-    // and a body read: one system call per record fewer on every connection. Safe with
-    // tokio-openssl: it calls SSL_read before waiting on the socket, so nothing buffered in
-    // OpenSSL is left waiting for a readiness event that will not come.
+    // and a body read: one system call per record fewer on every connection. Safe: SSL_read
+    // reports WANT_READ only after a socket read found nothing with no whole record buffered,
+    // and `MaybeHttpsStream` skips a read only in that state (until the socket wakes), so
+    // nothing buffered in OpenSSL is left waiting for a readiness event that will not come.
     b.set_read_ahead(true);
     b.set_verify(SslVerifyMode::PEER);
     for cert in common.roots {
