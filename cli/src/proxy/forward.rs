@@ -63,12 +63,8 @@ async fn send(
     parts.version = http::Version::HTTP_11;
     let pool = &rt.upstreams.pick(&dest.host, dest.port).pool;
     let req = Request::from_parts(parts, body);
-    let sent = slot
-        .timed(
-            rt.settings.request_timeout,
-            pool::send(pool, slot, uri, dest, req),
-        )
-        .await;
+    let sending = std::pin::pin!(pool::send(pool, slot, uri, dest, req));
+    let sent = slot.timed(rt.settings.request_timeout, sending).await;
     let (res, info) = match sent {
         None => {
             slot.discard();

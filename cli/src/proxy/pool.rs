@@ -398,11 +398,16 @@ impl Slot {
         }
     }
 
-    /// Runs `fut` for at most `limit`; `None` when the time ran out first. The app
+    /// Runs `fut` (pinned by the caller: a request's future is large, and is not copied into
+    /// this one) for at most `limit`; `None` when the time ran out first. The app
     /// connection's one timer is moved forward for each request: tokio moves a registered
     /// deadline later with one atomic operation, where a timer per request is put in and taken
     /// out of the timer wheel every time.
-    pub async fn timed<F: Future>(&self, limit: Duration, fut: F) -> Option<F::Output> {
+    pub async fn timed<F: Future>(
+        &self,
+        limit: Duration,
+        mut fut: Pin<&mut F>,
+    ) -> Option<F::Output> {
         let deadline = tokio::time::Instant::now() + limit;
         {
             let mut timer = lock(&self.timer);
@@ -411,7 +416,6 @@ impl Slot {
                 None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
         }
-        let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
