@@ -5,8 +5,10 @@
 //! rounds each in the order nginx, proxy, proxy, nginx, nginx, proxy (to even out drift), after
 //! warming each with one request and one second of the same load; once with one worker each
 //! (nginx `worker_processes 1`, the proxy's `--workers 1`) and once with two. It prints the
-//! median requests/s and p50/p99 latency of each, the latency each adds over going to the
-//! upstream directly, and the proxy/nginx ratios.
+//! median requests/s, p50/p99 latency and CPU time per request (the server's processes, from
+//! `/proc`) of each, the latency each adds over going to the upstream directly, and the
+//! proxy/nginx ratios. `PROXY_BENCH_ROUNDS=8 PROXY_BENCH_SECONDS=3` runs more, shorter rounds:
+//! on a shared machine, the medians of many alternating rounds are what to compare.
 //! Everything shares the machine's cores: compare ratios, not absolutes.
 //! `PROXY_BENCH_UPSTREAM_ONLY=1` only starts the upstream and prints its port and CA file, for
 //! profiling by hand. Needs `wrk` and `nginx` (Debian packages; `.ci/run` installs them).
@@ -134,12 +136,77 @@ fn start_proxy(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u1
     (Guard(child), port, admin)
 }
 
-/// One wrk round of `SECONDS`: (requests/s, p50 ms, p99 ms).
-fn wrk(url: &str) -> (f64, f64, f64) {
-    wrk_for(url, SECONDS)
+/// One wrk round: requests/s, p50 and p99 in ms, and the server's CPU time per request in µs
+/// (when measured).
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    cpu_us: f64,
 }
 
-fn wrk_for(url: &str, seconds: u32) -> (f64, f64, f64) {
+/// Rounds per side (`PROXY_BENCH_ROUNDS`, default 3) and seconds per round
+/// (`PROXY_BENCH_SECONDS`, default 5).
+fn setting(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+/// One wrk round against `url`, with the CPU time the processes `pids` (and their children)
+/// spent meanwhile, per request.
+fn wrk(url: &str, pids: &[u32]) -> Round {
+    let before = cpu_ticks(pids);
+    let (mut r, requests) = wrk_for(url, setting("PROXY_BENCH_SECONDS", SECONDS));
+    let ticks = cpu_ticks(pids).saturating_sub(before);
+    r.cpu_us = ticks as f64 * 1e6 / clock_ticks() / requests.max(1) as f64;
+    r
+}
+
+/// User and system time of `pids` and their child processes (nginx's workers), in clock ticks.
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    let stat = |pid: &str| -> Option<(u64, u32)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After "pid (comm) ": state ppid ... utime (14th field) stime (15th).
+        let rest: Vec<&str> = text.rsplit_once(") ")?.1.split(' ').collect();
+        let ppid = rest.get(1)?.parse().ok()?;
+        let t = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+        Some((t, ppid))
+    };
+    let mut sum = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some((t, ppid)) = stat(pid) {
+            let p: u32 = pid.parse().unwrap_or(0);
+            if pids.contains(&p) || pids.contains(&ppid) {
+                sum += t;
+            }
+        }
+    }
+    sum
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A wrk round of `seconds` and the number of requests it made.
+fn wrk_for(url: &str, seconds: u32) -> (Round, u64) {
     let bin = find("wrk").expect("wrk is installed (apt-get install wrk)");
     let out = Command::new(bin)
         .args([
@@ -163,8 +230,18 @@ fn wrk_for(url: &str, seconds: u32) -> (f64, f64, f64) {
             .map(str::trim)
             .unwrap_or_else(|| panic!("no {prefix:?} in wrk output:\n{text}"))
     };
-    let rps: f64 = field("Requests/sec:").parse().expect("requests/s");
-    (rps, ms(field("50%")), ms(field("99%")))
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
+    let round = Round {
+        rps: field("Requests/sec:").parse().expect("requests/s"),
+        p50: ms(field("50%")),
+        p99: ms(field("99%")),
+        cpu_us: 0.0,
+    };
+    (round, requests)
 }
 
 /// `512.00us`, `1.23ms`, `1.01s` in milliseconds.
@@ -181,22 +258,27 @@ fn ms(s: &str) -> f64 {
     num.parse::<f64>().expect("a latency") * factor
 }
 
-/// The median of each column (requests/s, p50, p99) over the rounds.
-fn median(rows: &[(f64, f64, f64)]) -> (f64, f64, f64) {
-    let mid = |f: fn(&(f64, f64, f64)) -> f64| {
+/// The median of each column over the rounds.
+fn median(rows: &[Round]) -> Round {
+    let mid = |f: fn(&Round) -> f64| {
         let mut v: Vec<f64> = rows.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    (mid(|r| r.0), mid(|r| r.1), mid(|r| r.2))
+    Round {
+        rps: mid(|r| r.rps),
+        p50: mid(|r| r.p50),
+        p99: mid(|r| r.p99),
+        cpu_us: mid(|r| r.cpu_us),
+    }
 }
 
 /// One configuration: nginx with `workers` worker processes, the proxy with `--workers`,
-/// measured direct, nginx, proxy, proxy, nginx.
+/// measured direct, then in alternating rounds.
 fn compare(workers: u32, up: u16, ca: &Path) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_nginx, nginx_port) = start_nginx(dir.path(), up, ca, workers);
-    let (_proxy, proxy_port, admin) = start_proxy(dir.path(), up, ca, workers);
+    let (nginx, nginx_port) = start_nginx(dir.path(), up, ca, workers);
+    let (proxy, proxy_port, admin) = start_proxy(dir.path(), up, ca, workers);
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
     let proxy_url = format!("http://127.0.0.1:{proxy_port}/");
     // Warm both before measuring: the first request makes the proxy learn the host, then one
@@ -208,40 +290,53 @@ fn compare(workers: u32, up: u16, ca: &Path) {
             .status();
         let _ = wrk_for(url, 1);
     }
-    let direct = wrk(&format!("https://localhost:{up}/"));
-    // Three rounds each, alternating (N P P N N P): this VM's neighbours move a single round
-    // by 10 % or more; the median of each column is reported.
+    let direct = wrk(&format!("https://localhost:{up}/"), &[]);
+    // Rounds alternate, nginx first then the proxy first (N P P N N P ...): this VM's
+    // neighbours move a single round by 10 % or more; the median of each column is reported.
     let (mut ns, mut ps) = (Vec::new(), Vec::new());
-    for proxy_turn in [false, true, true, false, false, true] {
-        if proxy_turn {
-            ps.push(wrk(&proxy_url));
+    for i in 0..setting("PROXY_BENCH_ROUNDS", 3) {
+        let order = if i % 2 == 0 {
+            [false, true]
         } else {
-            ns.push(wrk(&nginx_url));
+            [true, false]
+        };
+        for proxy_turn in order {
+            if proxy_turn {
+                ps.push(wrk(&proxy_url, &[proxy.0.id()]));
+            } else {
+                ns.push(wrk(&nginx_url, &[nginx.0.id()]));
+            }
         }
     }
     let (n, p) = (median(&ns), median(&ps));
     println!("\n### {workers} worker(s) each (nginx worker_processes, proxy --workers)\n");
-    println!("| path | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms |");
-    println!("|---|---|---|---|---|---|");
     println!(
-        "| direct (wrk -> https upstream) | {:.0} | {:.2} | {:.2} | | |",
-        direct.0, direct.1, direct.2
+        "| path | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/request |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| direct (wrk -> https upstream) | {:.0} | {:.2} | {:.2} | | | |",
+        direct.rps, direct.p50, direct.p99
     );
     for (name, r) in [("nginx proxy_pass https", n), ("tls-fallback proxy", p)] {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            r.0,
-            r.1,
-            r.2,
-            r.1 - direct.1,
-            r.2 - direct.2
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            r.rps,
+            r.p50,
+            r.p99,
+            r.p50 - direct.p50,
+            r.p99 - direct.p99,
+            r.cpu_us
         );
     }
     println!(
-        "\nproxy/nginx: throughput {:.2}x (goal >= 0.9x), p99 {:.2}x (goal <= 1.1x), p50 {:.2}x",
-        p.0 / n.0,
-        p.2 / n.2,
-        p.1 / n.1
+        "\nproxy/nginx (medians of {} rounds each): throughput {:.2}x (goal >= 0.9x), p99 {:.2}x \
+         (goal <= 1.1x), p50 {:.2}x, CPU per request {:.2}x",
+        ns.len(),
+        p.rps / n.rps,
+        p.p99 / n.p99,
+        p.p50 / n.p50,
+        p.cpu_us / n.cpu_us
     );
     // How many upstream connections the proxy opened: keep-alive means about 64, not one per
     // request.
@@ -255,7 +350,17 @@ fn compare(workers: u32, up: u16, ca: &Path) {
         "proxy upstream connections: {} ({} handshakes, {} resumed)",
         v["connections"], v["handshakes"], v["resumed"]
     );
-    println!("rounds: nginx {ns:?}; proxy {ps:?} (requests/s, p50 ms, p99 ms)");
+    let show = |rs: &[Round]| {
+        rs.iter()
+            .map(|r| format!("{:.0}/{:.2}/{:.1}", r.rps, r.p99, r.cpu_us))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "rounds (requests/s / p99 ms / CPU µs per request): nginx {}; proxy {}",
+        show(&ns),
+        show(&ps)
+    );
 }
 
 fn main() {
@@ -278,8 +383,10 @@ fn main() {
         }
     }
     println!(
-        "{CONNECTIONS} keep-alive connections, {SECONDS} s per round (wrk -t2), upstream: test-kit \
-         TLS 1.3 HTTP/1.1 server (2 threads)"
+        "{CONNECTIONS} keep-alive connections, {} rounds each of {} s (wrk -t2), upstream: \
+         test-kit TLS 1.3 HTTP/1.1 server (2 threads)",
+        setting("PROXY_BENCH_ROUNDS", 3),
+        setting("PROXY_BENCH_SECONDS", SECONDS)
     );
     for workers in [1, 2] {
         compare(workers, up, &ca);
