@@ -53,6 +53,37 @@ impl Wake for Wakes {
 
 type Client = MaybeHttpsStream<TokioIo<Counted>>;
 
+/// A client `Ssl` for `localhost` that trusts the test CA and reads ahead, as the crate's
+/// contexts do.
+fn client_ssl() -> Ssl {
+    let mut conn = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    conn.cert_store_mut()
+        .add_cert(TestPki::shared().ca.cert.clone())
+        .unwrap();
+    conn.set_read_ahead(true);
+    conn.build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap()
+}
+
+/// A handshaken TLS stream as the connector hands it to hyper (what its `TlsInfo` says is not
+/// looked at here).
+fn https<T>(s: TlsStream<T>) -> MaybeHttpsStream<T> {
+    let info = TlsInfo {
+        version: TlsVersion::Tls1_3,
+        cipher: "",
+        profile: Arc::from("modern"),
+        attempts: Arc::from(Vec::new()),
+        from_cache: false,
+        pinned: false,
+        resumed: false,
+        alpn: None,
+    };
+    MaybeHttpsStream::Https(TokioIo::new(s), Arc::new(info))
+}
+
 /// A TLS 1.3 connection over an in-memory pipe: the client side as hyper sees it, the
 /// server side, and the client's socket read counter.
 async fn pair() -> (
@@ -67,14 +98,7 @@ async fn pair() -> (
     acc.set_private_key(&pki.localhost.key).unwrap();
     let acc = acc.build();
     let mut server = tokio_openssl::SslStream::new(Ssl::new(acc.context()).unwrap(), s).unwrap();
-    let mut conn = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    conn.cert_store_mut().add_cert(pki.ca.cert.clone()).unwrap();
-    let ssl = conn
-        .build()
-        .configure()
-        .unwrap()
-        .into_ssl("localhost")
-        .unwrap();
+    let ssl = client_ssl();
     let reads = Arc::new(AtomicUsize::new(0));
     let sock = TokioIo::new(TokioIo::new(Counted {
         inner: c,
@@ -87,21 +111,7 @@ async fn pair() -> (
     );
     a.unwrap();
     b.unwrap();
-    let info = TlsInfo {
-        version: TlsVersion::Tls1_3,
-        cipher: "",
-        profile: Arc::from("modern"),
-        attempts: Arc::from(Vec::new()),
-        from_cache: false,
-        pinned: false,
-        resumed: false,
-        alpn: None,
-    };
-    (
-        MaybeHttpsStream::Https(TokioIo::new(client), Arc::new(info)),
-        server,
-        reads,
-    )
+    (https(client), server, reads)
 }
 
 fn read(s: &mut Client, cx: &mut Context<'_>) -> Poll<Vec<u8>> {
@@ -372,38 +382,17 @@ mod hostile {
     type Conn = hyper::client::conn::http1::Connection<Stream, Empty<Bytes>>;
 
     async fn client(port: u16) -> Stream {
-        let pki = TestPki::shared();
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
         tcp.set_nodelay(true).unwrap();
-        let mut conn = SslConnector::builder(SslMethod::tls_client()).unwrap();
-        conn.cert_store_mut().add_cert(pki.ca.cert.clone()).unwrap();
-        // As the crate's contexts do.
-        conn.set_read_ahead(true);
-        let ssl = conn
-            .build()
-            .configure()
-            .unwrap()
-            .into_ssl("localhost")
-            .unwrap();
         let mut s = SslStream::new(
-            ssl,
+            client_ssl(),
             ReadWatch::new(TokioIo::new(TokioIo::new(tcp)), Arc::default()),
         )
         .unwrap();
         Pin::new(&mut s).connect().await.unwrap();
-        let info = TlsInfo {
-            version: TlsVersion::Tls1_3,
-            cipher: "",
-            profile: Arc::from("modern"),
-            attempts: Arc::from(Vec::new()),
-            from_cache: false,
-            pinned: false,
-            resumed: false,
-            alpn: None,
-        };
-        MaybeHttpsStream::Https(TokioIo::new(s), Arc::new(info))
+        https(s)
     }
 
     /// Drives `conn` until `handoff` fires (then hands it back) or it ends.
