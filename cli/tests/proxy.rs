@@ -908,3 +908,64 @@ async fn a_post_whose_upstream_hangs_up_unanswered_is_502_says_so_and_is_not_sen
     let seen = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(seen(&echo.state.posts), 1, "the POST went out once");
 }
+
+/// An app that sends `GET path` to the proxy, reads at most the response's first line (with a
+/// 4 KiB receive buffer, so a long body backs up into the proxy) for up to `secs`, and hangs
+/// up. Prints the line it read (empty if none).
+async fn hang_up(proxy: &Proxy, path: &str, secs: f64) -> String {
+    let code = format!(
+        "import socket, sys, urllib.parse\n\
+         u = urllib.parse.urlsplit(sys.argv[1])\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n\
+         s.connect((u.hostname, u.port))\n\
+         s.sendall(b'GET {path} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+         s.settimeout({secs})\n\
+         try:\n    head = s.recv(64)\nexcept socket.timeout:\n    head = b''\n\
+         s.close()\n\
+         print(head.split(b'\\r\\n')[0].decode())"
+    );
+    let r = run("python3", &["-c", &code, &proxy.url()], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_hanging_up_mid_request_keeps_the_upstream_connection_within_the_drain_bounds() {
+    // hyper closes an upstream connection whose response nobody reads; the proxy reads the
+    // rest of the exchange itself (never sending the request again) and parks the
+    // connection, unless the body is longer than it will drain (256 KiB).
+    let echo = Echo::start().await;
+    let upstream = format!("https://localhost:{}", echo.addr.port());
+    let proxy = Proxy::start(&["--upstream", &upstream, "--workers", "1"]).await;
+    let seen = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    // (path, how long the app waits, its first line, upstream connections after the next
+    // request)
+    let rows = [
+        // Hung up while the response was still coming.
+        ("/slow/400", 0.1, "", 1),
+        // Hung up after the head, with most of the body unread.
+        ("/download/240000", 2.0, "HTTP/1.1 200 OK", 1),
+        // The same past the drain limit: that connection is closed.
+        ("/download/4000000", 2.0, "HTTP/1.1 200 OK", 2),
+    ];
+    for (i, (path, secs, line, conns)) in rows.into_iter().enumerate() {
+        assert_eq!(hang_up(&proxy, path, secs).await, line, "{path}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let r = curl(&[
+            "-sS",
+            "-w",
+            " %{http_code}",
+            &format!("{}/echo", proxy.url()),
+        ])
+        .await;
+        assert!(r.stdout.ends_with(" 200"), "{}: {}", r.stdout, r.stderr);
+        assert_eq!(seen(&echo.state.connections), conns, "{path}");
+        let requests = 2 * (i as u64 + 1);
+        assert_eq!(
+            seen(&echo.state.requests),
+            requests,
+            "{path}: each sent once"
+        );
+    }
+}

@@ -15,14 +15,15 @@ use tls_fallback::ErrorKind;
 use super::headers;
 use super::log::{self, Entry};
 use super::pool::{self, ConnInfo, SendError, Slot};
+use super::relay::Relay;
 use super::route::{self, Dest, Route};
 use super::Runtime;
 
 /// What the proxy answers with: the upstream's streamed body or its own small one.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<Relay, Full<Bytes>>;
 
 /// Handles one app request; `slot` holds the app connection's upstream connection.
-pub async fn handle(rt: &Runtime, slot: &Slot, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(rt: &Runtime, slot: &Arc<Slot>, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let route = route::decide(&rt.settings.routing, req.method(), req.uri());
@@ -52,7 +53,7 @@ pub async fn handle(rt: &Runtime, slot: &Slot, req: Request<Incoming>) -> Respon
 
 async fn send(
     rt: &Runtime,
-    slot: &Slot,
+    slot: &Arc<Slot>,
     req: Request<Incoming>,
     uri: http::Uri,
     dest: &Dest,

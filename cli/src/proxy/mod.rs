@@ -10,6 +10,7 @@ pub mod forward;
 pub mod headers;
 pub mod log;
 pub mod pool;
+pub mod relay;
 pub mod route;
 pub mod upstream;
 pub mod via;

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::drive::{self, Hub};
+use super::relay::{self, Abandoned, Relay, Sending};
 use super::route::Dest;
 use super::via::ViaConnector;
 
@@ -56,7 +57,7 @@ impl ConnInfo {
 }
 
 /// A response and the connection it came on.
-pub type Answer = (Response<Incoming>, Option<Arc<ConnInfo>>);
+pub type Answer = (Response<Relay>, Option<Arc<ConnInfo>>);
 
 /// What sending a request can fail with.
 #[derive(Debug)]
@@ -298,6 +299,8 @@ impl Default for Slot {
 struct SlotState {
     held: Option<Held>,
     next_id: u64,
+    /// What a request on the held connection left when its app connection ended.
+    abandoned: Option<Abandoned>,
 }
 
 struct Held {
@@ -320,6 +323,7 @@ impl Slot {
         if let Some(old) = st.held.take() {
             release(old);
         }
+        st.abandoned = None;
         st.held = Some(Held {
             id,
             authority: authority.to_string(),
@@ -367,23 +371,35 @@ impl Slot {
     }
 
     /// Hands the request to connection `id` (ready) if it is still held (else `req` stays);
-    /// the future resolves with its response.
+    /// the future resolves with its response, and the connection's info.
     fn send(
         &self,
         id: u64,
         req: &mut Option<Request<Incoming>>,
-    ) -> Option<impl Future<Output = Attempted> + use<>> {
+    ) -> Option<(Sending<'_>, Option<Arc<ConnInfo>>)> {
         let mut st = self.lock();
         let h = st.held.as_mut().filter(|h| h.id == id)?;
         let req = req.take()?;
         let info = h.h1.info.clone();
-        let fut = h.h1.send.try_send_request(req);
-        Some(async move {
-            Attempted {
-                result: fut.await,
-                info,
-            }
-        })
+        let waiting: relay::Waiting = Box::pin(h.h1.send.try_send_request(req));
+        let sending = Sending {
+            slot: self,
+            id,
+            waiting: Some(waiting),
+        };
+        Some((sending, info))
+    }
+
+    /// Keeps what a request on connection `id` left when its app connection ended, if that
+    /// connection is still held (see [`relay`]).
+    pub fn abandon(&self, id: u64, left: Abandoned) {
+        let mut st = self.lock();
+        if st.held.as_ref().is_some_and(|h| h.id == id) {
+            st.abandoned = Some(left);
+        } else {
+            drop(st);
+            drop(left);
+        }
     }
 
     /// Polls the held connection; drops it when it has ended.
@@ -436,16 +452,54 @@ impl Slot {
     /// state (the next request must not wait behind a response that may never come; hyper
     /// closes such a connection too, this does not depend on it).
     pub fn discard(&self) {
-        self.lock().held = None;
+        let mut st = self.lock();
+        let gone = (st.held.take(), st.abandoned.take());
+        drop(st);
+        drop(gone);
     }
 
     /// At the end of the app connection: parks the held connection if it is idle. It is
-    /// polled once first, so that it has taken in the end of its last response.
-    fn finish(&self) {
+    /// polled once first, so that it has taken in the end of its last response. A request
+    /// the app left unanswered is read to its end first, unless `stop` fires (or has fired:
+    /// `stopped`), within [`relay::DRAIN_TIME`] and the request's own deadline.
+    async fn finish<S: Future<Output = ()>>(&self, stopped: bool, stop: Pin<&mut S>) {
         self.poll_held(&mut Context::from_waker(Waker::noop()));
-        if let Some(h) = self.lock().held.take() {
-            release(h);
+        let (held, left) = {
+            let mut st = self.lock();
+            (st.held.take(), st.abandoned.take())
+        };
+        let Some(mut h) = held else {
+            return;
+        };
+        if let Some(left) = left {
+            if stopped {
+                return;
+            }
+            let until = self.drain_deadline();
+            let H1 { send, conn, .. } = &mut h.h1;
+            let drained = relay::drain(
+                left,
+                |cx| conn.as_mut().poll(cx).is_ready(),
+                |cx| send.poll_ready(cx).map(|r| r.is_ok()),
+            );
+            let ok = tokio::select! {
+                ok = tokio::time::timeout_at(until, drained) => ok.unwrap_or(false),
+                () = stop => false,
+            };
+            if !ok {
+                return;
+            }
         }
+        release(h);
+    }
+
+    /// When the drain of an abandoned request must end: its request's deadline, or
+    /// [`relay::DRAIN_TIME`] from now if that is sooner.
+    fn drain_deadline(&self) -> tokio::time::Instant {
+        let cap = tokio::time::Instant::now() + relay::DRAIN_TIME;
+        lock(&self.timer)
+            .as_ref()
+            .map_or(cap, |t| t.deadline().min(cap))
     }
 }
 
@@ -455,12 +509,6 @@ fn release(h: Held) {
         let pool = Arc::clone(&h.pool);
         pool.park(h.authority, h.h1);
     }
-}
-
-/// One send on one connection.
-struct Attempted {
-    result: Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>>,
-    info: Option<Arc<ConnInfo>>,
 }
 
 /// What to do after a send failed.
@@ -489,7 +537,7 @@ pub fn after_failure(unsent: bool, reused: bool, resends: u32) -> Next {
 
 /// How one try went.
 enum Outcome {
-    Done(Response<Incoming>),
+    Done(Response<Relay>),
     /// Handed back unsent, with the error to answer if it is not sent again.
     Unsent(Request<Incoming>, SendError),
     /// Failed after the request may have left.
@@ -500,7 +548,7 @@ enum Outcome {
 /// app connection's `slot`; the answer says how the connection was made.
 pub async fn send(
     pool: &Arc<Pool>,
-    slot: &Slot,
+    slot: &Arc<Slot>,
     uri: http::Uri,
     dest: &Dest,
     mut req: Request<Incoming>,
@@ -542,14 +590,18 @@ pub async fn send(
 }
 
 /// One try on the held HTTP/1.1 connection `id`.
-async fn send_h1(slot: &Slot, id: u64, req: Request<Incoming>) -> (Outcome, Option<Arc<ConnInfo>>) {
+async fn send_h1(
+    slot: &Arc<Slot>,
+    id: u64,
+    req: Request<Incoming>,
+) -> (Outcome, Option<Arc<ConnInfo>>) {
     if !slot.ready(id).await {
         // Closed before it took the request: nothing was sent.
         return (Outcome::Unsent(req, SendError::NotSent(None)), None);
     }
     let mut pending = Some(req);
-    let attempt = match slot.send(id, &mut pending) {
-        Some(f) => f.await,
+    let (result, info) = match slot.send(id, &mut pending) {
+        Some((sending, info)) => (sending.await, info),
         // The connection went away between `ready` and now: the request is still here.
         None => {
             return match pending {
@@ -558,14 +610,14 @@ async fn send_h1(slot: &Slot, id: u64, req: Request<Incoming>) -> (Outcome, Opti
             };
         }
     };
-    let outcome = match attempt.result {
-        Ok(res) => Outcome::Done(res),
+    let outcome = match result {
+        Ok(res) => Outcome::Done(res.map(|b| Relay::held(b, slot, id))),
         Err(mut e) => match e.take_message() {
             Some(back) => Outcome::Unsent(back, SendError::NotSent(Some(e.into_error()))),
             None => Outcome::Failed(SendError::Lost(e.into_error())),
         },
     };
-    (outcome, attempt.info)
+    (outcome, info)
 }
 
 enum Checkout {
@@ -613,7 +665,7 @@ async fn send_h2(
         return Outcome::Unsent(req, SendError::NotSent(Some(e)));
     }
     match h2.send.try_send_request(req).await {
-        Ok(res) => Outcome::Done(res),
+        Ok(res) => Outcome::Done(res.map(Relay::shared)),
         Err(mut e) => {
             pool.forget_h2(authority, h2.id);
             match e.take_message() {
@@ -626,8 +678,8 @@ async fn send_h2(
 
 /// Runs an app connection's future and the upstream connection its slot holds in one task,
 /// each polled only when it was woken (an idle upstream connection is not read again for every
-/// app request), and `stop` beside them (see [`drive::drive`]); at the end, an idle upstream
-/// connection is parked for the next app connection.
+/// app request), and `stop` beside them (see [`drive::drive`]); at the end, the upstream
+/// connection is parked for the next app connection, once idle (see [`Slot::finish`]).
 pub async fn drive<F, S>(
     app: F,
     slot: &Slot,
@@ -638,8 +690,15 @@ where
     F: Future,
     S: Future<Output = ()>,
 {
-    let out = drive::drive(&slot.hub, app, |cx| slot.poll_held(cx), stop, on_stop).await;
-    slot.finish();
+    let stopped = AtomicBool::new(false);
+    let mut stop = std::pin::pin!(async {
+        stop.await;
+        stopped.store(true, Ordering::Relaxed);
+    });
+    let side = |cx: &mut Context<'_>| slot.poll_held(cx);
+    let out = drive::drive(&slot.hub, app, side, stop.as_mut(), on_stop).await;
+    // `stop` is polled again only if it has not fired.
+    slot.finish(stopped.load(Ordering::Relaxed), stop).await;
     out
 }
 

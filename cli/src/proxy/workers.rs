@@ -114,7 +114,7 @@ impl Workers {
 /// What an app connection's requests share.
 struct Conn {
     rt: Arc<Runtime>,
-    slot: pool::Slot,
+    slot: Arc<pool::Slot>,
 }
 
 /// What one worker thread needs.
@@ -186,7 +186,7 @@ impl Worker {
         // connection's alone (the configuration's own count is shared by every thread).
         let ctx = Arc::new(Conn {
             rt: current(&self.shared),
-            slot: pool::Slot::default(),
+            slot: Arc::default(),
         });
         let limits = ctx.rt.settings.limits.clone();
         let per_request = Arc::clone(&ctx);

@@ -1,0 +1,201 @@
+//! What happens to an upstream exchange when its app connection ends first.
+//!
+//! hyper closes an HTTP/1.1 client connection whose response nobody waits for, or whose
+//! response body is dropped before its end: it cannot know where the next response would
+//! start. An app that hangs up mid-request (a client timeout, a load generator stopping) would
+//! so cost the proxy its upstream connection, and the next request a new TCP connection and
+//! TLS handshake (for a fragile gateway, that can be its slowest part).
+//!
+//! So the response future ([`Sending`]) and the response body ([`Relay`]) of a request on a
+//! held connection hand what is left to the app connection's slot when they are dropped
+//! unfinished, and [`drain`] reads the rest of the exchange, discarding it, within
+//! [`DRAIN_TIME`] and [`DRAIN_BYTES`]; then the connection is parked as an idle one is. The
+//! request is never sent again: only its answer is read.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::client::conn::TrySendError;
+use hyper::{Request, Response};
+
+use super::pool::Slot;
+
+/// How long an abandoned exchange may take to finish (never past its request's deadline).
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// How much of an abandoned response body is read and discarded; a longer one closes the
+/// connection instead (as much as a new handshake is worth).
+pub const DRAIN_BYTES: usize = 256 * 1024;
+
+/// The answer to a request handed to an HTTP/1.1 connection (boxed, so that it can outlive the
+/// request's own future).
+pub type Waiting = Pin<
+    Box<dyn Future<Output = Result<Response<Incoming>, TrySendError<Request<Incoming>>>> + Send>,
+>;
+
+/// What an app connection that ended mid-exchange left on its upstream connection.
+pub enum Abandoned {
+    /// The request was sent; its response has not come.
+    Response(Waiting),
+    /// The response came; its body was not read to its end.
+    Body(Incoming),
+}
+
+/// The wait for the response to a request on the held connection `id` of `slot`; dropped
+/// before the response came, it hands the wait to the slot.
+pub struct Sending<'a> {
+    pub slot: &'a Slot,
+    pub id: u64,
+    pub waiting: Option<Waiting>,
+}
+
+impl Future for Sending<'_> {
+    type Output = Result<Response<Incoming>, TrySendError<Request<Incoming>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(w) = this.waiting.as_mut() else {
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(w.as_mut().poll(cx));
+        this.waiting = None;
+        Poll::Ready(out)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.waiting.take() {
+            self.slot.abandon(self.id, Abandoned::Response(w));
+        }
+    }
+}
+
+/// A response body from the upstream on its way to the app. One from a held HTTP/1.1
+/// connection, dropped before its end, hands the rest to its slot.
+pub struct Relay {
+    body: Option<Incoming>,
+    back: Option<(Arc<Slot>, u64)>,
+    ended: bool,
+}
+
+impl Relay {
+    /// A body from the held connection `id` of `slot`.
+    pub fn held(body: Incoming, slot: &Arc<Slot>, id: u64) -> Relay {
+        Relay {
+            body: Some(body),
+            back: Some((Arc::clone(slot), id)),
+            ended: false,
+        }
+    }
+
+    /// A body from a shared h2 connection (dropping it resets only its stream).
+    pub fn shared(body: Incoming) -> Relay {
+        Relay {
+            body: Some(body),
+            back: None,
+            ended: false,
+        }
+    }
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let out = std::task::ready!(Pin::new(body).poll_frame(cx));
+        if !matches!(out, Some(Ok(_))) {
+            // The end, or an error (the connection is broken then: nothing to hand back).
+            this.ended = true;
+        }
+        Poll::Ready(out)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let Some(body) = self.body.take().filter(|b| !b.is_end_stream()) else {
+            return;
+        };
+        if let Some((slot, id)) = self.back.take() {
+            slot.abandon(id, Abandoned::Body(body));
+        }
+    }
+}
+
+/// Reads the rest of an abandoned exchange on `conn`'s connection, discarding it: the response
+/// (if it has not come), then its body, up to [`DRAIN_BYTES`]. `conn` polls the connection
+/// (`true` once it has ended) and `ready` tells when it can take another request; it is run
+/// until then, or until it cannot be (an error, a body too long, the connection closed).
+/// The caller bounds it in time.
+pub async fn drain(
+    left: Abandoned,
+    mut conn: impl FnMut(&mut Context<'_>) -> bool,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<bool>,
+) -> bool {
+    let exchange = async move {
+        let mut body = match left {
+            Abandoned::Response(w) => match w.await {
+                Ok(res) => res.into_body(),
+                Err(_) => return false,
+            },
+            Abandoned::Body(b) => b,
+        };
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+            if seen > DRAIN_BYTES {
+                return false;
+            }
+        }
+        true
+    };
+    let mut exchange = std::pin::pin!(exchange);
+    let mut read = None;
+    std::future::poll_fn(|cx| {
+        if read.is_none() {
+            if let Poll::Ready(ok) = exchange.as_mut().poll(cx) {
+                read = Some(ok);
+            }
+        }
+        // Polled after the exchange: it may have asked for more of the body, or finished it.
+        if conn(cx) {
+            return Poll::Ready(false);
+        }
+        match read {
+            None => Poll::Pending,
+            Some(false) => Poll::Ready(false),
+            Some(true) => ready(cx),
+        }
+    })
+    .await
+}
