@@ -4,18 +4,25 @@
 //! uses stay on one thread from accept to close. The main runtime keeps the signals, the admin
 //! listener and the reloads.
 //!
+//! Whichever worker accepts a connection, the one with the fewest open connections serves it
+//! ([`least_loaded`]): the accepting worker hands it over otherwise. Who wins the race to
+//! accept is chance (a burst of new connections can all land on one worker), and keep-alive
+//! connections stay where they land, so without this one worker could serve 40 of 64 busy
+//! connections for their whole life, and its queue set the tail latency.
+//!
 //! Stopping: [`Workers::stop`] closes the listeners, asks every connection to finish its
 //! request in flight and close, and waits (up to a deadline) until every connection slot is
 //! free again.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{current, forward, pool, say, Runtime};
 
@@ -67,18 +74,25 @@ impl Workers {
         let conns = Arc::new(Semaphore::new(slots as usize));
         let (stop, _) = watch::channel(false);
         let (done, _) = watch::channel(false);
+        let (inboxes, receivers): (Vec<_>, Vec<_>) =
+            listeners.iter().map(|_| mpsc::unbounded_channel()).unzip();
+        let balance = Arc::new(Balance {
+            live: inboxes.iter().map(|_| AtomicUsize::new(0)).collect(),
+            inboxes,
+        });
         let mut threads = Vec::new();
-        for (i, l) in listeners.into_iter().enumerate() {
+        for (i, (l, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
             let w = Worker {
                 index: i,
                 shared: Arc::clone(&shared),
                 conns: Arc::clone(&conns),
+                balance: Arc::clone(&balance),
                 stop: stop.subscribe(),
                 done: done.subscribe(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("proxy-worker-{i}"))
-                .spawn(move || w.run(l))
+                .spawn(move || w.run(l, inbox))
                 .map_err(|e| format!("cannot start a worker thread: {e}"))?;
             threads.push(t);
         }
@@ -117,17 +131,77 @@ struct Conn {
     slot: Arc<pool::Slot>,
 }
 
+/// The worker that should serve a connection accepted by worker `me`, given how many each
+/// serves: the one with the fewest, `me` on a tie (no hand-over for nothing).
+pub fn least_loaded(live: &[usize], me: usize) -> usize {
+    let mine = live.get(me).copied().unwrap_or(usize::MAX);
+    let (best, fewest) = live
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by_key(|&(_, n)| n)
+        .unwrap_or((me, mine));
+    if fewest < mine {
+        best
+    } else {
+        me
+    }
+}
+
+/// An accepted app connection on its way to the worker that serves it.
+type Handover = (std::net::TcpStream, OwnedSemaphorePermit, Live);
+
+/// The open connections of each worker, and the way to hand one a connection.
+struct Balance {
+    live: Vec<AtomicUsize>,
+    inboxes: Vec<mpsc::UnboundedSender<Handover>>,
+}
+
+impl Balance {
+    /// Picks the worker for a connection accepted by `me` and counts the connection there.
+    fn pick(self: &Arc<Self>, me: usize) -> Live {
+        let live: Vec<usize> = self
+            .live
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect();
+        self.count(least_loaded(&live, me))
+    }
+
+    /// Counts one more connection on `worker`.
+    fn count(self: &Arc<Self>, worker: usize) -> Live {
+        self.live[worker].fetch_add(1, Ordering::Relaxed);
+        Live {
+            balance: Arc::clone(self),
+            worker,
+        }
+    }
+}
+
+/// One connection counted as open on `worker`, until this is dropped.
+struct Live {
+    balance: Arc<Balance>,
+    worker: usize,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.balance.live[self.worker].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What one worker thread needs.
 struct Worker {
     index: usize,
     shared: Arc<RwLock<Arc<Runtime>>>,
     conns: Arc<Semaphore>,
+    balance: Arc<Balance>,
     stop: watch::Receiver<bool>,
     done: watch::Receiver<bool>,
 }
 
 impl Worker {
-    fn run(self, listener: std::net::TcpListener) {
+    fn run(self, listener: std::net::TcpListener, inbox: mpsc::UnboundedReceiver<Handover>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -142,15 +216,60 @@ impl Worker {
             }
         };
         pool::set_worker(self.index);
-        rt.block_on(async move {
-            match TcpListener::from_std(listener) {
-                Ok(l) => self.accept(l).await,
-                Err(e) => say(&format!("worker {}: cannot listen: {e}", self.index)),
+        rt.block_on(async {
+            let serving = async {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => self.accept(l).await,
+                    Err(e) => say(&format!("worker {}: cannot listen: {e}", self.index)),
+                }
+                // Keep serving the connections in flight until the drain is over.
+                let mut done = self.done.clone();
+                stopped(&mut done).await;
+            };
+            tokio::select! {
+                () = serving => {}
+                () = self.take_over(inbox) => {}
             }
-            // Keep serving the connections in flight until the drain is over.
-            let mut done = self.done.clone();
-            stopped(&mut done).await;
         });
+    }
+
+    /// Serves the connections other workers accepted and handed to this one (it ends with
+    /// the worker: the other workers keep their senders until then).
+    async fn take_over(&self, mut inbox: mpsc::UnboundedReceiver<Handover>) {
+        while let Some((tcp, permit, live)) = inbox.recv().await {
+            match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => self.serve(tcp, permit, live),
+                Err(e) => say(&format!(
+                    "worker {}: cannot take a connection: {e}",
+                    self.index
+                )),
+            }
+        }
+    }
+
+    /// Serves a connection this worker accepted here, or hands it to a worker with fewer.
+    fn place(&self, tcp: tokio::net::TcpStream, permit: OwnedSemaphorePermit) {
+        let live = self.balance.pick(self.index);
+        if live.worker == self.index {
+            return self.serve(tcp, permit, live);
+        }
+        // Off this worker's event loop, to be registered with the other one's.
+        let std = match tcp.into_std() {
+            Ok(s) => s,
+            Err(e) => return say(&format!("cannot hand a connection over: {e}")),
+        };
+        let to = live.worker;
+        if let Err(mpsc::error::SendError((std, permit, live))) =
+            self.balance.inboxes[to].send((std, permit, live))
+        {
+            // That worker has ended (its runtime failed to start): serve it here after all.
+            drop(live);
+            let live = self.balance.count(self.index);
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(tcp) => self.serve(tcp, permit, live),
+                Err(e) => say(&format!("cannot take a connection back: {e}")),
+            }
+        }
     }
 
     async fn accept(&self, listener: TcpListener) {
@@ -168,7 +287,7 @@ impl Worker {
                 _ = stopped(&mut stop) => return,
             };
             match accepted {
-                Ok((tcp, _)) => self.serve(tcp, permit),
+                Ok((tcp, _)) => self.place(tcp, permit),
                 Err(e) => {
                     say(&format!("accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -180,7 +299,7 @@ impl Worker {
     /// Serves one app connection (HTTP/1.1, keep-alive, bounded head and idle time) in a task
     /// of this worker; its slot is freed when it ends. On stop, it finishes the request in
     /// flight and closes.
-    fn serve(&self, tcp: tokio::net::TcpStream, permit: OwnedSemaphorePermit) {
+    fn serve(&self, tcp: tokio::net::TcpStream, permit: OwnedSemaphorePermit, live: Live) {
         let _ = tcp.set_nodelay(true);
         // What the connection's requests share: cloned per request, this Arc's count is this
         // connection's alone (the configuration's own count is shared by every thread).
@@ -204,7 +323,7 @@ impl Worker {
         tokio::spawn(async move {
             let stop = async move { stopped(&mut stop).await };
             let _ = pool::drive(conn, &ctx.slot, stop, |c| c.graceful_shutdown()).await;
-            drop(permit);
+            drop((permit, live));
         });
     }
 }
@@ -212,4 +331,29 @@ impl Worker {
 /// Waits until the flag is set (or its sender is gone).
 async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await.map(|_| ());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_goes_to_the_worker_with_the_fewest_and_stays_on_a_tie() {
+        // (open connections per worker, the accepting worker) -> the serving worker
+        let rows: [(&[usize], usize, usize); 9] = [
+            (&[0], 0, 0),
+            (&[0, 0], 1, 1),
+            (&[3, 3], 0, 0),
+            (&[4, 3], 0, 1),
+            (&[3, 4], 0, 0),
+            (&[40, 24], 0, 1),
+            (&[5, 2, 2], 0, 1),
+            (&[5, 2, 2], 2, 2),
+            // An index past the end (not a worker) serves nowhere else but where it is.
+            (&[1, 1], 7, 0),
+        ];
+        for (live, me, want) in rows {
+            assert_eq!(least_loaded(live, me), want, "{live:?} accepted by {me}");
+        }
+    }
 }
