@@ -951,6 +951,15 @@ async fn an_app_hanging_up_mid_request_keeps_the_upstream_connection_within_the_
     ];
     for (i, (path, secs, line, conns)) in rows.into_iter().enumerate() {
         assert_eq!(hang_up(&proxy, path, secs).await, line, "{path}");
+        if line.is_empty() {
+            // Unanswered: its access log line says the app closed it (nginx's 499).
+            let logged = wait_line(
+                &proxy.stdout,
+                &format!("GET localhost:{} 499", echo.addr.port()),
+            )
+            .await;
+            assert!(logged.is_some(), "{:?}", proxy.stdout.lock().unwrap());
+        }
         tokio::time::sleep(Duration::from_millis(600)).await;
         let r = curl(&[
             "-sS",

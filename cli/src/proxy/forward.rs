@@ -30,7 +30,16 @@ pub async fn handle(rt: &Runtime, slot: &Arc<Slot>, req: Request<Incoming>) -> R
     let (res, dest, info) = match route {
         Route::Refuse { status, reason } => (refusal(status, &reason), None, None),
         Route::Forward { uri, dest } => {
+            let mut unanswered = Unanswered {
+                rt,
+                method: method.as_str(),
+                host: dest.authority.as_str(),
+                started,
+                armed: true,
+            };
             let (res, info) = send(rt, slot, req, uri, &dest).await;
+            unanswered.armed = false;
+            drop(unanswered);
             (res, Some(dest), info)
         }
     };
@@ -49,6 +58,37 @@ pub async fn handle(rt: &Runtime, slot: &Arc<Slot>, req: Request<Incoming>) -> R
         },
     );
     res
+}
+
+/// The access log line of a request whose app hung up before its answer was ready (written
+/// when this is dropped armed, with the request's future): status 499, as nginx logs a client
+/// that closed the request.
+struct Unanswered<'a> {
+    rt: &'a Runtime,
+    method: &'a str,
+    host: &'a str,
+    started: Instant,
+    armed: bool,
+}
+
+/// The status logged for a request whose app hung up first (nginx's).
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let entry = Entry {
+            method: self.method,
+            host: self.host,
+            status: CLIENT_CLOSED,
+            tls: None,
+            error: None,
+            duration: self.started.elapsed(),
+        };
+        log::record(self.rt.settings.log_format, &entry);
+    }
 }
 
 async fn send(
