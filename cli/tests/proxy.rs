@@ -978,3 +978,63 @@ async fn an_app_hanging_up_mid_request_keeps_the_upstream_connection_within_the_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_framed_by_chunks_and_a_shorter_length_reaches_the_app_whole_on_a_kept_connection() {
+    // RFC 9112 section 6.3: Transfer-Encoding frames the message, and an intermediary removes
+    // the Content-Length before passing it on. Passed on, the app was told 5 bytes of 15, and
+    // the rest of the body was dropped while the app connection went on (its next request
+    // then waited on an upstream connection nobody read).
+    let raw = RawUpstream::start(|path| match path {
+        "/cl-te" => {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      5\r\nAAAAA\r\n5\r\nBBBBB\r\n5\r\nCCCCC\r\n0\r\n\r\n"
+        }
+        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    })
+    .await;
+    let upstream = format!("https://localhost:{}", raw.port);
+    let proxy = Proxy::start(&["--upstream", &upstream, "--workers", "1"]).await;
+    let url = format!("{}/cl-te", proxy.url());
+    let code = "import time\n\
+                s = requests.Session()\n\
+                r1 = s.get(url)\n\
+                t = time.monotonic(); r2 = s.get(url.replace('/cl-te', '/ok')); d = time.monotonic() - t\n\
+                print(json.dumps([r1.status_code, r1.text, r1.headers.get('content-length'), r2.text, d]))";
+    let out = python(code, &proxy.url(), &url).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = json(&out.stdout);
+    assert_eq!(v[0], 200, "{v}");
+    assert_eq!(v[1], "AAAAABBBBBCCCCC", "{v}");
+    assert_eq!(v[2], Value::Null, "no Content-Length passed on: {v}");
+    assert_eq!(v[3], "ok", "{v}");
+    assert!(v[4].as_f64().unwrap() < 2.0, "the next request waited: {v}");
+    assert_eq!(
+        raw.connections.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one upstream connection for both"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_by_the_shutdown_deadline_is_logged_444_shutdown_not_499() {
+    // The upstream answers after 45 s; SIGTERM waits 30 s for requests in flight, then the
+    // proxy drops them: its doing, not the app's (about 31 s).
+    let echo = Echo::start().await;
+    let upstream = format!("https://localhost:{}", echo.addr.port());
+    let mut proxy = Proxy::start(&["--upstream", &upstream, "--workers", "1"]).await;
+    let url = format!("{}/slow/45000", proxy.url());
+    let waiting = tokio::spawn(async move { curl(&["-sS", "-m", "60", &url]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.signal("TERM");
+    assert!(proxy.exit_code(40).await.is_some(), "the proxy exits");
+    let r = waiting.await.unwrap();
+    assert_ne!(r.code, 0, "curl got no answer: {}", r.stdout);
+    let out = proxy.stdout.lock().unwrap().clone();
+    let cut = out.iter().find(|l| l.contains("GET localhost:"));
+    let cut = cut.unwrap_or_else(|| panic!("a line for the request: {out:?}"));
+    assert!(
+        cut.contains(" 444 ") && cut.contains("error=shutdown"),
+        "{cut}"
+    );
+}

@@ -62,7 +62,7 @@ pub async fn handle(rt: &Runtime, slot: &Arc<Slot>, req: Request<Incoming>) -> R
 
 /// The access log line of a request whose app hung up before its answer was ready (written
 /// when this is dropped armed, with the request's future): status 499, as nginx logs a client
-/// that closed the request.
+/// that closed the request; 444 if the proxy dropped it at the end of its shutdown drain.
 struct Unanswered<'a> {
     rt: &'a Runtime,
     method: &'a str,
@@ -74,17 +74,37 @@ struct Unanswered<'a> {
 /// The status logged for a request whose app hung up first (nginx's).
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// The status logged for a request the proxy itself dropped unanswered, at the end of the
+/// shutdown drain (nginx's "closed without a response"), with `error=shutdown`.
+pub const CLOSED_UNANSWERED: u16 = 444;
+
+thread_local! {
+    /// Set on a worker thread once its runtime is being dropped at the end of the shutdown
+    /// drain: a request dropped then was cut by the proxy, not by its app.
+    static CUT_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this worker thread's remaining requests as cut off by the shutdown.
+pub fn cut_off() {
+    CUT_OFF.set(true);
+}
+
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
+        let (status, error) = if CUT_OFF.get() {
+            (CLOSED_UNANSWERED, Some("shutdown"))
+        } else {
+            (CLIENT_CLOSED, None)
+        };
         let entry = Entry {
             method: self.method,
             host: self.host,
-            status: CLIENT_CLOSED,
+            status,
             tls: None,
-            error: None,
+            error,
             duration: self.started.elapsed(),
         };
         log::record(self.rt.settings.log_format, &entry);

@@ -30,11 +30,17 @@ pub const HANDSHAKES: HeaderName = HeaderName::from_static("x-tls-fallback-hands
 /// `x-tls-fallback-error`.
 pub const ERROR: HeaderName = HeaderName::from_static("x-tls-fallback-error");
 
-/// Removes the hop-by-hop headers: the fixed list and every header `Connection` names.
+/// Removes the hop-by-hop headers: the fixed list and every header `Connection` names; and a
+/// `Content-Length` sent with `Transfer-Encoding` (RFC 9112 section 6.3: the message is framed
+/// by the transfer coding, and an intermediary must remove the length before forwarding it;
+/// passed on, a shorter one would cut the body, a mismatch is how messages are smuggled).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages have none: one pass over the names finds out without hashing nine times.
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
+    }
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        headers.remove(http::header::CONTENT_LENGTH);
     }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
@@ -147,6 +153,23 @@ mod tests {
                 &["content-length"],
             ),
             (&[("authorization", "Bearer t")], &["authorization"]),
+            // A length beside a transfer coding goes with it (RFC 9112 section 6.3).
+            (
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("content-length", "5"),
+                    ("x-kept", "1"),
+                ],
+                &["x-kept"],
+            ),
+            (
+                &[
+                    ("content-length", "5"),
+                    ("content-length", "7"),
+                    ("transfer-encoding", "gzip, chunked"),
+                ],
+                &[],
+            ),
         ];
         for (input, kept) in rows {
             let mut m = map(input);

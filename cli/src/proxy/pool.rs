@@ -339,13 +339,21 @@ impl Slot {
     /// The held connection's id, if it is for this upstream of this pool and not closed.
     fn held_for(&self, authority: &str, pool: &Arc<Pool>) -> Option<u64> {
         let mut st = self.lock();
-        let usable = st.held.as_ref().is_some_and(|h| {
-            h.authority == authority && Arc::ptr_eq(&h.pool, pool) && !h.h1.send.is_closed()
-        });
+        // An exchange abandoned while this app connection goes on (hyper's server dropped a
+        // response body it would not write, e.g. past a Content-Length shorter than the body):
+        // nobody reads the rest of it, so the connection would never be ready again.
+        let usable = st.abandoned.is_none()
+            && st.held.as_ref().is_some_and(|h| {
+                h.authority == authority && Arc::ptr_eq(&h.pool, pool) && !h.h1.send.is_closed()
+            });
         if usable {
             return st.held.as_ref().map(|h| h.id);
         }
-        if let Some(old) = st.held.take() {
+        let gone = (st.held.take(), st.abandoned.take());
+        drop(st);
+        // Parked only if idle (the abandoned body was read to its end by hyper already).
+        if let (Some(old), left) = gone {
+            drop(left);
             release(old);
         }
         None

@@ -231,6 +231,9 @@ impl Worker {
                 () = self.take_over(inbox) => {}
             }
         });
+        // The connections still open are dropped with the runtime: the proxy cut them.
+        forward::cut_off();
+        drop(rt);
     }
 
     /// Serves the connections other workers accepted and handed to this one (it ends with

@@ -563,3 +563,70 @@ pub fn free_port() -> u16 {
 mod common;
 #[allow(unused_imports)] // each test file uses some of them
 pub use common::{gateway_with, ladder_seen, legacy_gateway, LEGACY_WALK};
+
+/// A TLS upstream (`localhost` certificate) that answers each request head with the bytes
+/// `answer` gives for its path, as they are: for framing no HTTP library would write. It does
+/// not read request bodies.
+pub struct RawUpstream {
+    pub port: u16,
+    pub connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawUpstream {
+    pub async fn start(answer: fn(&str) -> &'static [u8]) -> RawUpstream {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let pki = TestPki::shared();
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        b.set_certificate(&pki.localhost.cert).unwrap();
+        b.set_private_key(&pki.localhost.key).unwrap();
+        let acceptor = b.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&connections);
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, count) = (acceptor.clone(), Arc::clone(&count));
+                tokio::spawn(async move {
+                    let Ok(mut tls) =
+                        tokio_openssl::SslStream::new(Ssl::new(acceptor.context()).unwrap(), tcp)
+                    else {
+                        return;
+                    };
+                    if Pin::new(&mut tls).accept().await.is_err() {
+                        return;
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                            buf.drain(..end + 4);
+                            let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                            if tls.write_all(answer(&path)).await.is_err() {
+                                return;
+                            }
+                        }
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        RawUpstream {
+            port,
+            connections,
+            task,
+        }
+    }
+}
