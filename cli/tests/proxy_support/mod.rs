@@ -239,6 +239,15 @@ pub struct EchoState {
     pub connections: AtomicU64,
 }
 
+/// A TLS 1.2+ server setup with the test kit's `localhost` certificate.
+fn localhost_acceptor() -> SslAcceptor {
+    let pki = TestPki::shared();
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    b.set_certificate(&pki.localhost.cert).unwrap();
+    b.set_private_key(&pki.localhost.key).unwrap();
+    b.build()
+}
+
 /// A modern TLS upstream (TLS 1.2+, `localhost` certificate): `/echo` answers the request
 /// headers as JSON (and sends hop-by-hop and spoofed `x-tls-fallback-*` headers back),
 /// `/download/N` streams N zero bytes, `/upload` counts the streamed body, `/slow/MS` waits,
@@ -267,11 +276,7 @@ impl Echo {
     }
 
     async fn start_with(idle: Option<Duration>) -> Echo {
-        let pki = TestPki::shared();
-        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
-        b.set_certificate(&pki.localhost.cert).unwrap();
-        b.set_private_key(&pki.localhost.key).unwrap();
-        let acceptor = b.build();
+        let acceptor = localhost_acceptor();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(EchoState::default());
@@ -582,11 +587,7 @@ impl Drop for RawUpstream {
 impl RawUpstream {
     pub async fn start(answer: fn(&str) -> &'static [u8]) -> RawUpstream {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let pki = TestPki::shared();
-        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
-        b.set_certificate(&pki.localhost.cert).unwrap();
-        b.set_private_key(&pki.localhost.key).unwrap();
-        let acceptor = b.build();
+        let acceptor = localhost_acceptor();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicU64::new(0));
