@@ -351,7 +351,7 @@ impl Slot {
         }
         let gone = (st.held.take(), st.abandoned.take());
         drop(st);
-        // Parked only if idle (the abandoned body was read to its end by hyper already).
+        // `release` parks it only if it is idle; one with an unread body is closed.
         if let (Some(old), left) = gone {
             drop(left);
             release(old);
