@@ -73,9 +73,8 @@ impl Decision {
     /// the future (a clock that jumped back, a hand-edited file) counts as expired: it would
     /// otherwise never expire.
     pub fn expired(&self, ttl: Duration) -> bool {
-        const FUTURE_SLACK_MS: u64 = 5 * 60 * 1000;
         let now = unix_ms();
-        self.learned_at_ms > now.saturating_add(FUTURE_SLACK_MS)
+        self.learned_at_ms > now.saturating_add(check::FUTURE_SLACK_MS)
             || u128::from(now.saturating_sub(self.learned_at_ms)) >= ttl.as_millis()
     }
 }

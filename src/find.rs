@@ -6,6 +6,24 @@ use std::sync::Arc;
 
 use crate::error::Error;
 
+/// An error and its sources on one line, joined by `: ` (for a log line or a message): the
+/// one way the crate, the CLI and the proxy write a chain of causes.
+///
+/// ```
+/// let e = std::io::Error::other("refused");
+/// assert_eq!(tls_fallback::error_chain(&e), "refused");
+/// ```
+pub fn error_chain(e: &dyn StdError) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// An error value whose chain of sources [`Error::find`] can search.
 ///
 /// Implemented for the errors a tls-fallback user holds: hyper-util's client error, hyper's,

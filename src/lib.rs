@@ -68,9 +68,12 @@ mod config;
 mod connector;
 mod error;
 mod find;
+#[cfg(feature = "outbound")]
+pub mod outbound;
 pub mod policy;
 pub mod probe;
 mod profile;
+mod redact;
 mod session;
 mod stats;
 mod stream;
@@ -92,7 +95,7 @@ pub use classify::{Outcome, Verdict};
 pub use client::{Client, ClientBuilder, RequestBuilder, RequestError, Response};
 pub use connector::{FallbackConnector, FallbackLayer};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
-pub use find::ErrorChain;
+pub use find::{error_chain, ErrorChain};
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, Pin};
 pub use profile::{Ladder, ParseVersionError, Profile, TlsVersion};

@@ -275,7 +275,7 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
     // No pooling: the second contact opens a new connection, so the cache is what helps.
     let client: CliClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(layer.layer(crate::proxy::via::ViaConnector::direct()));
+        .build(layer.layer(tls_fallback::outbound::ViaConnector::direct()));
 
     let mut rows = Vec::new();
     let mut all_ok = true;

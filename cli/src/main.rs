@@ -11,7 +11,6 @@ mod demo;
 mod get;
 mod output;
 mod probe;
-mod proxy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +40,7 @@ enum Command {
     Demo(DemoArgs),
     /// Run an egress proxy that originates TLS through the fallback connector for apps that
     /// send http:// requests through it (forward mode) or to it (--upstream mode).
-    Proxy(Box<proxy::ProxyArgs>),
+    Proxy(Box<tls_fallback_proxy::ProxyArgs>),
 }
 
 /// `get`'s arguments.
@@ -153,14 +152,14 @@ pub struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The proxy serves apps on worker threads of its own (`--workers`); its main runtime only
-    // keeps the signals, the admin listener and the reloads, on this thread: idle runtime
-    // threads next to the workers cost them time.
-    let mut builder = match cli.command {
-        Command::Proxy(_) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let rt = match builder.enable_all().build() {
+    if let Command::Proxy(args) = cli.command {
+        // The proxy package runs its own threads and runtime.
+        return tls_fallback_proxy::main(*args);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -184,7 +183,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Demo(args) => demo::run(args).await,
-            Command::Proxy(args) => proxy::run(*args).await,
+            Command::Proxy(_) => ExitCode::from(EXIT_FAILED),
         }
     })
 }

@@ -107,17 +107,7 @@ impl CliError {
     }
 }
 
-/// An error and its sources, joined by `: `.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use tls_fallback::error_chain;
 
 /// Prints one JSON object on one line, keys sorted at every level (the CLI's JSON contract has
 /// always been printed in this order).

@@ -4,6 +4,7 @@
 //! the proxy; a refusal is a connect error naming the proxy, never a fallback, and the password
 //! shows nowhere.
 
+#[path = "../../proxy/tests/proxy_support/mod.rs"]
 mod proxy_support;
 
 use proxy_support::*;
@@ -298,5 +299,64 @@ async fn a_proxy_that_cannot_reach_the_target_is_a_connect_error_saying_what_it_
             Some(1),
             "no fallback: {v}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_through_a_connect_proxy_walks_inside_the_tunnel_and_a_407_names_the_proxy() {
+    let open = Tinyproxy::start(false).await;
+    let locked = Tinyproxy::start(true).await;
+    let (_s, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let url = em.url();
+    let get = |extra: Vec<String>, env: Vec<(&'static str, String)>| {
+        let (ca, url) = (ca.clone(), url.clone());
+        async move { get_json(&url, &ca, &extra, &env).await }
+    };
+    // (flag, environment, exit code, error kind or the version reached)
+    type Env = Vec<(&'static str, String)>;
+    let rows: Vec<(Vec<String>, Env, i32, &str)> = vec![
+        (vec!["--proxy".into(), open.url()], vec![], 0, "1.0"),
+        (vec!["--proxy".into(), locked.url()], vec![], 1, "connect"),
+        (vec![], vec![("HTTPS_PROXY", locked.url())], 1, "connect"),
+        (
+            vec![],
+            vec![
+                ("HTTPS_PROXY", locked.url()),
+                ("NO_PROXY", "localhost".into()),
+            ],
+            0,
+            "1.0",
+        ),
+        (
+            vec!["--proxy".into(), "https://x:1".into()],
+            vec![],
+            2,
+            "bad_input",
+        ),
+    ];
+    for (flag, env, code, want) in rows {
+        em.clear();
+        let r = get(flag.clone(), env.clone()).await;
+        assert_eq!(r.code, code, "{flag:?} {env:?}: {}{}", r.stdout, r.stderr);
+        let v = json(&r.stdout);
+        if code == 0 {
+            assert_eq!(v["tls_version"], want, "{v}");
+            // Every rung went through (one CONNECT each): the emulator saw the whole walk.
+            assert_eq!(ladder_seen(&em), LEGACY_WALK, "{flag:?} {env:?}");
+        } else {
+            assert_eq!(v["error"]["kind"], want, "{v}");
+        }
+        if want == "connect" {
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(&locked.url()), "{msg}");
+            assert!(msg.contains("authorization required"), "{msg}");
+            assert_eq!(
+                em.count(),
+                0,
+                "a 407 is no fallback: no hello reached the gateway"
+            );
+        }
     }
 }

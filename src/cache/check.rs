@@ -24,8 +24,9 @@ const MAX_VALUE_BYTES: usize = FileStore::MAX_VALUE_BYTES;
 pub(crate) const MAX_DECISION_BYTES: usize = 3 * MAX_VALUE_BYTES + 256;
 /// The longest host name accepted (DNS names stop at 253; IPv6 literals are shorter).
 const MAX_HOST_BYTES: usize = 255;
-/// How far in the future a date may be (clock skew between machines) before it is refused.
-const FUTURE_SLACK_MS: u64 = 5 * 60 * 1000;
+/// How far in the future a date may be (clock skew between machines) before it is refused,
+/// and before a decision counts as expired (a clock that jumped back).
+pub(crate) const FUTURE_SLACK_MS: u64 = 5 * 60 * 1000;
 
 /// Why a decision from outside was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use crate::output::{CliError, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 use crate::GetArgs;
 
 /// The client every subcommand uses: hyper-util's, over the fallback connector.
-pub type CliClient = Client<FallbackConnector<crate::proxy::via::ViaConnector>, Full<Bytes>>;
+pub type CliClient = Client<FallbackConnector<tls_fallback::outbound::ViaConnector>, Full<Bytes>>;
 
 fn builder(args: &GetArgs, url: &parse::Url) -> Result<FallbackLayerBuilder, CliError> {
     if args.handshake_timeout_ms == 0 {
@@ -134,7 +134,7 @@ pub async fn run(args: GetArgs) -> Result<ExitCode, CliError> {
     })?;
     // --proxy, else HTTPS_PROXY minus NO_PROXY: each rung is one CONNECT (or SOCKS
     // connection) through it.
-    let tcp = crate::proxy::via::connector_from_flag(args.proxy.as_deref())
+    let tcp = tls_fallback::outbound::connector_from_flag(args.proxy.as_deref())
         .map_err(|e| CliError::bad_input(format!("--proxy: {e}")))?;
     let client: CliClient = Client::builder(TokioExecutor::new()).build(layer.layer(tcp));
     let result = if args.repeat == 1 {

@@ -11,11 +11,12 @@ use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{redact, RedisOptions};
+use super::RedisOptions;
 use crate::cache::check::{self, Invalid, Rules, MAX_DECISION_BYTES};
 use crate::cache::{unix_ms, Decision, DecisionStore, MemoryStore, SharedStats};
 use crate::error::Error;
 use crate::policy::HostKey;
+use crate::redact::url as redact;
 
 /// How often the link checks Redis (and notices it is back).
 const HEARTBEAT: Duration = Duration::from_millis(500);

@@ -30,7 +30,7 @@ use tower_service::Service;
 use super::drive::{self, Hub};
 use super::relay::{self, Abandoned, Relay, Sending};
 use super::route::Dest;
-use super::via::ViaConnector;
+use tls_fallback::outbound::ViaConnector;
 
 /// The stream the fallback connector hands out.
 type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;

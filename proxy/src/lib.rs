@@ -1,4 +1,4 @@
-//! `tls-fallback proxy`: an egress proxy that originates TLS through the fallback layer for apps
+//! `tls-fallback-proxy` (also `tls-fallback proxy`): an egress proxy that originates TLS through the fallback layer for apps
 //! that send `http://` requests through it (forward mode) or point a base URL at it (upstream
 //! mode). This module runs the listeners, the signals (SIGTERM/SIGINT drain, SIGHUP reload) and
 //! the limits; the rules live in `route`, `headers` and `config`, the request path in `forward`.
@@ -13,7 +13,6 @@ pub mod pool;
 pub mod relay;
 pub mod route;
 pub mod upstream;
-pub mod via;
 pub mod workers;
 
 use std::process::ExitCode;
@@ -38,20 +37,25 @@ pub struct Runtime {
     pub upstreams: Upstreams,
 }
 
-/// An error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 pub(crate) fn say(msg: &str) {
     eprintln!("tls-fallback proxy: {msg}");
+}
+
+/// Runs the proxy on this thread until SIGTERM/SIGINT (what both binaries call): the proxy
+/// serves apps on worker threads of its own (`--workers`); this thread's runtime only keeps
+/// the signals, the admin listener and the reloads (idle runtime threads next to the workers
+/// cost them time). Exit codes as [`run`].
+pub fn main(args: ProxyArgs) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(args)),
+        Err(e) => {
+            say(&format!("error: cannot start the async runtime: {e}"));
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Runs the proxy until SIGTERM/SIGINT; exit 0 after a clean drain, 2 on bad configuration,

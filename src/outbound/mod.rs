@@ -135,17 +135,17 @@ impl ViaConnector {
     /// Direct connections (the fallback layer's `http_connector`).
     pub fn direct() -> ViaConnector {
         ViaConnector {
-            direct: tls_fallback::FallbackLayer::http_connector(),
+            direct: crate::FallbackLayer::http_connector(),
             via: None,
         }
     }
 
     /// Through this proxy, except for the `NO_PROXY` hosts.
     pub fn through(url: ProxyUrl, no_proxy: NoProxy) -> ViaConnector {
-        let mut tcp = tls_fallback::FallbackLayer::http_connector();
+        let mut tcp = crate::FallbackLayer::http_connector();
         tcp.enforce_http(false);
         ViaConnector {
-            direct: tls_fallback::FallbackLayer::http_connector(),
+            direct: crate::FallbackLayer::http_connector(),
             via: Some(Via { url, no_proxy, tcp }),
         }
     }

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 
 use super::config::{LayerSettings, Settings};
 use super::pool::Pool;
-use super::via;
+use tls_fallback::outbound as via;
 
 /// How long a parked upstream connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(30);

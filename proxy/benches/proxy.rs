@@ -1,5 +1,5 @@
 //! `tls-fallback proxy` against nginx as a TLS-originating reverse proxy, in one run:
-//! `cargo bench -p tls-fallback-cli --bench proxy` (about two minutes). Both sit in front of the
+//! `cargo bench -p tls-fallback-proxy --bench proxy` (about two minutes). Both sit in front of the
 //! same test-kit HTTPS upstream (TLS 1.3, HTTP/1.1) and keep upstream connections alive; `wrk`
 //! drives each with 64 keep-alive connections, plain HTTP, for 5 s per round: direct, then three
 //! rounds each in the order nginx, proxy, proxy, nginx, nginx, proxy (to even out drift), after
@@ -121,8 +121,8 @@ fn start_proxy(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u1
     let port = free_port();
     let admin = free_port();
     let log = std::fs::File::create(dir.join("proxy-access.log")).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_tls-fallback"))
-        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+    let child = Command::new(env!("CARGO_BIN_EXE_tls-fallback-proxy"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin", &format!("127.0.0.1:{admin}")])
         .args(["--upstream", &format!("https://localhost:{upstream}")])
         .arg("--ca-file")

@@ -123,7 +123,7 @@ pub struct LayerSettings {
     /// Handshake timeout per attempt.
     pub handshake_timeout: Duration,
     /// The outbound proxy (HTTP CONNECT or SOCKS5), if any; its Debug hides the password.
-    pub via: Option<super::via::ProxyUrl>,
+    pub via: Option<tls_fallback::outbound::ProxyUrl>,
 }
 
 /// Hosts with their own trust or client certificate get their own layer.
@@ -406,9 +406,10 @@ fn base_layer(args: &ProxyArgs, file: &mut FileConfig, src: &Src) -> Result<Laye
         _ => return Err("client_cert and client_key go together".to_string()),
     };
     let via = match flag_or(&args.via, file.via.take()) {
-        Some((s, span)) => {
-            Some(super::via::ProxyUrl::parse(&s).map_err(|e| err_at(src, "via", &span, e))?)
-        }
+        Some((s, span)) => Some(
+            tls_fallback::outbound::ProxyUrl::parse(&s)
+                .map_err(|e| err_at(src, "via", &span, e))?,
+        ),
         None => None,
     };
     Ok(LayerSettings {

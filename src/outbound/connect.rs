@@ -43,7 +43,7 @@ pub(super) async fn connect(
         Ok(io) => Ok(TokioIo::new(io.into_inner().inner)),
         Err(e) => {
             let answer = head.lock().map(|h| status_line(&h)).unwrap_or_default();
-            let chain = super::super::error_chain(&e);
+            let chain = crate::error_chain(&e);
             Err(refusal(url, target, answer, &chain))
         }
     }

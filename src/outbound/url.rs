@@ -203,36 +203,7 @@ impl fmt::Debug for ProxyUrl {
     }
 }
 
-/// A proxy URL as written, fit for an error message: whatever stands between `://` and the
-/// last `@` becomes `user:***` (`***` when there is no password: the user name may be a key),
-/// and a port that is not a number (a password whose `@HOST` was
-/// forgotten) becomes `***`.
-pub fn redact(s: &str) -> String {
-    let (scheme, rest) = match s.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), s),
-    };
-    if let Some((userinfo, host)) = rest.rsplit_once('@') {
-        return match userinfo.split_once(':') {
-            Some((user, password)) if !password.is_empty() => {
-                format!("{scheme}{user}:***@{host}")
-            }
-            // A user name alone (`KEY@`, `KEY:@`) may be an API key: hidden too.
-            _ => format!("{scheme}***@{host}"),
-        };
-    }
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rsplit_once(':') {
-        // `[::1]` splits as `[::` and `1]`: an IPv6 host has no port unless bracketed.
-        Some((host, port))
-            if !port.bytes().all(|b| b.is_ascii_digit())
-                && (host.ends_with(']') || !host.contains(':')) =>
-        {
-            format!("{scheme}{host}:***{}", &rest[end..])
-        }
-        _ => s.to_string(),
-    }
-}
+use crate::redact::url as redact;
 
 #[cfg(test)]
 mod tests;

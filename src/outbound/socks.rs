@@ -31,12 +31,10 @@ pub(super) async fn connect(
             .map_err(|e| format!("{head}: {e} (socks5:// resolves names here; socks5h:// lets the proxy resolve them)"))?,
         _ => dst,
     };
-    let stream = tcp.call(url.connect_uri()).await.map_err(|e| {
-        format!(
-            "{head}: cannot reach the proxy: {}",
-            super::super::error_chain(&e)
-        )
-    })?;
+    let stream = tcp
+        .call(url.connect_uri())
+        .await
+        .map_err(|e| format!("{head}: cannot reach the proxy: {}", crate::error_chain(&e)))?;
     let mut socks = SocksV5::new(url.connect_uri(), Handover(Some(stream)));
     if let Some(c) = url.credentials() {
         socks = socks.with_auth(c.user.clone(), c.password.clone());

@@ -177,14 +177,14 @@ fn upstream_error(e: &SendError, authority: &str) -> Response<ProxyBody> {
                 "the connection to {authority} failed after the request was sent ({}); the \
                  upstream may have received it, so the proxy did not send it again: check its \
                  outcome before you retry",
-                super::error_chain(e)
+                tls_fallback::error_chain(e)
             ),
             &none,
         ),
         SendError::NotSent(e) => {
-            let why = e
-                .as_ref()
-                .map_or_else(String::new, |e| format!(" ({})", super::error_chain(e)));
+            let why = e.as_ref().map_or_else(String::new, |e| {
+                format!(" ({})", tls_fallback::error_chain(e))
+            });
             let msg = format!(
                 "the connection to {authority} closed before the request was sent{why}; \
                  nothing reached the upstream, so retrying is safe"

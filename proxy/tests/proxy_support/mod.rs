@@ -33,10 +33,33 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
 }
 
-#[path = "../support/mod.rs"]
-mod support;
-/// The test CA as a PEM file (shared with the other CLI tests).
-pub use support::ca_file;
+/// The test CA as a PEM file in `dir`.
+pub fn ca_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, TestPki::shared().ca_pem()).expect("write the CA file");
+    path
+}
+
+/// The proxy as this package builds it: the `tls-fallback-proxy` binary in the proxy package's
+/// tests, `tls-fallback proxy` in the CLI's (which share these helpers).
+pub fn proxy_command() -> (&'static str, &'static [&'static str]) {
+    match (
+        option_env!("CARGO_BIN_EXE_tls-fallback-proxy"),
+        option_env!("CARGO_BIN_EXE_tls-fallback"),
+    ) {
+        (Some(p), _) => (p, &[]),
+        (None, Some(cli)) => (cli, &["proxy"]),
+        (None, None) => panic!("no proxy binary in this package"),
+    }
+}
+
+/// The `tls-fallback` CLI (only the CLI package's tests have it).
+pub fn cli_command() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_tls-fallback") {
+        Some(cli) => cli,
+        None => panic!("the CLI binary is built only for the cli package's tests"),
+    }
+}
 
 fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -70,8 +93,10 @@ impl Proxy {
 
     pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Proxy {
         let ca = ca_file(&dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tls-fallback"))
-            .args(["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        let (program, prefix) = proxy_command();
+        let mut child = Command::new(program)
+            .args(prefix)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .arg("--ca-file")
             .arg(&ca)
             .args(args)
@@ -544,7 +569,7 @@ pub async fn get_json(
     ];
     args.extend(extra.iter().map(String::as_str));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    run(env!("CARGO_BIN_EXE_tls-fallback"), &args, &env).await
+    run(cli_command(), &args, &env).await
 }
 
 fn tinyproxy_bin() -> &'static str {
