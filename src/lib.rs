@@ -99,5 +99,5 @@ pub use find::{error_chain, ErrorChain};
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, Pin};
 pub use profile::{Ladder, ParseVersionError, Profile, TlsVersion};
-pub use stats::{HostStats, Stats};
+pub use stats::{metric_names, HostStats, Stats};
 pub use stream::{ConnectionUse, MaybeHttpsStream, ReadWatch, TlsInfo, TlsStream};

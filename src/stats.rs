@@ -31,6 +31,66 @@ use serde::Serialize;
 
 use crate::cache::DecisionStore;
 
+/// The names the crate's counters have in the [`metrics`] facade (the table above), for
+/// exporters and dashboards: one owner, so a renamed counter cannot leave a stale copy behind.
+pub mod metric_names {
+    /// `https://` connections requested.
+    pub const CONNECTIONS: &str = "tls_fallback_connections_total";
+    /// Handshakes sent.
+    pub const HANDSHAKES: &str = "tls_fallback_handshakes_total";
+    /// Fallbacks, label `reason`.
+    pub const FALLBACKS: &str = "tls_fallback_fallbacks_total";
+    /// Downgrade signals.
+    pub const DOWNGRADES: &str = "tls_fallback_downgrades_total";
+    /// Failed connections, label `kind`.
+    pub const FAILURES: &str = "tls_fallback_failures_total";
+    /// Decisions learned.
+    pub const LEARNED: &str = "tls_fallback_learned_total";
+    /// Decisions that expired.
+    pub const EXPIRED: &str = "tls_fallback_expired_total";
+    /// Stalled rungs raced by the next one.
+    pub const RACES: &str = "tls_fallback_races_total";
+    /// Resumed handshakes.
+    pub const RESUMED: &str = "tls_fallback_resumed_total";
+    /// Decision lookups that found one.
+    pub const CACHE_HITS: &str = "tls_fallback_cache_hits_total";
+    /// Decision lookups that found none.
+    pub const CACHE_MISSES: &str = "tls_fallback_cache_misses_total";
+    /// Connections that waited for another's walk.
+    pub const SINGLE_FLIGHT_WAITS: &str = "tls_fallback_single_flight_waits_total";
+    /// Decisions read from Redis.
+    pub const REDIS_READ: &str = "tls_fallback_redis_read_total";
+    /// Decisions published to Redis.
+    pub const REDIS_PUBLISHED: &str = "tls_fallback_redis_published_total";
+    /// Decisions received from other instances.
+    pub const REDIS_RECEIVED: &str = "tls_fallback_redis_received_total";
+    /// Shared values refused as invalid.
+    pub const REDIS_DROPPED_INVALID: &str = "tls_fallback_redis_dropped_invalid_total";
+    /// Redis errors.
+    pub const REDIS_ERRORS: &str = "tls_fallback_redis_errors_total";
+
+    /// The counters without labels, which an exporter can show at zero from the start.
+    pub const UNLABELLED: [&str; 15] = [
+        CONNECTIONS,
+        HANDSHAKES,
+        DOWNGRADES,
+        LEARNED,
+        EXPIRED,
+        RACES,
+        RESUMED,
+        CACHE_HITS,
+        CACHE_MISSES,
+        SINGLE_FLIGHT_WAITS,
+        REDIS_READ,
+        REDIS_PUBLISHED,
+        REDIS_RECEIVED,
+        REDIS_DROPPED_INVALID,
+        REDIS_ERRORS,
+    ];
+}
+
+use metric_names as names;
+
 /// Live counters, updated with relaxed atomics on the connection path.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -49,7 +109,7 @@ pub(crate) struct Counters {
 
 /// One counter: bumps the layer's atomic and the facade's counter of the same meaning.
 macro_rules! count {
-    ($(#[$doc:meta])* $fn:ident, $field:ident, $name:literal) => {
+    ($(#[$doc:meta])* $fn:ident, $field:ident, $name:expr) => {
         $(#[$doc])*
         pub(crate) fn $fn(&self) {
             self.$field.fetch_add(1, Ordering::Relaxed);
@@ -59,33 +119,32 @@ macro_rules! count {
 }
 
 impl Counters {
-    count!(connection, connections, "tls_fallback_connections_total");
-    count!(handshake, handshakes, "tls_fallback_handshakes_total");
-    count!(cache_hit, cache_hits, "tls_fallback_cache_hits_total");
-    count!(cache_miss, cache_misses, "tls_fallback_cache_misses_total");
+    count!(connection, connections, names::CONNECTIONS);
+    count!(handshake, handshakes, names::HANDSHAKES);
+    count!(cache_hit, cache_hits, names::CACHE_HITS);
+    count!(cache_miss, cache_misses, names::CACHE_MISSES);
     count!(
         single_flight_wait,
         single_flight_waits,
-        "tls_fallback_single_flight_waits_total"
+        names::SINGLE_FLIGHT_WAITS
     );
-    count!(downgrade, downgrades, "tls_fallback_downgrades_total");
-    count!(learned, learned, "tls_fallback_learned_total");
-    count!(expired, expired, "tls_fallback_expired_total");
-    count!(resumed, resumed, "tls_fallback_resumed_total");
-    count!(race, races, "tls_fallback_races_total");
+    count!(downgrade, downgrades, names::DOWNGRADES);
+    count!(learned, learned, names::LEARNED);
+    count!(expired, expired, names::EXPIRED);
+    count!(resumed, resumed, names::RESUMED);
+    count!(race, races, names::RACES);
 
     /// A fallback to the next rung, by the outcome that caused it (`closed`, `alert:70`...).
     pub(crate) fn fallback(&self, reason: &str) {
         if let Ok(mut m) = self.fallbacks.lock() {
             *m.entry(reason.to_string()).or_insert(0) += 1;
         }
-        metrics::counter!("tls_fallback_fallbacks_total", "reason" => reason.to_string())
-            .increment(1);
+        metrics::counter!(names::FALLBACKS, "reason" => reason.to_string()).increment(1);
     }
 
     /// A connection that failed, by error kind (facade only: [`Stats`] has no such field).
     pub(crate) fn failure(&self, kind: crate::ErrorKind) {
-        metrics::counter!("tls_fallback_failures_total", "kind" => kind.as_str()).increment(1);
+        metrics::counter!(names::FAILURES, "kind" => kind.as_str()).increment(1);
     }
 }
 

@@ -3,54 +3,21 @@
 //! and `GET /decisions` (the layers' stats as JSON).
 
 use std::convert::Infallible;
-use std::sync::{Arc, RwLock};
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use super::Runtime;
-
-/// Latency buckets (seconds) for the request histogram.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
-
-/// Counters shown from the start.
-const ZERO_COUNTERS: [&str; 8] = [
-    "tls_fallback_connections_total",
-    "tls_fallback_handshakes_total",
-    "tls_fallback_downgrades_total",
-    "tls_fallback_learned_total",
-    "tls_fallback_races_total",
-    "tls_fallback_resumed_total",
-    "tls_fallback_cache_hits_total",
-    "tls_fallback_cache_misses_total",
-];
-
-/// Installs the Prometheus recorder as the global `metrics` recorder.
-pub fn install_recorder() -> Result<PrometheusHandle, String> {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets(&BUCKETS)
-        .map_err(|e| format!("metrics: {e}"))?
-        .build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)
-        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
-    // The library's unlabelled counters, at zero until they move, so dashboards see them.
-    for name in ZERO_COUNTERS {
-        metrics::counter!(name).increment(0);
-    }
-    Ok(handle)
-}
+use crate::observe::meters;
+use crate::runtime::{Runtime, Shared};
 
 /// Answers one admin request.
 pub fn answer(
     req: &Request<Incoming>,
-    rt: &RwLock<Arc<Runtime>>,
+    rt: &Shared,
     metrics: &PrometheusHandle,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -59,7 +26,7 @@ pub fn answer(
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/metrics" => {
-            let rt = current(rt);
+            let rt = rt.load();
             let learned: usize = rt
                 .upstreams
                 .all()
@@ -73,7 +40,7 @@ pub fn answer(
                         .count()
                 })
                 .sum();
-            metrics::gauge!("tls_fallback_learned_hosts").set(learned as f64);
+            metrics::gauge!(meters::LEARNED_HOSTS).set(learned as f64);
             metrics.run_upkeep();
             text(
                 StatusCode::OK,
@@ -82,7 +49,7 @@ pub fn answer(
             )
         }
         "/decisions" => {
-            let rt = current(rt);
+            let rt = rt.load();
             text(
                 StatusCode::OK,
                 &decisions(&rt).to_string(),
@@ -94,13 +61,6 @@ pub fn answer(
             "not found: try /healthz, /metrics or /decisions\n",
             "text/plain",
         ),
-    }
-}
-
-fn current(rt: &RwLock<Arc<Runtime>>) -> Arc<Runtime> {
-    match rt.read() {
-        Ok(g) => Arc::clone(&g),
-        Err(p) => Arc::clone(&p.into_inner()),
     }
 }
 
@@ -133,17 +93,13 @@ fn text(status: StatusCode, body: &str, ctype: &'static str) -> Response<Full<By
 }
 
 /// Serves the admin listener until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    rt: Arc<RwLock<Arc<Runtime>>>,
-    metrics: PrometheusHandle,
-) {
+pub async fn serve(listener: tokio::net::TcpListener, rt: Shared, metrics: PrometheusHandle) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let (rt, metrics) = (Arc::clone(&rt), metrics.clone());
+        let (rt, metrics) = (rt.clone(), metrics.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let res = answer(&req, &rt, &metrics);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tls_fallback::{policy, HostPattern, TlsVersion};
 use toml::Spanned;
 
-use super::route::{Dest, Routing};
+use crate::route::{Dest, Routing};
 
 /// `tls-fallback proxy` flags. Every one can also be set in `--config`; a flag wins over the
 /// file, and list flags add to the file's lists.
@@ -75,13 +75,14 @@ pub struct ProxyArgs {
     pub workers: Option<u64>,
 }
 
-/// The access log's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One `key=value` line.
-    Text,
-    /// One JSON object per line.
-    Json,
+pub use crate::observe::LogFormat;
+
+/// The most workers `--workers` takes.
+pub const MAX_WORKERS: usize = 256;
+
+/// The default number of workers: one per core (as nginx's `worker_processes auto`).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
 }
 
 /// Limits on what apps may hold.
@@ -480,9 +481,9 @@ fn merge(args: &ProxyArgs, mut file: FileConfig, src: &Src) -> Result<Settings, 
 
 fn workers(src: &Src, flag: Option<u64>, file: Option<Spanned<u64>>) -> Result<usize, String> {
     let Some((n, span)) = flag_or(&flag, file) else {
-        return Ok(super::workers::default_count());
+        return Ok(default_workers());
     };
-    let max = super::workers::MAX_WORKERS;
+    let max = MAX_WORKERS;
     match usize::try_from(n) {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(err_at(src, "workers", &span, format!("must be 1 to {max}"))),

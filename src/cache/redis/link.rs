@@ -17,6 +17,7 @@ use crate::cache::{unix_ms, Decision, DecisionStore, MemoryStore, SharedStats};
 use crate::error::Error;
 use crate::policy::HostKey;
 use crate::redact::url as redact;
+use crate::stats::metric_names as names;
 
 /// How often the link checks Redis (and notices it is back).
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -88,11 +89,11 @@ pub(crate) enum Counter {
 impl Counter {
     fn metric(self) -> &'static str {
         match self {
-            Counter::Read => "tls_fallback_redis_read_total",
-            Counter::Published => "tls_fallback_redis_published_total",
-            Counter::Received => "tls_fallback_redis_received_total",
-            Counter::Dropped => "tls_fallback_redis_dropped_invalid_total",
-            Counter::Errors => "tls_fallback_redis_errors_total",
+            Counter::Read => names::REDIS_READ,
+            Counter::Published => names::REDIS_PUBLISHED,
+            Counter::Received => names::REDIS_RECEIVED,
+            Counter::Dropped => names::REDIS_DROPPED_INVALID,
+            Counter::Errors => names::REDIS_ERRORS,
         }
     }
 }

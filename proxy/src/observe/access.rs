@@ -1,16 +1,23 @@
-//! The access log (one line per request on stdout, text or JSON) and the per-request metrics
+//! The access log: one line per request on stdout, text or JSON, and the per-request metrics
 //! (`tls_fallback_proxy_requests_total` and `tls_fallback_proxy_request_duration_seconds`, by
 //! upstream host and status).
+//!
+//! Each worker owns a [`Writer`]: its lines wait in the writer's buffer and go to stdout in
+//! batches (on [`Writer::flush`], every second and on shutdown, or once 64 KiB wait), not one
+//! write per request, and without workers queueing on one lock; the writer also keeps the
+//! metric handles of the (upstream, status) pairs it has seen, so a request does not build its
+//! labels and look them up in the registry again. Lines from different workers may reach
+//! stdout a second apart.
 
-use std::cell::{OnceCell, RefCell};
 use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tls_fallback::TlsInfo;
 
-use super::config::LogFormat;
+use super::LogFormat;
+use crate::lock;
 
 /// One request, as logged.
 pub struct Entry<'a> {
@@ -28,18 +35,6 @@ pub struct Entry<'a> {
     pub duration: Duration,
 }
 
-/// Writes the access log line and counts the request.
-pub fn record(format: LogFormat, e: &Entry) {
-    count(e);
-    let now = SystemTime::now();
-    let buf = BUFFER.with(|b| Arc::clone(b.get_or_init(register)));
-    let mut out = lock(&buf);
-    TIME.with_borrow_mut(|t| write_line(&mut out, format, e, t.at(now)));
-    if out.len() >= BATCH {
-        write_out(&mut out);
-    }
-}
-
 /// The request counter and duration histogram of each (upstream, status) this thread has seen,
 /// so that a request does not build its labels and look them up in the registry again.
 struct Handles {
@@ -53,16 +48,19 @@ struct Handles {
 /// counted through the registry as usual.
 const HANDLES_KEPT: usize = 256;
 
-thread_local! {
-    static HANDLES: RefCell<Vec<Handles>> = const { RefCell::new(Vec::new()) };
-    static TIME: RefCell<Clock> = const { RefCell::new(Clock { second: u64::MAX, prefix: String::new(), text: String::new() }) };
-}
+/// The metric handles a writer keeps.
+#[derive(Default)]
+struct Meters(Vec<Handles>);
 
-fn count(e: &Entry) {
-    let host = if e.host.is_empty() { "-" } else { e.host };
-    let seconds = e.duration.as_secs_f64();
-    HANDLES.with_borrow_mut(|kept| {
-        if let Some(h) = kept.iter().find(|h| h.status == e.status && *h.host == *host) {
+impl Meters {
+    fn count(&mut self, e: &Entry) {
+        let host = if e.host.is_empty() { "-" } else { e.host };
+        let seconds = e.duration.as_secs_f64();
+        if let Some(h) = self
+            .0
+            .iter()
+            .find(|h| h.status == e.status && *h.host == *host)
+        {
             h.requests.increment(1);
             h.duration.record(seconds);
             return;
@@ -71,15 +69,15 @@ fn count(e: &Entry) {
         let h = Handles {
             host: host.into(),
             status: e.status,
-            requests: metrics::counter!("tls_fallback_proxy_requests_total", "host" => host.to_string(), "status" => status.clone()),
-            duration: metrics::histogram!("tls_fallback_proxy_request_duration_seconds", "host" => host.to_string(), "status" => status),
+            requests: metrics::counter!(super::meters::REQUESTS, "host" => host.to_string(), "status" => status.clone()),
+            duration: metrics::histogram!(super::meters::DURATION, "host" => host.to_string(), "status" => status),
         };
         h.requests.increment(1);
         h.duration.record(seconds);
-        if kept.len() < HANDLES_KEPT {
-            kept.push(h);
+        if self.0.len() < HANDLES_KEPT {
+            self.0.push(h);
         }
-    });
+    }
 }
 
 /// The current time as text, its date and seconds formatted once per second.
@@ -109,51 +107,54 @@ impl Clock {
     }
 }
 
-/// Each thread's access log lines, written to stdout in batches: on [`flush`] (every second,
-/// and on shutdown) or when 64 KiB are waiting, not one write per request, and without threads
-/// queueing on one lock. Lines from different threads may reach stdout a second apart.
-type Buffer = Arc<Mutex<Vec<u8>>>;
-
-/// A thread writes its lines out itself once this many bytes wait.
+/// A writer flushes its buffer itself once this many bytes wait.
 const BATCH: usize = 64 * 1024;
 
-thread_local! {
-    static BUFFER: OnceCell<Buffer> = const { OnceCell::new() };
+/// One worker's access log: its buffered lines, its clock and its metric handles.
+pub struct Writer {
+    buf: Mutex<Vec<u8>>,
+    clock: Mutex<Clock>,
+    meters: Mutex<Meters>,
 }
 
-/// Every thread's buffer, for [`flush`].
-fn buffers() -> &'static Mutex<Vec<Buffer>> {
-    static ALL: OnceLock<Mutex<Vec<Buffer>>> = OnceLock::new();
-    ALL.get_or_init(Mutex::default)
-}
-
-fn register() -> Buffer {
-    let b = Buffer::default();
-    lock(buffers()).push(Arc::clone(&b));
-    b
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
+impl Default for Writer {
+    fn default() -> Self {
+        Writer {
+            buf: Mutex::default(),
+            clock: Mutex::new(Clock {
+                second: u64::MAX,
+                prefix: String::new(),
+                text: String::new(),
+            }),
+            meters: Mutex::default(),
+        }
     }
 }
 
-fn write_out(buf: &mut Vec<u8>) {
+impl Writer {
+    /// Writes the access log line of a request and counts it.
+    pub fn record(&self, format: LogFormat, e: &Entry) {
+        lock(&self.meters).count(e);
+        let now = SystemTime::now();
+        let mut out = lock(&self.buf);
+        write_line(&mut out, format, e, lock(&self.clock).at(now));
+        if out.len() >= BATCH {
+            write_out(&mut out);
+        }
+    }
+
+    /// Writes the buffered lines out.
+    pub fn flush(&self) {
+        write_out(&mut lock(&self.buf));
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn write_out(buf: &mut MutexGuard<'_, Vec<u8>>) {
     if !buf.is_empty() {
         let _ = std::io::stdout().lock().write_all(buf);
         buf.clear();
     }
-}
-
-/// Writes every thread's buffered access log lines out.
-pub fn flush() {
-    let all: Vec<Buffer> = lock(buffers()).clone();
-    for b in all {
-        write_out(&mut lock(&b));
-    }
-    let _ = std::io::stdout().flush();
 }
 
 /// One JSON access log line.
@@ -248,28 +249,9 @@ pub fn format_line(format: LogFormat, e: &Entry, time: &str) -> String {
     String::from_utf8_lossy(&v).into_owned()
 }
 
-/// RFC 3339 UTC time with milliseconds.
+/// RFC 3339 UTC time with milliseconds (`2026-12-07T23:10:05.123Z`).
 pub fn timestamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]

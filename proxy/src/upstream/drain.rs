@@ -7,14 +7,15 @@
 //! TLS handshake (for a fragile gateway, that can be its slowest part).
 //!
 //! So the response future ([`Sending`]) and the response body ([`Relay`]) of a request on a
-//! held connection hand what is left to the app connection's slot when they are dropped
-//! unfinished, and [`drain`] reads the rest of the exchange, discarding it, within
-//! [`DRAIN_TIME`] and [`DRAIN_BYTES`]; then the connection is parked as an idle one is. The
-//! request is never sent again: only its answer is read.
+//! held connection hand what is left to the app connection's [`Handback`] when they are
+//! dropped unfinished (their `Drop` only moves a resource: it starts no I/O), the slot decides
+//! what becomes of the connection ([`super::slot::at_end`]), and [`drain`] reads the rest of
+//! the exchange, discarding it, within [`DRAIN_TIME`] and [`DRAIN_BYTES`]; then the connection
+//! is parked as an idle one is. The request is never sent again: only its answer is read.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::TrySendError;
 use hyper::{Request, Response};
 
-use super::pool::Slot;
+use crate::lock;
 
 /// How long an abandoned exchange may take to finish (never past its request's deadline).
 pub const DRAIN_TIME: Duration = Duration::from_secs(5);
@@ -46,11 +47,42 @@ pub enum Abandoned {
     Body(Incoming),
 }
 
-/// The wait for the response to a request on the held connection `id` of `slot`; dropped
-/// before the response came, it hands the wait to the slot.
+/// Where an exchange dropped unfinished leaves what is left of it, with the id of its
+/// connection: one per app connection, read by its slot.
+#[derive(Default)]
+pub struct Handback(Mutex<Option<(u64, Abandoned)>>);
+
+impl Handback {
+    /// Keeps what connection `id`'s exchange left.
+    pub fn put(&self, id: u64, left: Abandoned) {
+        let old = lock(&self.0).replace((id, left));
+        drop(old);
+    }
+
+    /// What connection `id`'s exchange left, if anything (something left by another
+    /// connection is dropped).
+    pub fn take(&self, id: u64) -> Option<Abandoned> {
+        let left = lock(&self.0).take();
+        match left {
+            Some((of, left)) if of == id => Some(left),
+            _ => None,
+        }
+    }
+
+    /// Whether connection `id`'s exchange left something.
+    pub fn holds(&self, id: u64) -> bool {
+        lock(&self.0).as_ref().is_some_and(|(of, _)| *of == id)
+    }
+}
+
+/// The wait for the response to a request on the held connection `id`; dropped before the
+/// response came, it hands the wait back.
 pub struct Sending<'a> {
-    pub slot: &'a Slot,
+    /// Where it goes if dropped.
+    pub back: &'a Handback,
+    /// The connection it was sent on.
     pub id: u64,
+    /// The response future.
     pub waiting: Option<Waiting>,
 }
 
@@ -71,25 +103,25 @@ impl Future for Sending<'_> {
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
         if let Some(w) = self.waiting.take() {
-            self.slot.abandon(self.id, Abandoned::Response(w));
+            self.back.put(self.id, Abandoned::Response(w));
         }
     }
 }
 
 /// A response body from the upstream on its way to the app. One from a held HTTP/1.1
-/// connection, dropped before its end, hands the rest to its slot.
+/// connection, dropped before its end, hands the rest back.
 pub struct Relay {
     body: Option<Incoming>,
-    back: Option<(Arc<Slot>, u64)>,
+    back: Option<(Arc<Handback>, u64)>,
     ended: bool,
 }
 
 impl Relay {
-    /// A body from the held connection `id` of `slot`.
-    pub fn held(body: Incoming, slot: &Arc<Slot>, id: u64) -> Relay {
+    /// A body from the held connection `id`.
+    pub fn held(body: Incoming, back: &Arc<Handback>, id: u64) -> Relay {
         Relay {
             body: Some(body),
-            back: Some((Arc::clone(slot), id)),
+            back: Some((Arc::clone(back), id)),
             ended: false,
         }
     }
@@ -143,8 +175,8 @@ impl Drop for Relay {
         let Some(body) = self.body.take().filter(|b| !b.is_end_stream()) else {
             return;
         };
-        if let Some((slot, id)) = self.back.take() {
-            slot.abandon(id, Abandoned::Body(body));
+        if let Some((back, id)) = self.back.take() {
+            back.put(id, Abandoned::Body(body));
         }
     }
 }

@@ -13,26 +13,31 @@
 //! Stopping: [`Workers::stop`] closes the listeners, asks every connection to finish its
 //! request in flight and close, and waits (up to a deadline) until every connection slot is
 //! free again.
+//!
+//! Why threads of their own rather than one multi-threaded runtime: an app connection, the
+//! upstream connection it holds and their wakes then stay on one thread and in one task
+//! ([`hub`]), as in nginx's event loop; that is what brought the proxy from 0.61x to nginx's
+//! requests/s in the bench of docs/BENCHMARKS.md.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Context;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{error, warn};
 
-use super::{current, forward, pool, say, Runtime};
-
-/// The most workers `--workers` takes.
-pub const MAX_WORKERS: usize = 256;
-
-/// The default number of workers: one per core.
-pub fn default_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
-}
+use super::hub::{self, Hub};
+use crate::runtime::Shared;
+use crate::service::{self, timer::RequestTimer, Conn, Worker as WorkerCtx};
+use crate::upstream::drain::DRAIN_TIME;
+use crate::upstream::slot::Slot;
 
 /// The running workers.
 pub struct Workers {
@@ -63,7 +68,8 @@ impl Workers {
     /// Starts one worker per listener.
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
-        shared: Arc<RwLock<Arc<Runtime>>>,
+        shared: Shared,
+        crew: &[Arc<WorkerCtx>],
         max_connections: usize,
     ) -> Result<Workers, String> {
         let local = listeners
@@ -82,9 +88,11 @@ impl Workers {
         });
         let mut threads = Vec::new();
         for (i, (l, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+            let ctx = crew.get(i).cloned().ok_or("a worker without its context")?;
             let w = Worker {
                 index: i,
-                shared: Arc::clone(&shared),
+                ctx,
+                shared: shared.clone(),
                 conns: Arc::clone(&conns),
                 balance: Arc::clone(&balance),
                 stop: stop.subscribe(),
@@ -123,12 +131,6 @@ impl Workers {
         .await;
         drained
     }
-}
-
-/// What an app connection's requests share.
-struct Conn {
-    rt: Arc<Runtime>,
-    slot: Arc<pool::Slot>,
 }
 
 /// The worker that should serve a connection accepted by worker `me`, given how many each
@@ -193,7 +195,8 @@ impl Drop for Live {
 /// What one worker thread needs.
 struct Worker {
     index: usize,
-    shared: Arc<RwLock<Arc<Runtime>>>,
+    ctx: Arc<WorkerCtx>,
+    shared: Shared,
     conns: Arc<Semaphore>,
     balance: Arc<Balance>,
     stop: watch::Receiver<bool>,
@@ -208,19 +211,15 @@ impl Worker {
         {
             Ok(rt) => rt,
             Err(e) => {
-                say(&format!(
-                    "worker {}: cannot start its runtime: {e}",
-                    self.index
-                ));
+                error!("worker {}: cannot start its runtime: {e}", self.index);
                 return;
             }
         };
-        pool::set_worker(self.index);
         rt.block_on(async {
             let serving = async {
                 match TcpListener::from_std(listener) {
                     Ok(l) => self.accept(l).await,
-                    Err(e) => say(&format!("worker {}: cannot listen: {e}", self.index)),
+                    Err(e) => error!("worker {}: cannot listen: {e}", self.index),
                 }
                 // Keep serving the connections in flight until the drain is over.
                 let mut done = self.done.clone();
@@ -232,7 +231,7 @@ impl Worker {
             }
         });
         // The connections still open are dropped with the runtime: the proxy cut them.
-        forward::cut_off();
+        self.ctx.cut_off.store(true, Ordering::Relaxed);
         drop(rt);
     }
 
@@ -242,10 +241,7 @@ impl Worker {
         while let Some((tcp, permit, live)) = inbox.recv().await {
             match tokio::net::TcpStream::from_std(tcp) {
                 Ok(tcp) => self.serve(tcp, permit, live),
-                Err(e) => say(&format!(
-                    "worker {}: cannot take a connection: {e}",
-                    self.index
-                )),
+                Err(e) => error!("worker {}: cannot take a connection: {e}", self.index),
             }
         }
     }
@@ -259,7 +255,7 @@ impl Worker {
         // Off this worker's event loop, to be registered with the other one's.
         let std = match tcp.into_std() {
             Ok(s) => s,
-            Err(e) => return say(&format!("cannot hand a connection over: {e}")),
+            Err(e) => return error!("cannot hand a connection over: {e}"),
         };
         let to = live.worker;
         if let Err(mpsc::error::SendError((std, permit, live))) =
@@ -270,7 +266,7 @@ impl Worker {
             let live = self.balance.count(self.index);
             match tokio::net::TcpStream::from_std(std) {
                 Ok(tcp) => self.serve(tcp, permit, live),
-                Err(e) => say(&format!("cannot take a connection back: {e}")),
+                Err(e) => error!("cannot take a connection back: {e}"),
             }
         }
     }
@@ -292,7 +288,7 @@ impl Worker {
             match accepted {
                 Ok((tcp, _)) => self.place(tcp, permit),
                 Err(e) => {
-                    say(&format!("accept failed: {e}"));
+                    warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -304,17 +300,20 @@ impl Worker {
     /// flight and closes.
     fn serve(&self, tcp: tokio::net::TcpStream, permit: OwnedSemaphorePermit, live: Live) {
         let _ = tcp.set_nodelay(true);
+        let hub = Hub::new();
         // What the connection's requests share: cloned per request, this Arc's count is this
         // connection's alone (the configuration's own count is shared by every thread).
         let ctx = Arc::new(Conn {
-            rt: current(&self.shared),
-            slot: Arc::default(),
+            rt: self.shared.load_full(),
+            worker: Arc::clone(&self.ctx),
+            slot: Slot::new(self.index, hub.waker(hub::CONN)),
+            timer: RequestTimer::default(),
         });
         let limits = ctx.rt.settings.limits.clone();
         let per_request = Arc::clone(&ctx);
         let svc = hyper::service::service_fn(move |req| {
             let c = Arc::clone(&per_request);
-            async move { Ok::<_, std::convert::Infallible>(forward::handle(&c.rt, &c.slot, req).await) }
+            async move { Ok::<_, std::convert::Infallible>(service::handle(&c, req).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -325,10 +324,40 @@ impl Worker {
         let mut stop = self.stop.clone();
         tokio::spawn(async move {
             let stop = async move { stopped(&mut stop).await };
-            let _ = pool::drive(conn, &ctx.slot, stop, |c| c.graceful_shutdown()).await;
+            let _ = run_connection(&hub, conn, &ctx, stop, |c| c.graceful_shutdown()).await;
             drop((permit, live));
         });
     }
+}
+
+/// Runs an app connection's future and the upstream connection its slot holds in one task,
+/// each polled only when it was woken (an idle upstream connection is not read again for every
+/// app request), and `stop` beside them (see [`hub::drive`]); at the end, the slot decides
+/// what becomes of the upstream connection ([`Slot::finish`]).
+async fn run_connection<F, S>(
+    hub: &Arc<Hub>,
+    app: F,
+    conn: &Conn,
+    stop: S,
+    on_stop: impl FnOnce(Pin<&mut F>),
+) -> F::Output
+where
+    F: Future,
+    S: Future<Output = ()>,
+{
+    let stopped = AtomicBool::new(false);
+    let mut stop = std::pin::pin!(async {
+        stop.await;
+        stopped.store(true, Ordering::Relaxed);
+    });
+    let side = |cx: &mut Context<'_>| conn.slot.poll_held(cx);
+    let out = hub::drive(hub, app, side, stop.as_mut(), on_stop).await;
+    // `stop` is polled again only if it has not fired.
+    let until = conn.timer.deadline_within(DRAIN_TIME);
+    conn.slot
+        .finish(stopped.load(Ordering::Relaxed), stop, until)
+        .await;
+    out
 }
 
 /// Waits until the flag is set (or its sender is gone).

@@ -1,0 +1,26 @@
+//! The running configuration: the settings and the layers built from them, replaced whole on
+//! SIGHUP ([`Shared`]: readers take the current one without a lock; a request keeps the one it
+//! started with until it ends).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Settings;
+use crate::upstream::Upstreams;
+
+/// The settings and the upstream layers they were built into.
+pub struct Runtime {
+    /// The settings.
+    pub settings: Settings,
+    /// The layers, their pools.
+    pub upstreams: Upstreams,
+}
+
+/// The running configuration, shared by the workers, the admin listener and the reloads.
+pub type Shared = Arc<ArcSwap<Runtime>>;
+
+/// A new shared configuration.
+pub fn share(rt: Runtime) -> Shared {
+    Arc::new(ArcSwap::from_pointee(rt))
+}

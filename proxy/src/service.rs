@@ -1,0 +1,178 @@
+//! One request through the proxy: route it, strip hop-by-hop headers, send it once upstream
+//! under the request timeout, and stream the answer back with the `x-tls-fallback-*` headers;
+//! a refusal or an upstream failure becomes a status with a body that says why ([`answer`]).
+//! Every request gets its access log line and metrics, including one whose app hung up first.
+
+pub mod answer;
+pub mod timer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HOST;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::{Bytes, Incoming};
+
+use crate::headers;
+use crate::observe::access::{self, Entry};
+use crate::route::{self, Dest, Route};
+use crate::runtime::Runtime;
+use crate::upstream::conn::ConnInfo;
+use crate::upstream::drain::Relay;
+use crate::upstream::exchange;
+use crate::upstream::slot::Slot;
+use answer::{failure, refusal, upstream_error};
+use timer::RequestTimer;
+
+/// What the proxy answers with: the upstream's streamed body or its own small one.
+pub type ProxyBody = Either<Relay, Full<Bytes>>;
+
+/// What the connections of one worker share.
+#[derive(Default)]
+pub struct Worker {
+    /// Its index (parked upstream connections go back preferably to their worker).
+    pub index: usize,
+    /// Set once the worker's runtime is being dropped at the end of the shutdown drain: a
+    /// request dropped then was cut by the proxy, not by its app.
+    pub cut_off: AtomicBool,
+    /// Its access log.
+    pub log: access::Writer,
+}
+
+/// What the requests of one app connection share.
+pub struct Conn {
+    /// The configuration it started with (a reload applies to new connections).
+    pub rt: Arc<Runtime>,
+    /// Its worker.
+    pub worker: Arc<Worker>,
+    /// The upstream connection it holds.
+    pub slot: Slot,
+    /// Its request timer.
+    pub timer: RequestTimer,
+}
+
+/// Handles one app request.
+pub async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+    let rt = &*conn.rt;
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = route::decide(&rt.settings.routing, req.method(), req.uri());
+    let (res, dest, info) = match route {
+        Route::Refuse { status, reason } => (refusal(status, &reason), None, None),
+        Route::Forward { uri, dest } => {
+            let mut unanswered = Unanswered {
+                conn,
+                method: method.as_str(),
+                host: dest.authority.as_str(),
+                started,
+                armed: true,
+            };
+            let (res, info) = send(conn, req, uri, &dest).await;
+            unanswered.armed = false;
+            drop(unanswered);
+            (res, Some(dest), info)
+        }
+    };
+    conn.worker.log.record(
+        rt.settings.log_format,
+        &Entry {
+            method: method.as_str(),
+            host: dest.as_ref().map_or("", |d| d.authority.as_str()),
+            status: res.status().as_u16(),
+            tls: info.as_deref().map(|i| &i.tls),
+            error: res
+                .headers()
+                .get(headers::ERROR)
+                .and_then(|v| v.to_str().ok()),
+            duration: started.elapsed(),
+        },
+    );
+    res
+}
+
+/// The access log line of a request whose app hung up before its answer was ready: status 499,
+/// as nginx logs a client that closed the request; 444 if the proxy dropped it at the end of
+/// its shutdown drain. Written when this is dropped armed, with the request's future: hyper
+/// drops the future of a request whose app went away, and `Drop` is the only hook there is.
+struct Unanswered<'a> {
+    conn: &'a Conn,
+    method: &'a str,
+    host: &'a str,
+    started: Instant,
+    armed: bool,
+}
+
+/// The status logged for a request whose app hung up first (nginx's).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// The status logged for a request the proxy itself dropped unanswered, at the end of the
+/// shutdown drain (nginx's "closed without a response"), with `error=shutdown`.
+pub const CLOSED_UNANSWERED: u16 = 444;
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (status, error) = if self.conn.worker.cut_off.load(Ordering::Relaxed) {
+            (CLOSED_UNANSWERED, Some("shutdown"))
+        } else {
+            (CLIENT_CLOSED, None)
+        };
+        let entry = Entry {
+            method: self.method,
+            host: self.host,
+            status,
+            tls: None,
+            error,
+            duration: self.started.elapsed(),
+        };
+        let format = self.conn.rt.settings.log_format;
+        self.conn.worker.log.record(format, &entry);
+    }
+}
+
+async fn send(
+    conn: &Conn,
+    req: Request<Incoming>,
+    uri: http::Uri,
+    dest: &Dest,
+) -> (Response<ProxyBody>, Option<Arc<ConnInfo>>) {
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(HOST, dest.host_header.clone());
+    parts.version = http::Version::HTTP_11;
+    let rt = &*conn.rt;
+    let pool = &rt.upstreams.pick(&dest.host, dest.port).pool;
+    let req = Request::from_parts(parts, body);
+    let sending = std::pin::pin!(exchange::send(pool, &conn.slot, uri, dest, req));
+    let sent = conn.timer.timed(rt.settings.request_timeout, sending).await;
+    let (res, info) = match sent {
+        None => {
+            conn.slot.discard();
+            let msg = format!(
+                "{} did not answer within the request timeout ({} ms)",
+                dest.authority,
+                rt.settings.request_timeout.as_millis()
+            );
+            let none = serde_json::Value::Array(Vec::new());
+            return (
+                failure(StatusCode::GATEWAY_TIMEOUT, "timeout", &msg, &none),
+                None,
+            );
+        }
+        Some(Err(e)) => return (upstream_error(&e, dest.authority.as_str()), None),
+        Some(Ok(answer)) => answer,
+    };
+    let (mut parts, body) = res.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_own(&mut parts.headers);
+    if let Some(info) = &info {
+        for (k, v) in &info.headers {
+            parts.headers.insert(k, v.clone());
+        }
+    }
+    (Response::from_parts(parts, Either::Left(body)), info)
+}
