@@ -43,12 +43,19 @@ impl Attempts {
     }
 }
 
+/// One line per attempt, each on a new line; with `{:#}`, all on one line separated by `; `
+/// (for a log event, which must stay one line).
 impl fmt::Display for Attempts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, a) in self.0.iter().enumerate() {
+            let sep = match (f.alternate(), i) {
+                (false, _) => "\n  ",
+                (true, 0) => "",
+                (true, _) => "; ",
+            };
             write!(
                 f,
-                "\n  {}. {} (up to {}{}): {} after {} ms",
+                "{sep}{}. {} (up to {}{}): {} after {} ms",
                 i + 1,
                 a.profile,
                 a.max_version,

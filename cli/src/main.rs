@@ -28,6 +28,11 @@ use crate::output::{EXIT_FAILED, EXIT_OK};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Show the library's events on stderr: warnings and errors by default (none for `demo`,
+    /// which tells its own story), -v info, -vv debug, -vvv trace. RUST_LOG (`tls_fallback=debug`)
+    /// overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,10 +157,24 @@ pub struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let quiet = if matches!(cli.command, Command::Demo(_)) {
+        "off"
+    } else {
+        "warn"
+    };
+    let filter = match cli.verbose {
+        0 => quiet,
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
     if let Command::Proxy(args) = cli.command {
         // The proxy package runs its own threads and runtime.
         return tls_fallback_proxy::main(*args);
     }
+    // The library's events (a refused decision file, Redis down, a detected downgrade) on
+    // stderr, as the proxy logs them; stdout stays the command's output.
+    tls_fallback_proxy::observe::init_tracing(tls_fallback_proxy::observe::LogFormat::Text, filter);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -122,7 +122,7 @@ where
                 Action::Watch(id) => self.watch(id),
                 Action::Abandon(id) => self.abandon(id),
                 Action::Count(count) => self.count(count, pending.as_ref()),
-                Action::Forget(why) => self.forget(why),
+                Action::Forget(why) => self.forget(why, pending.as_ref()),
                 Action::Conclude(conclusion) => {
                     self.records.extend(pending.take());
                     return Some(self.conclude(conclusion));
@@ -251,7 +251,9 @@ where
         }
     }
 
-    fn forget(&self, why: Forget) {
+    /// Forgets what `why` says; `pending` is the attempt whose end caused it (not recorded
+    /// yet), which the events list with the others.
+    fn forget(&self, why: Forget, pending: Option<&(AttemptId, Attempt)>) {
         let config = &self.shared.config;
         let was = self
             .cached
@@ -281,7 +283,8 @@ where
             Forget::Downgrade => {
                 config.store.remove(self.key);
                 forget_sessions();
-                tracing::error!(host = %self.key, attempts = %self.attempts_so_far(),
+                tracing::error!(host = %self.key,
+                    attempts = %format_args!("{:#}", self.attempts_with(pending)),
                     "downgrade signal (inappropriate_fallback / RFC 8446 sentinel): refusing \
                      to continue; the host's cached decision was forgotten");
             }
@@ -292,8 +295,10 @@ where
         }
     }
 
-    fn attempts_so_far(&self) -> Attempts {
-        Attempts(self.records.iter().map(|(_, a)| a.clone()).collect())
+    /// The attempts recorded, and `pending` after them.
+    fn attempts_with(&self, pending: Option<&(AttemptId, Attempt)>) -> Attempts {
+        let all = self.records.iter().chain(pending);
+        Attempts(all.map(|(_, a)| a.clone()).collect())
     }
 
     fn conclude(&mut self, conclusion: Conclusion) -> Ended<S::Response> {

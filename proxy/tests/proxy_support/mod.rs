@@ -112,7 +112,13 @@ impl Proxy {
         let addr_of = |line: Option<String>, what: &str| -> SocketAddr {
             let line =
                 line.unwrap_or_else(|| panic!("no {what} line: {:?}", stderr.lock().unwrap()));
-            line.rsplit(' ').next().unwrap().parse().unwrap()
+            // A text event ends with the address; a JSON one (`--log-format json`) has it at
+            // the end of its message.
+            let message = match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) => v["message"].as_str().unwrap_or_default().to_string(),
+                Err(_) => line,
+            };
+            message.rsplit(' ').next().unwrap().parse().unwrap()
         };
         let addr = addr_of(wait_line(&stderr, "listening on").await, "listening");
         let admin = addr_of(wait_line(&stderr, "admin on").await, "admin");
