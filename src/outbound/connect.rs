@@ -1,5 +1,6 @@
-//! One connection through an HTTP CONNECT proxy with hyper-util's `Tunnel` (credentials as
-//! `Proxy-Authorization: Basic` through `Tunnel::with_auth`). hyper-util only tells a 407 from
+//! One connection through an HTTP CONNECT proxy with hyper-util's `Tunnel` (the proxy's address
+//! and `Proxy-Authorization: Basic` as hyper-util's Matcher gave them, through
+//! `Tunnel::with_auth`). hyper-util only tells a 407 from
 //! "unsuccessful", so the stream keeps the proxy's first bytes until the tunnel is open: a
 //! refusal then says what the proxy answered (`401`, `407`, `502 Bad Gateway`...).
 
@@ -12,6 +13,7 @@ use std::task::{Context, Poll};
 use http::Uri;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Intercept;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -22,10 +24,12 @@ use super::ProxyUrl;
 /// How much of the proxy's answer is kept: enough for a status line.
 const HEAD_BYTES: usize = 128;
 
-/// Connects to `dst` (shown as `target`) through the CONNECT proxy at `url`.
+/// Connects to `dst` (shown as `target`) through the CONNECT proxy at `url` (as Matcher read
+/// it: `proxy`).
 pub(super) async fn connect(
     tcp: HttpConnector,
     url: &ProxyUrl,
+    proxy: &Intercept,
     dst: Uri,
     target: &str,
 ) -> Result<TokioIo<TcpStream>, String> {
@@ -34,9 +38,9 @@ pub(super) async fn connect(
         tcp,
         head: Arc::clone(&head),
     };
-    let tunnel = Tunnel::new(url.connect_uri(), recording);
-    let mut tunnel = match url.basic_auth() {
-        Some(auth) => tunnel.with_auth(auth),
+    let tunnel = Tunnel::new(proxy.uri().clone(), recording);
+    let mut tunnel = match proxy.basic_auth() {
+        Some(auth) => tunnel.with_auth(auth.clone()),
         None => tunnel,
     };
     match tunnel.call(dst).await {

@@ -3,6 +3,10 @@
 //! fallback layer, so every rung of a walk is one CONNECT (or one SOCKS connection) and the TLS
 //! fallback runs inside it. A proxy that refuses (407, 5xx, a SOCKS refusal) is a connect error
 //! that names the proxy, never a reason to fall back; credentials never appear in a message.
+//! Which hosts go through, the proxy's address and the credentials to send (percent-decoded, as
+//! a sensitive Basic header or raw for SOCKS) are hyper-util's `Matcher`'s, built from the flag
+//! or `HTTPS_PROXY` and `NO_PROXY` read here; this module only checks and normalises what
+//! Matcher would take silently or read otherwise.
 
 mod connect;
 mod socks;
@@ -11,10 +15,12 @@ mod url;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
@@ -23,49 +29,35 @@ pub use url::{ProxyUrl, Scheme};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `NO_PROXY`: hosts reached directly (`*`, `host`, `.suffix` or `suffix`, matching
-/// subdomains too; an optional `:port` is ignored).
+/// `NO_PROXY`: hosts reached directly, matched by hyper-util's Matcher (`*`, `host`, `.suffix`
+/// or `suffix` with their subdomains, IP addresses and ranges such as `10.0.0.0/8`). What
+/// Matcher would not match as people write it is normalised first: a `:port` (ignored), the
+/// brackets of `[::1]` and the trailing dot of a fully qualified name are dropped, and `*` covers
+/// IP addresses too (Matcher's `*` matches names only).
 #[derive(Debug, Clone, Default)]
-pub struct NoProxy {
-    all: bool,
-    domains: Vec<String>,
-}
+pub struct NoProxy(String);
 
 impl NoProxy {
     /// Parses a `NO_PROXY` value.
     pub fn parse(s: &str) -> NoProxy {
-        let mut np = NoProxy::default();
+        let mut entries = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             if item == "*" {
-                np.all = true;
+                entries.extend(["*", "0.0.0.0/0", "::/0"]);
                 continue;
             }
-            let host = match item.rsplit_once(':') {
-                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-                _ => item,
+            let host = match item.strip_prefix('[') {
+                // `[::1]` or `[::1]:8080`.
+                Some(v6) => v6.split(']').next().unwrap_or(v6),
+                // A name or an IPv4 address with a port; a bare IPv6 address has several ':'.
+                None => match item.split_once(':') {
+                    Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+                    _ => item,
+                },
             };
-            let host = host.trim_start_matches('.').trim_start_matches('[');
-            let host = host.trim_end_matches(']').trim_end_matches('.');
-            np.domains.push(host.to_ascii_lowercase());
+            entries.push(host.trim_end_matches('.'));
         }
-        np
-    }
-
-    /// Whether this host goes directly.
-    pub fn matches(&self, host: &str) -> bool {
-        // `gw.corp.example.` (a fully qualified name) is the same host as `gw.corp.example`.
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        self.all
-            || self.domains.iter().any(|d| {
-                host == *d
-                    || (host.len() > d.len()
-                        && host.ends_with(d.as_str())
-                        && host.as_bytes()[host.len() - d.len() - 1] == b'.')
-            })
+        NoProxy(entries.join(","))
     }
 }
 
@@ -115,6 +107,9 @@ pub struct ViaConnector {
 struct Via {
     url: ProxyUrl,
     no_proxy: NoProxy,
+    /// hyper-util's reading of the URL and `NO_PROXY`: whether a host goes through, the
+    /// proxy's address and the credentials to send.
+    matcher: Arc<Matcher>,
     /// The TCP connector to the proxy.
     tcp: HttpConnector,
 }
@@ -142,12 +137,39 @@ impl ViaConnector {
 
     /// Through this proxy, except for the `NO_PROXY` hosts.
     pub fn through(url: ProxyUrl, no_proxy: NoProxy) -> ViaConnector {
+        // Built here, never `from_env`: `ALL_PROXY` and `HTTP_PROXY` stay out, and a CGI
+        // environment (`REQUEST_METHOD`) does not silently turn the proxy off.
+        let matcher = Matcher::builder()
+            .https(url.matcher_input())
+            .http(url.matcher_input())
+            .no(no_proxy.0.as_str())
+            .build();
         let mut tcp = crate::FallbackLayer::http_connector();
         tcp.enforce_http(false);
         ViaConnector {
             direct: crate::FallbackLayer::http_connector(),
-            via: Some(Via { url, no_proxy, tcp }),
+            via: Some(Via {
+                url,
+                no_proxy,
+                matcher: Arc::new(matcher),
+                tcp,
+            }),
         }
+    }
+
+    /// The proxy to go through for `dst`, or `None` to go directly.
+    fn route(&self, dst: &Uri) -> Option<(&Via, Intercept)> {
+        let via = self.via.as_ref()?;
+        // Every destination goes through alike: asked as `https://HOST/`, the host without
+        // the trailing dot of a fully qualified name (`gw.corp.example.` is `gw.corp.example`).
+        let host = dst.host()?;
+        let probe = Uri::builder()
+            .scheme("https")
+            .authority(host.strip_suffix('.').unwrap_or(host))
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        Some((via, via.matcher.intercept(&probe)?))
     }
 }
 
@@ -161,13 +183,12 @@ impl Service<Uri> for ViaConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let host = dst.host().unwrap_or_default();
-        match &self.via {
-            Some(via) if !via.no_proxy.matches(host) => {
+        match self.route(&dst) {
+            Some((via, proxy)) => {
                 let (url, tcp) = (via.url.clone(), via.tcp.clone());
-                Box::pin(async move { through(url, tcp, dst).await.map_err(BoxError::from) })
+                Box::pin(async move { through(url, proxy, tcp, dst).await.map_err(BoxError::from) })
             }
-            _ => {
+            None => {
                 let mut direct = self.direct.clone();
                 Box::pin(async move { direct.call(dst).await.map_err(BoxError::from) })
             }
@@ -178,6 +199,7 @@ impl Service<Uri> for ViaConnector {
 /// One connection to `dst` through the proxy; a refusal is a message naming the proxy.
 async fn through(
     url: ProxyUrl,
+    proxy: Intercept,
     tcp: HttpConnector,
     dst: Uri,
 ) -> Result<TokioIo<TcpStream>, String> {
@@ -187,8 +209,8 @@ async fn through(
         dst.port_u16().unwrap_or(443)
     );
     match url.scheme() {
-        Scheme::Http => connect::connect(tcp, &url, dst, &target).await,
-        Scheme::Socks5 | Scheme::Socks5h => socks::connect(tcp, &url, dst, &target).await,
+        Scheme::Http => connect::connect(tcp, &url, &proxy, dst, &target).await,
+        Scheme::Socks5 | Scheme::Socks5h => socks::connect(tcp, &url, &proxy, dst, &target).await,
     }
 }
 
@@ -196,9 +218,17 @@ async fn through(
 mod tests {
     use super::*;
 
+    /// Whether `host` goes directly under this `NO_PROXY`.
+    fn direct(no_proxy: &str, host: &str) -> bool {
+        let url = ProxyUrl::parse("http://p:3128").unwrap();
+        let via = ViaConnector::through(url, NoProxy::parse(no_proxy));
+        let dst: Uri = format!("https://{host}:443/").parse().unwrap();
+        via.route(&dst).is_none()
+    }
+
     #[test]
     fn no_proxy_matching() {
-        let np = NoProxy::parse("localhost, .corp.example,10.0.0.1:8080, [::1]");
+        let np = "localhost, .corp.example,10.0.0.1:8080, [::1], gw.fqdn.example., [fd00::2]:8443";
         let rows = [
             ("localhost", true),
             ("LOCALHOST", true),
@@ -208,15 +238,77 @@ mod tests {
             ("localhost.", true),
             ("xcorp.example", false),
             ("10.0.0.1", true),
-            ("::1", true),
+            ("10.0.0.2", false),
             ("[::1]", true),
+            ("[fd00::2]", true),
+            ("gw.fqdn.example", true),
             ("gw.example", false),
         ];
         for (host, want) in rows {
-            assert_eq!(np.matches(host), want, "{host}");
+            assert_eq!(direct(np, host), want, "{host}");
         }
-        assert!(NoProxy::parse("*").matches("anything"));
-        assert!(!NoProxy::parse("").matches("anything"));
+        // A bare IPv6 address is one entry, its last group no port.
+        assert!(direct("::1", "[::1]"));
+        assert!(direct("fe80::1:2", "[fe80::1:2]"));
+        assert!(!direct("fe80::1:2", "[fe80::1]"));
+        for host in ["anything", "10.0.0.1", "[::1]"] {
+            assert!(direct("*", host), "{host}");
+            assert!(direct("example.com, *", host), "{host}");
+            assert!(!direct("", host), "{host}");
+        }
+    }
+
+    #[test]
+    fn no_proxy_takes_cidr_ranges() {
+        let np = "10.0.0.0/8, 192.168.1.0/24, fd00::/8";
+        let rows = [
+            ("10.1.2.3", true),
+            ("11.0.0.1", false),
+            ("192.168.1.77", true),
+            ("192.168.2.1", false),
+            ("[fd00::1]", true),
+            ("[fe80::1]", false),
+            ("ten.example", false),
+        ];
+        for (host, want) in rows {
+            assert_eq!(direct(np, host), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn matcher_gives_the_proxy_address_and_the_credentials_to_send() {
+        let proxy = |url: &str| {
+            let via = ViaConnector::through(ProxyUrl::parse(url).unwrap(), NoProxy::default());
+            via.route(&Uri::from_static("https://gw:443/")).unwrap().1
+        };
+        let http = proxy("http://Aladdin:open%20sesame@proxy:3128");
+        assert_eq!(http.uri(), "http://proxy:3128/");
+        let basic = http.basic_auth().unwrap();
+        // RFC 7617's example.
+        assert_eq!(basic, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert!(basic.is_sensitive());
+        assert_eq!(http.raw_auth(), None);
+        // The last '@' ends the credentials.
+        let at = proxy("http://Aladdin:open@sesame@proxy");
+        assert_eq!(at.uri(), "http://proxy:80/");
+        assert_eq!(
+            at.basic_auth().unwrap(),
+            "Basic QWxhZGRpbjpvcGVuQHNlc2FtZQ=="
+        );
+        assert_eq!(proxy("http://proxy:3128").basic_auth(), None);
+        let socks = proxy("socks5h://j%40corp:p%40ss%3Aw%2Frd%25@127.0.0.1:1081");
+        assert_eq!(socks.uri(), "socks5h://127.0.0.1:1081/");
+        assert_eq!(socks.raw_auth(), Some(("j@corp", "p@ss:w/rd%")));
+        assert_eq!(socks.basic_auth(), None);
+        let bare = proxy("SOCKS5://[::1]");
+        assert_eq!(bare.uri(), "socks5://[::1]:1080/");
+        assert_eq!(bare.raw_auth(), None);
+        // Whatever the destination's scheme, it goes through.
+        let via = ViaConnector::through(ProxyUrl::parse("http://p:1").unwrap(), NoProxy::default());
+        assert!(via.route(&Uri::from_static("http://gw/")).is_some());
+        assert!(ViaConnector::direct()
+            .route(&Uri::from_static("https://gw/"))
+            .is_none());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! One connection through a SOCKS5 proxy with hyper-util's `SocksV5`: `socks5://` resolves the
+//! One connection through a SOCKS5 proxy with hyper-util's `SocksV5` (the proxy's address and
+//! credentials as hyper-util's Matcher gave them): `socks5://` resolves the
 //! name here (curl's convention), `socks5h://` hands it to the proxy. The TCP connection to the
 //! proxy is made first, so that failing to reach the proxy and the proxy refusing are told
 //! apart; every refusal is a message naming the proxy (never its password).
@@ -11,16 +12,19 @@ use std::task::{Context, Poll};
 use http::Uri;
 use hyper_util::client::legacy::connect::proxy::SocksV5;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Intercept;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::{ProxyUrl, Scheme};
 
-/// Connects to `dst` (shown as `target`) through the SOCKS5 proxy at `url`.
+/// Connects to `dst` (shown as `target`) through the SOCKS5 proxy at `url` (as Matcher read
+/// it: `proxy`).
 pub(super) async fn connect(
     mut tcp: HttpConnector,
     url: &ProxyUrl,
+    proxy: &Intercept,
     dst: Uri,
     target: &str,
 ) -> Result<TokioIo<TcpStream>, String> {
@@ -32,19 +36,19 @@ pub(super) async fn connect(
         _ => dst,
     };
     let stream = tcp
-        .call(url.connect_uri())
+        .call(proxy.uri().clone())
         .await
         .map_err(|e| format!("{head}: cannot reach the proxy: {}", crate::error_chain(&e)))?;
-    let mut socks = SocksV5::new(url.connect_uri(), Handover(Some(stream)));
-    if let Some(c) = url.credentials() {
-        socks = socks.with_auth(c.user.clone(), c.password.clone());
+    let mut socks = SocksV5::new(proxy.uri().clone(), Handover(Some(stream)));
+    if let Some((user, password)) = proxy.raw_auth() {
+        socks = socks.with_auth(user.to_string(), password.to_string());
     }
     socks.call(dst).await.map_err(|e| {
         // hyper-util's `SocksError` is not nameable: its Debug names the variant.
         let reason = refusal(
             &format!("{e:?}"),
             &e.to_string(),
-            url.credentials().is_some(),
+            proxy.raw_auth().is_some(),
         );
         format!("{head}: {reason}")
     })

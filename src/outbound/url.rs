@@ -1,13 +1,18 @@
 //! The outbound proxy's URL: `http://`, `socks5://` or `socks5h://`, with optional
-//! percent-encoded credentials. Pure parsing and display; the password never leaves this
-//! module except to be sent to the proxy (`Display`, `Debug` and every error show `user:***`).
+//! percent-encoded credentials. hyper-util's `Matcher` reads the URL (percent-decoding, the Basic
+//! header, SOCKS credentials), but it silently ignores a URL it cannot use and takes what it can
+//! of one it half understands (`http://u:p@ss@host` gives the password `p`, a path is dropped,
+//! socks4 and https are proxies to it): this module checks a flag's URL first, so that a mistake
+//! is an error that says what is wrong, and hands Matcher one spelling it reads as meant. The
+//! password never leaves except to be sent to the proxy (`Display`, `Debug` and every error go
+//! through `crate::redact::url`: `user:***`).
 
 use std::fmt;
 
-use base64::Engine as _;
-use http::header::HeaderValue;
 use http::uri::{Authority, Uri};
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
+
+use crate::redact::url as redact;
 
 /// The kind of outbound proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +34,8 @@ impl Scheme {
         }
     }
 
-    /// The port when the URL gives none: 80 for HTTP, 1080 (SOCKS's own) for SOCKS5.
+    /// The port when the URL gives none: 80 for HTTP, 1080 (SOCKS's own) for SOCKS5. Written
+    /// out for Matcher, whose proxy URI would otherwise be dialled on 80 for SOCKS too.
     fn default_port(self) -> u16 {
         match self {
             Scheme::Http => 80,
@@ -38,7 +44,8 @@ impl Scheme {
     }
 }
 
-/// A user name and password, percent-decoded. `Debug` hides the password.
+/// A user name and password, percent-decoded (by hyper-util's Matcher). `Debug` hides the
+/// password, and the user name too when there is no password (it may be a key).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// The user name.
@@ -61,35 +68,35 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// A checked proxy URL. `Display` and `Debug` show `scheme://user:***@host:port`
-/// (`scheme://***@host:port` when there is a user name but no password).
+/// A checked proxy URL, one hyper-util's Matcher reads as written. `Display` and `Debug` show
+/// `scheme://user:***@host:port` (`scheme://***@host:port` when there is a user name but no
+/// password), the user name as written in the URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxyUrl {
     scheme: Scheme,
-    /// As in a URI: an IPv6 address keeps its brackets.
-    host: String,
-    port: u16,
+    /// `scheme://[USERINFO@]HOST:PORT`, what Matcher is given: it holds the password, so it
+    /// is only ever shown through `redact`.
+    text: String,
     credentials: Option<Credentials>,
 }
 
-/// What `Display` percent-encodes in a user name (so a shown name is one token on one line).
-const SHOWN_USER: &AsciiSet = &CONTROLS.add(b' ').add(b':').add(b'@').add(b'/').add(b'%');
+/// What a refused URL should have looked like.
+const EXPECTED: &str = "expected http://HOST:PORT (an HTTP CONNECT proxy), socks5://HOST:PORT \
+                        or socks5h://HOST:PORT (SOCKS5), optionally with USER:PASSWORD@";
 
 impl ProxyUrl {
     /// Parses `SCHEME://[USER[:PASSWORD]@]HOST[:PORT][/]`, SCHEME one of `http`, `socks5`,
     /// `socks5h`. `/ ? # @ : %` in a user name or password are percent-encoded.
     pub fn parse(s: &str) -> Result<ProxyUrl, String> {
         let bad = |why: &str| format!("invalid proxy URL {:?}: {why}", redact(s));
-        let expected = "expected http://HOST:PORT (an HTTP CONNECT proxy), socks5://HOST:PORT \
-                        or socks5h://HOST:PORT (SOCKS5), optionally with USER:PASSWORD@";
         let Some((scheme, rest)) = s.split_once("://") else {
-            return Err(bad(expected));
+            return Err(bad(EXPECTED));
         };
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
             "socks5" => Scheme::Socks5,
             "socks5h" => Scheme::Socks5h,
-            _ => return Err(bad(expected)),
+            _ => return Err(bad(EXPECTED)),
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
@@ -98,35 +105,30 @@ impl ProxyUrl {
                 "it must have no path (percent-encode / ? # in a password)",
             ));
         }
-        let (credentials, host_port) = match authority.rsplit_once('@') {
-            Some((userinfo, hp)) => (
-                Some(credentials(userinfo, scheme).map_err(|e| bad(&e))?),
-                hp,
-            ),
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some(("", _)) => return Err(bad("nothing before '@' (expected USER:PASSWORD@)")),
+            // The last '@' ends the credentials; Matcher splits at the first: an '@' left in
+            // a password is spelled out for it.
+            Some((userinfo, hp)) => (Some(userinfo.replace('@', "%40")), hp),
             None => (None, authority),
         };
-        let auth: Authority = host_port
-            .parse()
-            .map_err(|_| bad("expected HOST or HOST:PORT after the scheme (and credentials)"))?;
-        if auth.host().is_empty() {
-            return Err(bad("it has no host"));
+        let (host, port) = host_port_of(host_port, scheme).map_err(&bad)?;
+        let text = match &userinfo {
+            Some(u) => format!("{}://{u}@{host}:{port}", scheme.as_str()),
+            None => format!("{}://{host}:{port}", scheme.as_str()),
+        };
+        let unread = "hyper-util cannot read it: percent-encode the characters of the user name \
+                      or password that a URL does not allow";
+        if matched(&text).is_none() {
+            return Err(bad(unread));
         }
-        // `Authority` takes `:99999` and then has no port: read the text after the host.
-        let port_text = host_port
-            .get(auth.host().len()..)
-            .and_then(|rest| rest.strip_prefix(':'));
-        let port = match port_text.filter(|p| !p.is_empty()) {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?,
-            None => scheme.default_port(),
+        let credentials = match &userinfo {
+            Some(u) => Some(credentials(u, &host, port, scheme).map_err(|e| bad(&e))?),
+            None => None,
         };
         Ok(ProxyUrl {
             scheme,
-            host: auth.host().to_string(),
-            port,
+            text,
             credentials,
         })
     }
@@ -141,59 +143,78 @@ impl ProxyUrl {
         self.credentials.as_ref()
     }
 
-    /// Where the TCP connection to the proxy goes: `http://HOST:PORT`.
-    pub fn connect_uri(&self) -> Uri {
-        // Host and port were checked by `parse`: this cannot fail; the fallback only keeps
-        // the type total.
-        format!("http://{}:{}", self.host, self.port)
-            .parse()
-            .unwrap_or_default()
-    }
-
-    /// `Proxy-Authorization: Basic ...` for a CONNECT, if the URL had credentials.
-    pub fn basic_auth(&self) -> Option<HeaderValue> {
-        let c = self.credentials.as_ref()?;
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.password));
-        let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
-        value.set_sensitive(true);
-        Some(value)
+    /// The URL for hyper-util's Matcher (it holds the password: never to be shown).
+    pub(super) fn matcher_input(&self) -> &str {
+        &self.text
     }
 }
 
-/// `USER[:PASSWORD]`, percent-decoded.
-fn credentials(userinfo: &str, scheme: Scheme) -> Result<Credentials, String> {
-    if userinfo.is_empty() {
-        return Err("nothing before '@' (expected USER:PASSWORD@)".to_string());
+/// `HOST[:PORT]`, checked: a host, and a port from 1 to 65535 (the scheme's when none).
+fn host_port_of(host_port: &str, scheme: Scheme) -> Result<(String, u16), &'static str> {
+    let auth: Authority = host_port
+        .parse()
+        .map_err(|_| "expected HOST or HOST:PORT after the scheme (and credentials)")?;
+    if auth.host().is_empty() {
+        return Err("it has no host");
     }
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    let decode = |part: &str, what: &str| {
-        percent_decode_str(part)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| format!("the {what} is not UTF-8 once percent-decoded"))
+    // `Authority` takes `:99999` and then has no port: read the text after the host.
+    let port_text = host_port
+        .get(auth.host().len()..)
+        .and_then(|rest| rest.strip_prefix(':'));
+    let port = match port_text.filter(|p| !p.is_empty()) {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or("the port must be a number from 1 to 65535")?,
+        None => scheme.default_port(),
     };
-    let c = Credentials {
-        user: decode(user, "user name")?,
-        password: decode(password, "password")?,
+    Ok((auth.host().to_string(), port))
+}
+
+/// What Matcher makes of a proxy URL for an HTTPS destination (no `NO_PROXY`).
+fn matched(proxy: &str) -> Option<Intercept> {
+    let probe = Uri::from_static("https://probe.invalid/");
+    Matcher::builder().https(proxy).build().intercept(&probe)
+}
+
+/// `USER[:PASSWORD]`, percent-decoded by Matcher. It hands an HTTP proxy's credentials over
+/// only as the Basic header, a SOCKS proxy's as they are: read through a `socks5h://` URL.
+fn credentials(
+    userinfo: &str,
+    host: &str,
+    port: u16,
+    scheme: Scheme,
+) -> Result<Credentials, String> {
+    let read = matched(&format!("socks5h://{userinfo}@{host}:{port}"));
+    let Some((user, password)) = read.as_ref().and_then(Intercept::raw_auth) else {
+        return Err("hyper-util cannot read the credentials".to_string());
     };
+    let (raw_user, raw_password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    // Matcher decodes lossily: a U+FFFD that the URL does not spell out was not UTF-8.
+    let lossy = |decoded: &str, raw: &str| {
+        decoded.contains('\u{FFFD}') && !raw.to_ascii_uppercase().contains("%EF%BF%BD")
+    };
+    if lossy(user, raw_user) {
+        return Err("the user name is not UTF-8 once percent-decoded".to_string());
+    }
+    if lossy(password, raw_password) {
+        return Err("the password is not UTF-8 once percent-decoded".to_string());
+    }
     // A SOCKS5 user/password request carries each in one length byte (RFC 1929).
-    if scheme != Scheme::Http && (c.user.len() > 255 || c.password.len() > 255) {
+    if scheme != Scheme::Http && (user.len() > 255 || password.len() > 255) {
         return Err("a SOCKS5 user name or password is at most 255 bytes".to_string());
     }
-    Ok(c)
+    Ok(Credentials {
+        user: user.to_string(),
+        password: password.to_string(),
+    })
 }
 
 impl fmt::Display for ProxyUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://", self.scheme.as_str())?;
-        match &self.credentials {
-            // A user name alone is how some providers pass an API key: hidden too.
-            Some(c) if c.password.is_empty() => f.write_str("***@")?,
-            Some(c) => write!(f, "{}:***@", utf8_percent_encode(&c.user, SHOWN_USER))?,
-            None => {}
-        }
-        write!(f, "{}:{}", self.host, self.port)
+        // A user name alone is how some providers pass an API key: `redact` hides it too.
+        f.write_str(&redact(&self.text))
     }
 }
 
@@ -202,8 +223,6 @@ impl fmt::Debug for ProxyUrl {
         write!(f, "ProxyUrl({self})")
     }
 }
-
-use crate::redact::url as redact;
 
 #[cfg(test)]
 mod tests;
