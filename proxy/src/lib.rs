@@ -191,13 +191,15 @@ fn reload(args: &ProxyArgs, shared: &RwLock<Arc<Runtime>>) {
         return;
     };
     let current = current(shared);
-    let next = config::resolve(args).and_then(|s| {
-        let u = Upstreams::build(&s, Some(&current.upstreams))?;
-        Ok(Runtime {
-            settings: s,
-            upstreams: u,
-        })
-    });
+    let next = config::resolve(args)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            let u = Upstreams::build(&s, Some(&current.upstreams))?;
+            Ok(Runtime {
+                settings: s,
+                upstreams: u,
+            })
+        });
     match next {
         Err(e) => say(&format!("SIGHUP: {e}; keeping the running configuration")),
         Ok(next) => {
