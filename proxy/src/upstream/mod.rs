@@ -126,6 +126,15 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
     if let Some(url) = &ls.redis {
         b = b.redis(url);
     }
+    if let Some(stall) = ls.stall_timeout {
+        b = b.stall_timeout(Some(stall));
+    }
+    if let Some(ttl) = ls.decision_ttl {
+        b = b.cache_ttl(ttl);
+    }
+    if let Some(floor) = ls.floor {
+        b = b.floor(floor);
+    }
     let layer = b.build().map_err(|e| e.to_string())?;
     let tcp = via::connector(ls.via.as_ref())?;
     let pool = Connections::new(layer.layer(tcp), POOL_IDLE, POOL_MAX_PER_HOST);
