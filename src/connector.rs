@@ -208,15 +208,6 @@ where
     }
 }
 
-impl FallbackLayerBuilder {
-    /// Checks the settings, builds every rung's OpenSSL contexts, and returns the layer.
-    pub fn build(self) -> Result<FallbackLayer, Error> {
-        Ok(FallbackLayer {
-            shared: Arc::new(Shared::new(self.into_config()?)),
-        })
-    }
-}
-
 fn connect_error(host: &str, e: BoxError) -> Error {
     Error::Connect {
         host: host.to_string(),

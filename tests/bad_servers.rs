@@ -3,7 +3,7 @@
 //! impossible version, nothing at all, or one byte per second. Each must end in a clear error
 //! of a stable kind, after a bounded number of hellos and a bounded time, without a panic and
 //! without leaking a socket. The same bytes go through the crate's own parsers
-//! (`probe::server::parse_server_answer`, `wire::parse_client_hello`).
+//! (`wire::parse_server_answer`, `wire::parse_client_hello`).
 
 mod common;
 
@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tls_fallback::probe::server::{parse_server_answer, ServerAnswer};
 use tls_fallback::wire::{self, ClientHelloInfo, HelloError};
+use tls_fallback::wire::{parse_server_answer, ServerAnswer};
 use tls_fallback::ErrorKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,10 +1,10 @@
-//! `probe::server::parse_server_answer` on arbitrary bytes: never panics, and an answer it has
+//! `wire::parse_server_answer` on arbitrary bytes: never panics, and an answer it has
 //! decided (anything but `Incomplete`) does not change when more bytes arrive, which is what
 //! the probe relies on when it stops reading at the first decided answer.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tls_fallback::probe::server::{parse_server_answer, ServerAnswer};
+use tls_fallback::wire::{parse_server_answer, ServerAnswer};
 
 fuzz_target!(|data: &[u8]| {
     let full = parse_server_answer(data);

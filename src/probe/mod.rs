@@ -35,7 +35,6 @@ pub mod hello;
 mod plan;
 mod report;
 mod runner;
-pub mod server;
 mod target;
 
 use std::fmt;
