@@ -218,6 +218,22 @@ pub struct Settings {
     pub workers: usize,
 }
 
+impl ProxyArgs {
+    /// The flags as a command line gives them (without the program name), for a program that
+    /// embeds the proxy: `ProxyArgs::from_flags(["--allow", "gw.example"])`.
+    pub fn from_flags<I, T>(flags: I) -> Result<ProxyArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{Args, FromArgMatches};
+        let cmd = ProxyArgs::augment_args(clap::Command::new("tls-fallback-proxy"));
+        let argv = std::iter::once(std::ffi::OsString::from("tls-fallback-proxy"))
+            .chain(flags.into_iter().map(Into::into));
+        ProxyArgs::from_arg_matches(&cmd.try_get_matches_from(argv)?)
+    }
+}
+
 /// Reads the flags and, with `--config`, the file, into checked settings.
 pub fn resolve(args: &ProxyArgs) -> Result<Settings, ConfigError> {
     let Some(path) = &args.config else {

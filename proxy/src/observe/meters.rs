@@ -16,8 +16,20 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// Installs the Prometheus recorder as the global `metrics` recorder.
+/// Installs the Prometheus recorder as the global `metrics` recorder, once per process (a
+/// program that starts the proxy twice gets the same handle back).
 pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    static INSTALLED: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+    let mut installed = crate::lock(&INSTALLED);
+    if let Some(h) = installed.as_ref() {
+        return Ok(h.clone());
+    }
+    let handle = install()?;
+    *installed = Some(handle.clone());
+    Ok(handle)
+}
+
+fn install() -> Result<PrometheusHandle, String> {
     let recorder = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
         .map_err(|e| format!("metrics: {e}"))?

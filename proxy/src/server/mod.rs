@@ -7,12 +7,14 @@
 pub mod hub;
 pub mod workers;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{self, ProxyArgs};
@@ -37,28 +39,165 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         }
     };
     observe::init_tracing(settings.log_format, "info");
-    let upstreams = match Upstreams::build(&settings, None) {
-        Ok(u) => u,
+    let running = match start(settings).await {
+        Ok(r) => r,
         Err(e) => {
             error!("{e}");
-            return ExitCode::from(2);
+            return ExitCode::from(e.exit_code());
         }
     };
-    let rt = Runtime {
-        settings,
-        upstreams,
-    };
-    match serve(args, rt).await {
-        Ok(()) => ExitCode::SUCCESS,
+    match wait_for_signals(&args, &running).await {
+        Ok(()) => {}
         Err(e) => {
             error!("{e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
+        }
+    }
+    info!("stopping: no new connections; waiting for requests in flight");
+    if !running.stop(DRAIN).await {
+        warn!("requests still in flight after 30 s: stopping anyway");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Why the proxy could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The settings cannot be built into layers (a CA file that does not load...): exit 2.
+    Config(String),
+    /// A listener or a thread cannot start: exit 1.
+    Start(String),
+}
+
+impl StartError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Start(_) => 1,
         }
     }
 }
 
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) | StartError::Start(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A proxy started in this process: its listeners bound, its workers serving.
+pub struct Running {
+    /// Where apps connect (the port filled in when the settings asked for any).
+    pub local: SocketAddr,
+    /// Where the admin listener is, if there is one.
+    pub admin: Option<SocketAddr>,
+    shared: Shared,
+    crew: Vec<Arc<Worker>>,
+    workers: workers::Workers,
+    admin_task: Option<JoinHandle<()>>,
+    upkeep: JoinHandle<()>,
+}
+
+/// Starts the proxy with these settings: the listeners, the worker threads, the admin
+/// listener and the upkeep task (those two in the calling tokio runtime). The caller installs
+/// the `tracing` subscriber it wants; the Prometheus recorder is installed once per process.
+pub async fn start(settings: config::Settings) -> Result<Running, StartError> {
+    let upstreams = Upstreams::build(&settings, None).map_err(StartError::Config)?;
+    let fail = StartError::Start;
+    let metrics = meters::install_recorder().map_err(fail)?;
+    let listeners = workers::bind(settings.listen, settings.workers).map_err(fail)?;
+    if !settings.listen.ip().is_loopback() {
+        warn!(
+            "the proxy listener is on {}, reachable from the network",
+            settings.listen
+        );
+    }
+    let admin_listener = match settings.admin {
+        Some(a) => Some(bind_admin(a).await.map_err(fail)?),
+        None => None,
+    };
+    let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let (max_connections, count) = (settings.limits.max_connections, settings.workers);
+    let shared = runtime::share(Runtime {
+        settings,
+        upstreams,
+    });
+    let crew: Vec<Arc<Worker>> = (0..count)
+        .map(|index| {
+            Arc::new(Worker {
+                index,
+                ..Worker::default()
+            })
+        })
+        .collect();
+    let upkeep = spawn_upkeep(metrics.clone(), shared.clone(), crew.clone());
+    let admin_task =
+        admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, shared.clone(), metrics)));
+    let workers =
+        workers::Workers::start(listeners, shared.clone(), &crew, max_connections).map_err(fail)?;
+    info!("{count} workers; listening on {}", workers.local);
+    Ok(Running {
+        local: workers.local,
+        admin,
+        shared,
+        crew,
+        workers,
+        admin_task,
+        upkeep,
+    })
+}
+
+impl Running {
+    /// Runs with these settings from now on, keeping the layers whose settings did not change
+    /// (and what they learned); a connection keeps the configuration it started with. The
+    /// listen and admin addresses and the number of workers stay as they are.
+    pub fn reload(&self, settings: config::Settings) -> Result<(), String> {
+        let current = self.shared.load_full();
+        let upstreams = Upstreams::build(&settings, Some(&current.upstreams))?;
+        let was = &current.settings;
+        if settings.listen != was.listen
+            || settings.admin != was.admin
+            || settings.workers != was.workers
+        {
+            warn!("reload: listen and admin addresses and workers change only on restart");
+        }
+        if settings.log_format != was.log_format {
+            warn!("reload: the format of the events on stderr changes only on restart");
+        }
+        self.shared.store(Arc::new(Runtime {
+            settings,
+            upstreams,
+        }));
+        Ok(())
+    }
+
+    /// The running configuration.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.shared.load_full()
+    }
+
+    /// Stops accepting, lets the requests in flight finish (up to `drain`), then ends the
+    /// workers, flushes the access log and writes the decision files; `false` when
+    /// connections were still open at the deadline.
+    pub async fn stop(self, drain: Duration) -> bool {
+        let drained = self.workers.stop(drain).await;
+        if let Some(t) = self.admin_task {
+            t.abort();
+        }
+        self.upkeep.abort();
+        for w in &self.crew {
+            w.log.flush();
+        }
+        flush_decisions(&self.shared);
+        drained
+    }
+}
+
 /// Binds the admin listener, warning when it is reachable from the network.
-async fn bind_admin(addr: std::net::SocketAddr) -> Result<TcpListener, String> {
+async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, String> {
     let l = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
@@ -71,60 +210,21 @@ async fn bind_admin(addr: std::net::SocketAddr) -> Result<TcpListener, String> {
     Ok(l)
 }
 
-async fn serve(args: ProxyArgs, rt: Runtime) -> Result<(), String> {
-    let metrics = meters::install_recorder()?;
-    let listeners = workers::bind(rt.settings.listen, rt.settings.workers)?;
-    if !rt.settings.listen.ip().is_loopback() {
-        warn!(
-            "the proxy listener is on {}, reachable from the network",
-            rt.settings.listen
-        );
-    }
-    let admin_listener = match rt.settings.admin {
-        Some(a) => Some(bind_admin(a).await?),
-        None => None,
-    };
-    let (max_connections, count) = (rt.settings.limits.max_connections, rt.settings.workers);
-    let shared = runtime::share(rt);
-    let crew: Vec<Arc<Worker>> = (0..count)
-        .map(|index| {
-            Arc::new(Worker {
-                index,
-                ..Worker::default()
-            })
-        })
-        .collect();
-    let upkeep = spawn_upkeep(metrics.clone(), shared.clone(), crew.clone());
-    let admin_task =
-        admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, shared.clone(), metrics)));
+/// Waits for SIGTERM or SIGINT, reloading on SIGHUP meanwhile.
+async fn wait_for_signals(args: &ProxyArgs, running: &Running) -> Result<(), String> {
     let sig = |k: SignalKind| signal(k).map_err(|e| format!("cannot watch signals: {e}"));
     let (mut term, mut int, mut hup) = (
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
         sig(SignalKind::hangup())?,
     );
-    let workers = workers::Workers::start(listeners, shared.clone(), &crew, max_connections)?;
-    info!("{count} workers; listening on {}", workers.local);
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => reload(&args, &shared),
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => reload(args, running),
         }
     }
-    info!("stopping: no new connections; waiting for requests in flight");
-    if !workers.stop(DRAIN).await {
-        warn!("requests still in flight after 30 s: stopping anyway");
-    }
-    if let Some(t) = admin_task {
-        t.abort();
-    }
-    upkeep.abort();
-    for w in &crew {
-        w.log.flush();
-    }
-    flush_decisions(&shared);
-    Ok(())
 }
 
 /// Every second: the histograms' upkeep (they keep samples until it runs; without the
@@ -151,34 +251,17 @@ fn spawn_upkeep(
 }
 
 /// SIGHUP: re-read the configuration; a bad one is logged and the running one stays.
-fn reload(args: &ProxyArgs, shared: &Shared) {
+fn reload(args: &ProxyArgs, running: &Running) {
     let Some(path) = &args.config else {
         warn!("SIGHUP: no --config file to re-read; nothing changed");
         return;
     };
-    let current = shared.load_full();
-    let next = config::resolve(args)
+    let result = config::resolve(args)
         .map_err(|e| e.to_string())
-        .and_then(|s| {
-            let u = Upstreams::build(&s, Some(&current.upstreams))?;
-            Ok(Runtime {
-                settings: s,
-                upstreams: u,
-            })
-        });
-    match next {
+        .and_then(|s| running.reload(s));
+    match result {
         Err(e) => error!("SIGHUP: {e}; keeping the running configuration"),
-        Ok(next) => {
-            let (now, was) = (&next.settings, &current.settings);
-            if now.listen != was.listen || now.admin != was.admin || now.workers != was.workers {
-                warn!("SIGHUP: listen and admin addresses and workers change only on restart");
-            }
-            if now.log_format != was.log_format {
-                warn!("SIGHUP: the format of the events on stderr changes only on restart");
-            }
-            shared.store(Arc::new(next));
-            info!("SIGHUP: reloaded {}", path.display());
-        }
+        Ok(()) => info!("SIGHUP: reloaded {}", path.display()),
     }
 }
 
