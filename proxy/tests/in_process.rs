@@ -11,7 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[path = "../../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 use common::{ladder_seen, legacy_gateway, LEGACY_WALK};
 
