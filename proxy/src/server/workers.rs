@@ -16,8 +16,8 @@
 //!
 //! Why threads of their own rather than one multi-threaded runtime: an app connection, the
 //! upstream connection it holds and their wakes then stay on one thread and in one task
-//! ([`hub`]), as in nginx's event loop; that is what brought the proxy from 0.61x to nginx's
-//! requests/s in the bench of docs/BENCHMARKS.md.
+//! ([`hub`]), as in nginx's event loop: with two workers the proxy went from 0.52x to 0.89x
+//! of nginx's requests/s (docs/BENCHMARKS.md), and to nginx's with the rest of the design.
 
 use std::future::Future;
 use std::net::SocketAddr;
