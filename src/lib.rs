@@ -99,5 +99,6 @@ pub use find::{error_chain, ErrorChain};
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, Pin};
 pub use profile::{Ladder, ParseVersionError, Profile, TlsVersion};
+pub use redact::url as redact_url;
 pub use stats::{metric_names, HostStats, Stats};
 pub use stream::{ConnectionUse, MaybeHttpsStream, ReadWatch, TlsInfo, TlsStream};

@@ -3,16 +3,28 @@
 //! and `GET /decisions` (the layers' stats as JSON).
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::observe::meters;
 use crate::runtime::{Runtime, Shared};
+
+/// Admin connections served at once; more wait in the listen queue (an fd each only once
+/// accepted), so idle admin clients cannot take the descriptors the app port needs.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long an admin connection may be idle, or take to send a request head.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one admin connection may last.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Answers one admin request.
 pub fn answer(
@@ -94,9 +106,15 @@ fn text(status: StatusCode, body: &str, ctype: &'static str) -> Response<Full<By
 
 /// Serves the admin listener until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, rt: Shared, metrics: PrometheusHandle) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A connection is accepted only with a free slot: the others wait in the listen queue,
+        // where they cost the proxy no file descriptor.
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let (rt, metrics) = (rt.clone(), metrics.clone());
@@ -105,9 +123,13 @@ pub async fn serve(listener: tokio::net::TcpListener, rt: Shared, metrics: Prome
                 let res = answer(&req, &rt, &metrics);
                 async move { Ok::<_, Infallible>(res) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(IDLE_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), svc);
+            // Whatever it does, a connection ends within its lifetime (a scraper reconnects).
+            let _ = tokio::time::timeout(MAX_LIFETIME, conn).await;
+            drop(permit);
         });
     }
 }

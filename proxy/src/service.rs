@@ -18,7 +18,7 @@ use hyper::body::{Bytes, Incoming};
 use crate::headers;
 use crate::observe::access::{self, Entry};
 use crate::route::{self, Dest, Route};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Shared};
 use crate::upstream::conn::ConnInfo;
 use crate::upstream::drain::Relay;
 use crate::upstream::exchange;
@@ -43,8 +43,12 @@ pub struct Worker {
 
 /// What the requests of one app connection share.
 pub struct Conn {
-    /// The configuration it started with (a reload applies to new connections).
+    /// The configuration it started with.
     pub rt: Arc<Runtime>,
+    /// The running configuration: a request after a reload follows the new one (its allow-list,
+    /// legacy gate, pins, layers), whenever its connection was opened. The connection's own
+    /// limits (head size, idle time) stay those it was accepted with.
+    pub shared: Shared,
     /// Its worker.
     pub worker: Arc<Worker>,
     /// The upstream connection it holds.
@@ -53,23 +57,59 @@ pub struct Conn {
     pub timer: RequestTimer,
 }
 
+impl Conn {
+    /// The configuration for the next request: the connection's own while no reload happened
+    /// since it was opened (a pointer comparison, no shared reference count touched per
+    /// request), else the running one.
+    fn current(&self) -> Current<'_> {
+        if std::ptr::eq(&**self.shared.load(), &*self.rt) {
+            Current::Same(&self.rt)
+        } else {
+            Current::Reloaded(self.shared.load_full())
+        }
+    }
+}
+
+/// The configuration a request runs with.
+enum Current<'a> {
+    Same(&'a Runtime),
+    Reloaded(Arc<Runtime>),
+}
+
+impl std::ops::Deref for Current<'_> {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        match self {
+            Current::Same(rt) => rt,
+            Current::Reloaded(rt) => rt,
+        }
+    }
+}
+
 /// Handles one app request.
 pub async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
-    let rt = &*conn.rt;
+    let current = conn.current();
+    let rt = &*current;
     let started = Instant::now();
     let method = req.method().clone();
-    let route = route::decide(&rt.settings.routing, req.method(), req.uri());
+    let limit = conn.rt.settings.limits.max_header_bytes;
+    let route = match head_size(&req) {
+        n if n > limit => too_large(n, limit),
+        _ => route::decide(&rt.settings.routing, req.method(), req.uri()),
+    };
     let (res, dest, info) = match route {
         Route::Refuse { status, reason } => (refusal(status, &reason), None, None),
         Route::Forward { uri, dest } => {
             let mut unanswered = Unanswered {
                 conn,
+                rt,
                 method: method.as_str(),
                 host: dest.authority.as_str(),
                 started,
                 armed: true,
             };
-            let (res, info) = send(conn, req, uri, &dest).await;
+            let (res, info) = send(conn, rt, req, uri, &dest).await;
             unanswered.armed = false;
             drop(unanswered);
             (res, Some(dest), info)
@@ -92,12 +132,42 @@ pub async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> 
     res
 }
 
+/// The size of a request head as the app wrote it (request line, headers, the blank line),
+/// give or take the spaces around header values. hyper refuses a head larger than its buffer
+/// only when it is still incomplete once the buffer is full: a large head that arrives in one
+/// read could pass, so the limit is checked again here, whatever the reads were.
+pub fn head_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + " HTTP/1.1\r\n ".len();
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + ": \r\n".len())
+        .sum();
+    line + fields + 2
+}
+
+/// The refusal of a head past the limit: 431 (RFC 6585).
+fn too_large(size: usize, limit: usize) -> Route {
+    Route::Refuse {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        reason: format!(
+            "the request head is about {size} bytes, more than the proxy's max_header_bytes \
+             ({limit})"
+        ),
+    }
+}
+
 /// The access log line of a request whose app hung up before its answer was ready: status 499,
 /// as nginx logs a client that closed the request; 444 if the proxy dropped it at the end of
 /// its shutdown drain. Written when this is dropped armed, with the request's future: hyper
 /// drops the future of a request whose app went away, and `Drop` is the only hook there is.
 struct Unanswered<'a> {
     conn: &'a Conn,
+    rt: &'a Runtime,
     method: &'a str,
     host: &'a str,
     started: Instant,
@@ -129,13 +199,14 @@ impl Drop for Unanswered<'_> {
             error,
             duration: self.started.elapsed(),
         };
-        let format = self.conn.rt.settings.log_format;
+        let format = self.rt.settings.log_format;
         self.conn.worker.log.record(format, &entry);
     }
 }
 
 async fn send(
     conn: &Conn,
+    rt: &Runtime,
     req: Request<Incoming>,
     uri: http::Uri,
     dest: &Dest,
@@ -144,7 +215,6 @@ async fn send(
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(HOST, dest.host_header.clone());
     parts.version = http::Version::HTTP_11;
-    let rt = &*conn.rt;
     let pool = &rt.upstreams.pick(&dest.host, dest.port).pool;
     let req = Request::from_parts(parts, body);
     let sending = std::pin::pin!(exchange::send(pool, &conn.slot, uri, dest, req));

@@ -58,22 +58,31 @@ async fn started_in_process_the_proxy_walks_a_legacy_gateway_reloads_and_drains(
 
     // Reload without the legacy gate: the decision may no longer be used, and a new
     // connection does not get below TLS 1.2.
-    running.reload(settings(&dir, &["--allow", "localhost"])).expect("reload");
+    running
+        .reload(settings(&dir, &["--allow", "localhost"]))
+        .expect("reload");
     let seen = em.hellos().len();
     let res = get(running.local, &url).await;
     assert!(res.starts_with("HTTP/1.1 502"), "{res}");
     let after: Vec<_> = ladder_seen(&em).split_off(seen);
     assert!(
-        after.iter().all(|(v, _)| *v >= Some(tls_fallback::TlsVersion::Tls1_2)),
+        after
+            .iter()
+            .all(|(v, _)| *v >= Some(tls_fallback::TlsVersion::Tls1_2)),
         "nothing below the floor after the reload: {after:?}"
     );
 
     // A host outside the new allow-list is refused without a connection.
-    running.reload(settings(&dir, &["--allow", "gw.example"])).expect("reload");
+    running
+        .reload(settings(&dir, &["--allow", "gw.example"]))
+        .expect("reload");
     let seen = em.hellos().len();
     let res = get(running.local, &url).await;
     assert!(res.starts_with("HTTP/1.1 403"), "{res}");
     assert_eq!(em.hellos().len(), seen);
 
-    assert!(running.stop(Duration::from_secs(5)).await, "drained in time");
+    assert!(
+        running.stop(Duration::from_secs(5)).await,
+        "drained in time"
+    );
 }

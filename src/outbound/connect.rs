@@ -66,13 +66,14 @@ fn status_line(head: &[u8]) -> Option<(u16, String)> {
         .parse()
         .ok()
         .filter(|c| (100..600).contains(c))?;
-    // The reason is the proxy's text: printable ASCII only, bounded by HEAD_BYTES.
-    let reason = parts
-        .next()
+    // The reason shown is the status code's own, never the proxy's text: a proxy that echoes
+    // what it was sent (`Proxy-Authorization` included) there would put the credentials in
+    // the app's error message.
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
         .unwrap_or_default()
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .collect();
+        .to_string();
     Some((code, reason))
 }
 
@@ -198,8 +199,17 @@ mod tests {
                 b"HTTP/1.1 407 Proxy Authentication Required\r\n",
                 Some((407, "Proxy Authentication Required")),
             ),
-            (b"HTTP/1.1 502\r\n", Some((502, ""))),
-            (b"HTTP/1.1 503 Busy\x1b[31m\r\n", Some((503, "Busy[31m"))),
+            (b"HTTP/1.1 502\r\n", Some((502, "Bad Gateway"))),
+            (
+                b"HTTP/1.1 503 Busy\x1b[31m\r\n",
+                Some((503, "Service Unavailable")),
+            ),
+            // A reason that echoes the credentials is not repeated.
+            (
+                b"HTTP/1.1 407 Basic YW5uOmh1bnRlcjI= refused\r\n",
+                Some((407, "Proxy Authentication Required")),
+            ),
+            (b"HTTP/1.1 499 Whatever\r\n", Some((499, ""))),
             (b"HTTP/1.1 999 No\r\n", None),
             (b"SSH-2.0-OpenSSH\r\n", None),
             (b"", None),

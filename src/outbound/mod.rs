@@ -158,19 +158,41 @@ impl ViaConnector {
     }
 
     /// The proxy to go through for `dst`, or `None` to go directly.
-    fn route(&self, dst: &Uri) -> Option<(&Via, Intercept)> {
-        let via = self.via.as_ref()?;
+    fn route(&self, dst: &Uri) -> Route<'_> {
+        let Some(via) = self.via.as_ref() else {
+            return Route::Direct;
+        };
         // Every destination goes through alike: asked as `https://HOST/`, the host without
         // the trailing dot of a fully qualified name (`gw.corp.example.` is `gw.corp.example`).
-        let host = dst.host()?;
+        let Some(host) = dst.host() else {
+            return Route::Refused(format!("{dst}: no host to reach through the proxy"));
+        };
         let probe = Uri::builder()
             .scheme("https")
             .authority(host.strip_suffix('.').unwrap_or(host))
             .path_and_query("/")
-            .build()
-            .ok()?;
-        Some((via, via.matcher.intercept(&probe)?))
+            .build();
+        match probe {
+            // `None` only when NO_PROXY names the host.
+            Ok(probe) => match via.matcher.intercept(&probe) {
+                Some(proxy) => Route::Through(via, proxy),
+                None => Route::Direct,
+            },
+            // Never direct because the host could not be asked about: that would bypass the
+            // proxy the operator configured.
+            Err(e) => Route::Refused(format!("cannot reach {host:?} through the proxy: {e}")),
+        }
     }
+}
+
+/// How one connection goes.
+enum Route<'a> {
+    /// No proxy, or `NO_PROXY` names the host.
+    Direct,
+    /// Through the proxy.
+    Through(&'a Via, Intercept),
+    /// Neither: the destination cannot be matched.
+    Refused(String),
 }
 
 impl Service<Uri> for ViaConnector {
@@ -184,14 +206,15 @@ impl Service<Uri> for ViaConnector {
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         match self.route(&dst) {
-            Some((via, proxy)) => {
+            Route::Through(via, proxy) => {
                 let (url, tcp) = (via.url.clone(), via.tcp.clone());
                 Box::pin(async move { through(url, proxy, tcp, dst).await.map_err(BoxError::from) })
             }
-            None => {
+            Route::Direct => {
                 let mut direct = self.direct.clone();
                 Box::pin(async move { direct.call(dst).await.map_err(BoxError::from) })
             }
+            Route::Refused(why) => Box::pin(std::future::ready(Err(BoxError::from(why)))),
         }
     }
 }
@@ -223,7 +246,7 @@ mod tests {
         let url = ProxyUrl::parse("http://p:3128").unwrap();
         let via = ViaConnector::through(url, NoProxy::parse(no_proxy));
         let dst: Uri = format!("https://{host}:443/").parse().unwrap();
-        via.route(&dst).is_none()
+        matches!(via.route(&dst), Route::Direct)
     }
 
     #[test]
@@ -279,7 +302,10 @@ mod tests {
     fn matcher_gives_the_proxy_address_and_the_credentials_to_send() {
         let proxy = |url: &str| {
             let via = ViaConnector::through(ProxyUrl::parse(url).unwrap(), NoProxy::default());
-            via.route(&Uri::from_static("https://gw:443/")).unwrap().1
+            match via.route(&Uri::from_static("https://gw:443/")) {
+                Route::Through(_, intercept) => intercept,
+                _ => panic!("{url}: not through the proxy"),
+            }
         };
         let http = proxy("http://Aladdin:open%20sesame@proxy:3128");
         assert_eq!(http.uri(), "http://proxy:3128/");
@@ -305,10 +331,19 @@ mod tests {
         assert_eq!(bare.raw_auth(), None);
         // Whatever the destination's scheme, it goes through.
         let via = ViaConnector::through(ProxyUrl::parse("http://p:1").unwrap(), NoProxy::default());
-        assert!(via.route(&Uri::from_static("http://gw/")).is_some());
-        assert!(ViaConnector::direct()
-            .route(&Uri::from_static("https://gw/"))
-            .is_none());
+        assert!(matches!(
+            via.route(&Uri::from_static("http://gw/")),
+            Route::Through(..)
+        ));
+        assert!(matches!(
+            ViaConnector::direct().route(&Uri::from_static("https://gw/")),
+            Route::Direct
+        ));
+        // A destination that cannot be asked about is refused, never sent around the proxy.
+        for dst in ["/path-only", "https://./"] {
+            let dst: Uri = dst.parse().unwrap();
+            assert!(matches!(via.route(&dst), Route::Refused(_)), "{dst}");
+        }
     }
 
     #[test]

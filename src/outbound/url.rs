@@ -191,14 +191,17 @@ fn credentials(
         return Err("hyper-util cannot read the credentials".to_string());
     };
     let (raw_user, raw_password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    // Matcher decodes lossily: a U+FFFD that the URL does not spell out was not UTF-8.
-    let lossy = |decoded: &str, raw: &str| {
-        decoded.contains('\u{FFFD}') && !raw.to_ascii_uppercase().contains("%EF%BF%BD")
+    // Matcher decodes lossily (bytes that are not UTF-8 become U+FFFD, and would be sent as
+    // such): each part must decode whole.
+    let utf8 = |raw: &str| {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .is_ok()
     };
-    if lossy(user, raw_user) {
+    if !utf8(raw_user) {
         return Err("the user name is not UTF-8 once percent-decoded".to_string());
     }
-    if lossy(password, raw_password) {
+    if !utf8(raw_password) {
         return Err("the password is not UTF-8 once percent-decoded".to_string());
     }
     // A SOCKS5 user/password request carries each in one length byte (RFC 1929).

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The `--config` file cannot be read.
-    #[error("cannot read the config file {}: {error}", path.display())]
+    #[error("cannot read the config file {}: {error}", shown(&path.display()))]
     Read {
         /// The file.
         path: PathBuf,
@@ -18,7 +18,7 @@ pub enum ConfigError {
         error: std::io::Error,
     },
     /// A key of the file is unknown or has a bad value: `FILE:LINE: key \`k\`: message`.
-    #[error("{}:{line}: key `{key}`: {message}", path.display())]
+    #[error("{}:{line}: key `{}`: {}", shown(&path.display()), shown(key), shown(message))]
     Key {
         /// The file.
         path: PathBuf,
@@ -30,7 +30,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The file is not valid TOML at this line, outside any key's value.
-    #[error("{}:{line}: {message}", path.display())]
+    #[error("{}:{line}: {}", shown(&path.display()), shown(message))]
     Line {
         /// The file.
         path: PathBuf,
@@ -40,7 +40,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The file is wrong somewhere TOML cannot point at.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {}", shown(&path.display()), shown(message))]
     File {
         /// The file.
         path: PathBuf,
@@ -48,7 +48,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A flag has a bad value: `--flag-name: message`.
-    #[error("--{flag}: {message}")]
+    #[error("--{flag}: {}", shown(message))]
     Flag {
         /// The flag's name without its dashes, e.g. `handshake-timeout-ms`.
         flag: String,
@@ -73,4 +73,20 @@ pub enum ConfigError {
          --upstream https://HOST[:PORT] (upstream mode); this proxy is never open by default"
     )]
     NothingToProxy,
+}
+
+/// Text from the file (a key, a TOML message quoting it, a path) as it goes into one log line:
+/// control characters escaped, so that a quoted key holding a newline cannot forge a line of
+/// the log.
+fn shown(text: &dyn std::fmt::Display) -> String {
+    let text = text.to_string();
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }

@@ -201,7 +201,7 @@ impl<'a> Layered<'a> {
     /// gate.
     fn base_layer(&self) -> Result<LayerSettings, ConfigError> {
         let via = match self.one("via", |a| &a.via) {
-            Some(g) => Some(ProxyUrl::parse(g.value).map_err(|e| self.fail(&g, e))?),
+            Some(g) => Some(ProxyUrl::parse(&g.value.0).map_err(|e| self.fail(&g, e))?),
             None => None,
         };
         let floor = match self.one("floor", |a| &a.floor) {

@@ -61,7 +61,7 @@ pub struct ProxyArgs {
     /// Share learned decisions with other instances through this Redis (redis:// or
     /// rediss://, with user and password).
     #[arg(long, value_name = "URL")]
-    pub redis: Option<String>,
+    pub redis: Option<SecretUrl>,
     /// Handshake (and TCP connect) timeout per attempt, in ms (default 10000).
     #[arg(long, value_name = "N")]
     pub handshake_timeout_ms: Option<u64>,
@@ -84,7 +84,7 @@ pub struct ProxyArgs {
     /// socks5://... (SOCKS5, names resolved here) or socks5h://... (by the proxy). Default:
     /// HTTPS_PROXY, minus NO_PROXY.
     #[arg(long, value_name = "URL")]
-    pub via: Option<String>,
+    pub via: Option<SecretUrl>,
     /// A TOML file with these settings and per-host sections; re-read on SIGHUP.
     #[arg(long, value_name = "FILE.toml")]
     #[serde(skip)]
@@ -172,7 +172,7 @@ pub struct LayerSettings {
     /// The decision cache file.
     pub cache_file: Option<PathBuf>,
     /// The Redis shared by a fleet, if any.
-    pub redis: Option<String>,
+    pub redis: Option<SecretUrl>,
     /// Handshake timeout per attempt.
     pub handshake_timeout: Duration,
     /// How long a silent rung waits before the next one races it (`None`: the library's
@@ -218,6 +218,26 @@ pub struct Settings {
     pub workers: usize,
 }
 
+/// A URL that may carry credentials (a Redis URL, an outbound proxy's): its `Debug` hides
+/// them with the library's rule, so settings logged with `{:?}` show no password.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(pub String);
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretUrl(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", tls_fallback::redact_url(&self.0))
+    }
+}
+
 impl ProxyArgs {
     /// The flags as a command line gives them (without the program name), for a program that
     /// embeds the proxy: `ProxyArgs::from_flags(["--allow", "gw.example"])`.
@@ -239,13 +259,48 @@ pub fn resolve(args: &ProxyArgs) -> Result<Settings, ConfigError> {
     let Some(path) = &args.config else {
         return merge::Layered::new(args, &ProxyArgs::default(), &doc::Doc::empty()).settings();
     };
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    let text = read_file(path).map_err(|error| ConfigError::Read {
         path: path.clone(),
         error,
     })?;
     let doc = doc::Doc::parse(path, &text)?;
     let file = doc.settings()?;
     merge::Layered::new(args, &file, &doc).settings()
+}
+
+/// The largest configuration file read.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads the configuration file, if it is a regular file of at most [`MAX_FILE_BYTES`]: opened
+/// without blocking (a FIFO put in its place would otherwise hold the reader until someone
+/// writes to it), then checked before a byte is read.
+fn read_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, a device or a directory is never read)",
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {MAX_FILE_BYTES} a configuration file may have",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(
+            "it grew past the limit while being read",
+        ));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

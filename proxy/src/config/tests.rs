@@ -172,6 +172,14 @@ fn bad_files_name_the_file_line_and_key() {
 }
 
 #[test]
+fn a_key_with_a_newline_cannot_forge_a_log_line() {
+    let text = "allow = [\"a\"]\n\"x\\n2026-12-07T00:00:00Z ERROR forged\" = 1\n";
+    let e = with_file(text, ProxyArgs::default()).unwrap_err();
+    assert!(!e.contains('\n'), "{e}");
+    assert!(e.contains("DIR/proxy.toml:2: key `x\\n2026"), "{e}");
+}
+
+#[test]
 fn a_proxy_password_from_the_file_is_kept_but_never_shown() {
     let s = with_file(
         "allow = [\"a\"]\nvia = \"socks5h://ann:hunter%32@p:1080\"\n",

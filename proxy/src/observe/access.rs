@@ -52,6 +52,27 @@ const HANDLES_KEPT: usize = 256;
 #[derive(Default)]
 struct Meters(Vec<Handles>);
 
+/// How many upstream hosts get a `host` label of their own in the metrics; the requests of
+/// any later one are counted under `other`. A pattern such as `*.suffix`, or a host without a
+/// port (every port), would otherwise let apps make label sets without end.
+pub const MAX_HOST_LABELS: usize = 100;
+
+/// The label for an upstream host: its own among the first [`MAX_HOST_LABELS`] seen by the
+/// process (the metrics registry is the process's too), else `other`.
+fn host_label(host: &str) -> &str {
+    static SEEN: std::sync::OnceLock<Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let mut seen = lock(SEEN.get_or_init(Mutex::default));
+    if seen.contains(host) {
+        return host;
+    }
+    if seen.len() < MAX_HOST_LABELS {
+        seen.insert(host.to_string());
+        return host;
+    }
+    "other"
+}
+
 impl Meters {
     fn count(&mut self, e: &Entry) {
         let host = if e.host.is_empty() { "-" } else { e.host };
@@ -66,11 +87,12 @@ impl Meters {
             return;
         }
         let status = e.status.to_string();
+        let label = host_label(host);
         let h = Handles {
             host: host.into(),
             status: e.status,
-            requests: metrics::counter!(super::meters::REQUESTS, "host" => host.to_string(), "status" => status.clone()),
-            duration: metrics::histogram!(super::meters::DURATION, "host" => host.to_string(), "status" => status),
+            requests: metrics::counter!(super::meters::REQUESTS, "host" => label.to_string(), "status" => status.clone()),
+            duration: metrics::histogram!(super::meters::DURATION, "host" => label.to_string(), "status" => status),
         };
         h.requests.increment(1);
         h.duration.record(seconds);

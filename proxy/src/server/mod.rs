@@ -4,6 +4,7 @@
 //! and SIGINT stop accepting and drain the requests in flight (up to [`DRAIN`]). An upkeep
 //! task runs every second beside them.
 
+pub mod fds;
 pub mod hub;
 pub mod workers;
 
@@ -39,6 +40,8 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         }
     };
     observe::init_tracing(settings.log_format, "info");
+    let mut settings = settings;
+    fds::fit_connections(&mut settings.limits.max_connections);
     let running = match start(settings).await {
         Ok(r) => r,
         Err(e) => {
@@ -155,22 +158,8 @@ impl Running {
     /// (and what they learned); a connection keeps the configuration it started with. The
     /// listen and admin addresses and the number of workers stay as they are.
     pub fn reload(&self, settings: config::Settings) -> Result<(), String> {
-        let current = self.shared.load_full();
-        let upstreams = Upstreams::build(&settings, Some(&current.upstreams))?;
-        let was = &current.settings;
-        if settings.listen != was.listen
-            || settings.admin != was.admin
-            || settings.workers != was.workers
-        {
-            warn!("reload: listen and admin addresses and workers change only on restart");
-        }
-        if settings.log_format != was.log_format {
-            warn!("reload: the format of the events on stderr changes only on restart");
-        }
-        self.shared.store(Arc::new(Runtime {
-            settings,
-            upstreams,
-        }));
+        let next = prepare(&self.shared, settings)?;
+        self.shared.store(Arc::new(next));
         Ok(())
     }
 
@@ -195,6 +184,31 @@ impl Running {
         drained
     }
 }
+
+/// The configuration that `settings` make, reusing the running layers whose settings did not
+/// change (and what they learned); warns about what only a restart changes.
+fn prepare(shared: &Shared, settings: config::Settings) -> Result<Runtime, String> {
+    let current = shared.load_full();
+    let upstreams = Upstreams::build(&settings, Some(&current.upstreams))?;
+    let was = &current.settings;
+    if settings.listen != was.listen
+        || settings.admin != was.admin
+        || settings.workers != was.workers
+    {
+        warn!("reload: listen and admin addresses and workers change only on restart");
+    }
+    if settings.log_format != was.log_format {
+        warn!("reload: the format of the events on stderr changes only on restart");
+    }
+    Ok(Runtime {
+        settings,
+        upstreams,
+    })
+}
+
+/// How long SIGHUP waits for the configuration (the file, the CA and certificate files it
+/// names) to be read and built before it gives up and keeps the running one.
+pub const RELOAD_TIME: Duration = Duration::from_secs(5);
 
 /// Binds the admin listener, warning when it is reachable from the network.
 async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, String> {
@@ -222,7 +236,7 @@ async fn wait_for_signals(args: &ProxyArgs, running: &Running) -> Result<(), Str
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(args, running),
+            _ = hup.recv() => reload(args, running).await,
         }
     }
 }
@@ -250,18 +264,33 @@ fn spawn_upkeep(
     })
 }
 
-/// SIGHUP: re-read the configuration; a bad one is logged and the running one stays.
-fn reload(args: &ProxyArgs, running: &Running) {
+/// SIGHUP: re-read the configuration; a bad one is logged and the running one stays. The files
+/// are read on a blocking thread, for at most [`RELOAD_TIME`]: a file that never answers (on a
+/// hung network mount, a FIFO named as the CA file) costs that, not the signals and the admin
+/// listener of this thread; what it yields after the deadline is dropped, never applied.
+async fn reload(args: &ProxyArgs, running: &Running) {
     let Some(path) = &args.config else {
         warn!("SIGHUP: no --config file to re-read; nothing changed");
         return;
     };
-    let result = config::resolve(args)
-        .map_err(|e| e.to_string())
-        .and_then(|s| running.reload(s));
-    match result {
-        Err(e) => error!("SIGHUP: {e}; keeping the running configuration"),
-        Ok(()) => info!("SIGHUP: reloaded {}", path.display()),
+    let (args, shared) = (args.clone(), running.shared.clone());
+    let job = tokio::task::spawn_blocking(move || {
+        let settings = config::resolve(&args).map_err(|e| e.to_string())?;
+        prepare(&shared, settings)
+    });
+    match tokio::time::timeout(RELOAD_TIME, job).await {
+        Err(_) => error!(
+            "SIGHUP: reading {} (and the files it names) took more than {} s; keeping the \
+             running configuration",
+            path.display(),
+            RELOAD_TIME.as_secs()
+        ),
+        Ok(Err(e)) => error!("SIGHUP: the reload failed ({e}); keeping the running configuration"),
+        Ok(Ok(Err(e))) => error!("SIGHUP: {e}; keeping the running configuration"),
+        Ok(Ok(Ok(next))) => {
+            running.shared.store(Arc::new(next));
+            info!("SIGHUP: reloaded {}", path.display());
+        }
     }
 }
 

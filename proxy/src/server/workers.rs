@@ -305,6 +305,7 @@ impl Worker {
         // connection's alone (the configuration's own count is shared by every thread).
         let ctx = Arc::new(Conn {
             rt: self.shared.load_full(),
+            shared: self.shared.clone(),
             worker: Arc::clone(&self.ctx),
             slot: Slot::new(self.index, hub.waker(hub::CONN)),
             timer: RequestTimer::default(),

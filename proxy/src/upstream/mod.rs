@@ -125,7 +125,7 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
         b = b.cache_file(f);
     }
     if let Some(url) = &ls.redis {
-        b = b.redis(url);
+        b = b.redis(&url.0);
     }
     if let Some(stall) = ls.stall_timeout {
         b = b.stall_timeout(Some(stall));

@@ -78,7 +78,8 @@ impl<K: Eq + Hash, T> Parked<K, T> {
         while found.is_none() {
             let mine = list.iter().rposition(|e| e.worker == worker);
             let Some(mut e) = (match mine {
-                Some(i) => Some(list.swap_remove(i)),
+                // `remove`, not `swap_remove`: the list stays oldest to newest.
+                Some(i) => Some(list.remove(i)),
                 None => list.pop(),
             }) else {
                 break;
@@ -150,6 +151,12 @@ mod tests {
             ),
             (&[("a", 0, 0), ("b", 1, 1)], 0, &["a", "b"]),
             (&[("a", 1, 0)], 7, &["a"]),
+            // Another worker's entry between two of the taker's does not change their order.
+            (
+                &[("a", 1, 0), ("b", 0, 1), ("c", 1, 2), ("d", 1, 3)],
+                1,
+                &["d", "c", "a", "b"],
+            ),
             (&[], 0, &[]),
         ];
         for (parked, worker, want) in rows {
@@ -162,6 +169,14 @@ mod tests {
             assert_eq!(&got, want, "{parked:?} taken by {worker}");
             assert!(p.is_empty());
         }
+    }
+
+    #[test]
+    fn after_another_workers_take_this_worker_still_gets_its_newest() {
+        let (p, t0) = pool(&[("a", 1, 0), ("b", 0, 1), ("c", 1, 2), ("d", 1, 3)]);
+        let now = t0 + Duration::from_secs(5);
+        assert_eq!(p.take("gw", 0, now, |_| true).map(|(n, _)| n), Some("b"));
+        assert_eq!(p.take("gw", 1, now, |_| true).map(|(n, _)| n), Some("d"));
     }
 
     #[test]

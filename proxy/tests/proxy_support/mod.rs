@@ -42,7 +42,19 @@ pub fn ca_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
 
 /// The proxy as this package builds it: the `tls-fallback-proxy` binary in the proxy package's
 /// tests, `tls-fallback proxy` in the CLI's (which share these helpers).
+///
+/// `TLS_FALLBACK_PROXY_BIN=PATH` runs another build instead (a `tls-fallback` CLI binary with
+/// its `proxy` subcommand, or a `tls-fallback-proxy`): how a test is shown to fail on old code.
 pub fn proxy_command() -> (&'static str, &'static [&'static str]) {
+    if let Ok(path) = std::env::var("TLS_FALLBACK_PROXY_BIN") {
+        let path: &'static str = Box::leak(path.into_boxed_str());
+        let prefix: &'static [&'static str] = if path.ends_with("/tls-fallback") {
+            &["proxy"]
+        } else {
+            &[]
+        };
+        return (path, prefix);
+    }
     match (
         option_env!("CARGO_BIN_EXE_tls-fallback-proxy"),
         option_env!("CARGO_BIN_EXE_tls-fallback"),
@@ -92,9 +104,23 @@ impl Proxy {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Proxy {
+        Proxy::start_wrapped(dir, &[], args).await
+    }
+
+    /// The proxy run by `wrapper` (e.g. `prlimit --nofile=256:256 --`), which must exec it
+    /// (so that its pid is the proxy's).
+    pub async fn start_wrapped(dir: tempfile::TempDir, wrapper: &[&str], args: &[&str]) -> Proxy {
         let ca = ca_file(&dir);
         let (program, prefix) = proxy_command();
-        let mut child = Command::new(program)
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        let mut child = command
             .args(prefix)
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .arg("--ca-file")

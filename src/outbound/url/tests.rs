@@ -97,6 +97,15 @@ fn a_bad_proxy_url_is_an_error_that_says_why_and_shows_no_password() {
         ("http://u:se/cret@proxy.corp", Err("percent-encode")),
         ("http://@proxy.corp", Err("nothing before '@'")),
         ("http://u:%FF@proxy.corp", Err("password is not UTF-8")),
+        // U+FFFD spelled out beside a byte that is not UTF-8: still not UTF-8.
+        (
+            "http://u:%EF%BF%BD%FF@proxy.corp",
+            Err("password is not UTF-8"),
+        ),
+        (
+            "http://%EF%BF%BD%C3:x@proxy.corp",
+            Err("user name is not UTF-8"),
+        ),
         (
             "http://%C3:secret@proxy.corp",
             Err("user name is not UTF-8"),
