@@ -50,10 +50,7 @@ async fn status_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_to_the_next_request_of_a_connection_opened_before_it() {
     let echo = Echo::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("proxy.toml");
-    std::fs::write(&cfg, "allow = [\"localhost\"]\n").unwrap();
-    let proxy = Proxy::start_in(dir, &["--config", cfg.to_str().unwrap()]).await;
+    let (proxy, cfg) = Proxy::with_config("allow = [\"localhost\"]\n").await;
     let url = echo.http_url("/echo");
     let mut conn = keep_alive(&proxy).await;
     assert_eq!(status_on(&mut conn, &url).await, 200);
@@ -210,10 +207,7 @@ async fn a_fifo_as_the_config_file_is_refused_at_start_and_on_reload_without_blo
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
     // On SIGHUP: the reload fails, logged; the proxy keeps serving and still stops on SIGTERM.
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("proxy.toml");
-    std::fs::write(&cfg, "allow = [\"localhost\"]\n").unwrap();
-    let mut proxy = Proxy::start_in(dir, &["--config", cfg.to_str().unwrap()]).await;
+    let (mut proxy, cfg) = Proxy::with_config("allow = [\"localhost\"]\n").await;
     mkfifo(&cfg);
     proxy.signal("HUP");
     let line = wait_line(&proxy.stderr, "keeping the running configuration").await;

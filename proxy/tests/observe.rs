@@ -4,24 +4,6 @@
 mod proxy_support;
 
 use proxy_support::*;
-use tls_fallback::testkit::{Emulator, Rule, TlsServer};
-use tls_fallback::TlsVersion::*;
-
-/// A TLS 1.0-1.3 server behind a box that closes every hello above TLS 1.0: the SCSV on the
-/// TLS 1.0 rung makes the server refuse it (inappropriate_fallback), a downgrade attack as
-/// the walk sees it.
-async fn downgrade_attack() -> (TlsServer, Emulator) {
-    let server = TlsServer::builder()
-        .min_version(Tls1_0)
-        .security_level(0)
-        .start()
-        .await
-        .unwrap();
-    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
-        .await
-        .unwrap();
-    (server, em)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downgrade_attack_logs_the_librarys_error_with_host_and_attempts_in_text_and_json() {

@@ -128,15 +128,7 @@ async fn refusals_connect_405_outside_allow_list_403_origin_form_400_and_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downgrade_attacker_gets_502_downgrade_detected_with_the_attempts() {
-    let server = TlsServer::builder()
-        .min_version(Tls1_0)
-        .security_level(0)
-        .start()
-        .await
-        .unwrap();
-    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
-        .await
-        .unwrap();
+    let (server, em) = downgrade_attack().await;
     let proxy = legacy_proxy().await;
     let (status, headers, body) = curl_via(
         &proxy,
@@ -434,10 +426,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rereads_the_config_and_a_bad_file_keeps_the_old_one() {
     let echo = Echo::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("proxy.toml");
-    std::fs::write(&cfg, "allow = [\"localhost\"]\n").unwrap();
-    let proxy = Proxy::start_in(dir, &["--config", cfg.to_str().unwrap()]).await;
+    let (proxy, cfg) = Proxy::with_config("allow = [\"localhost\"]\n").await;
     let url = echo.http_url("/echo");
     assert_eq!(curl_via(&proxy, &[], &url).await.0, 200);
     // A bad file: logged with file, line and key; the old allow-list stays.

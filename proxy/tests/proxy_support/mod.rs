@@ -620,6 +620,38 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A TLS 1.0-1.3 server behind a box that closes every hello above TLS 1.0: the SCSV on the
+/// TLS 1.0 rung makes the server refuse it (inappropriate_fallback), a downgrade attack as
+/// the walk sees it.
+pub async fn downgrade_attack() -> (
+    tls_fallback::testkit::TlsServer,
+    tls_fallback::testkit::Emulator,
+) {
+    use tls_fallback::testkit::{Emulator, Rule, TlsServer};
+    use tls_fallback::TlsVersion::Tls1_0;
+    let server = TlsServer::builder()
+        .min_version(Tls1_0)
+        .security_level(0)
+        .start()
+        .await
+        .unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
+        .await
+        .unwrap();
+    (server, em)
+}
+
+impl Proxy {
+    /// The proxy with `--config FILE` holding `text`; the file's path, to rewrite it.
+    pub async fn with_config(text: &str) -> (Proxy, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("proxy.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let proxy = Proxy::start_in(dir, &["--config", cfg.to_str().unwrap()]).await;
+        (proxy, cfg)
+    }
+}
+
 // The gateways and what the emulator sees, shared with the library's integration tests.
 #[path = "../../../tests/common/mod.rs"]
 mod common;
