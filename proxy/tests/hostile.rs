@@ -81,10 +81,24 @@ async fn idle_admin_connections_are_capped_and_timed_out_and_the_app_port_keeps_
     let dir = tempfile::tempdir().unwrap();
     let wrapper = ["prlimit", "--nofile=256:256", "--"];
     let proxy = Proxy::start_wrapped(dir, &wrapper, &["--allow", "localhost"]).await;
-    // 300 idle connections to the admin port: more than the proxy has descriptors for.
+    // 300 idle connections to the admin port, more than the proxy has descriptors for; the
+    // first is accepted first. Those the proxy neither accepts nor queues wait in the
+    // client's connect (2 s here).
+    let mut first = TcpStream::connect(proxy.admin).await.expect("connect");
+    let crowd: Vec<_> = (0..299)
+        .map(|_| {
+            let admin = proxy.admin;
+            tokio::spawn(tokio::time::timeout(
+                Duration::from_secs(2),
+                TcpStream::connect(admin),
+            ))
+        })
+        .collect();
     let mut idle = Vec::new();
-    for _ in 0..300 {
-        idle.push(TcpStream::connect(proxy.admin).await.expect("connect"));
+    for c in crowd {
+        if let Ok(Ok(Ok(tcp))) = c.await {
+            idle.push(tcp);
+        }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let url = echo.http_url("/echo");
@@ -95,7 +109,15 @@ async fn idle_admin_connections_are_capped_and_timed_out_and_the_app_port_keeps_
             "the app port serves"
         );
     }
-    // The idle ones are closed after the admin idle time (10 s); /healthz answers again.
+    // An idle admin connection is closed after the admin idle time (10 s).
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(15), first.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "closed by the proxy: {closed:?}"
+    );
+    // Once the crowd is gone, /healthz answers again.
+    drop(idle);
     let healthz = async {
         for _ in 0..40 {
             if proxy.admin_get("/healthz").await.0 == 200 {

@@ -50,12 +50,22 @@ pub struct Workers {
     pub local: SocketAddr,
 }
 
+/// App connections that may wait to be accepted (nginx listens with 511).
+pub const ACCEPT_QUEUE: i32 = 1024;
+
 /// Binds the proxy address once; every worker gets its own handle on the socket (the first
 /// worker free to accept takes a new connection, so a busy worker takes fewer).
 pub fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, String> {
     let fail = |e: std::io::Error| format!("cannot listen on {addr} (proxy): {e}");
     let first = std::net::TcpListener::bind(addr).map_err(fail)?;
     first.set_nonblocking(true).map_err(fail)?;
+    // The standard library listens with a queue of 128; apps past `max_connections` wait in
+    // it, and past it their connects are dropped and retried by their kernel (1 s, 3 s, ...).
+    // Listening again sets the queue's length (Linux; the kernel caps it at somaxconn).
+    // SAFETY: `listen` on a socket this function owns, with plain integer arguments.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&first), ACCEPT_QUEUE) } != 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
     let mut out = Vec::with_capacity(n);
     for _ in 1..n {
         out.push(first.try_clone().map_err(fail)?);
