@@ -485,3 +485,92 @@ async fn a_password_in_the_url_is_used_and_a_wrong_one_means_learning_alone() {
         "no password in the logs"
     );
 }
+
+/// A TCP relay in front of Redis that delays every answer by `delay` and keeps what clients
+/// sent, to see on the wire which commands a first contact makes.
+struct SlowRelay {
+    url: String,
+    sent: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SlowRelay {
+    async fn start(server: &RedisServer, delay: Duration) -> SlowRelay {
+        let upstream = server.url().trim_start_matches("redis://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&sent);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(redis) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut rr, mut rw) = redis.into_split();
+                let keep = Arc::clone(&keep);
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || rw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        keep.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = rr.read(&mut buf).await {
+                        tokio::time::sleep(delay).await;
+                        if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        SlowRelay { url, sent }
+    }
+
+    /// How many times the clients sent `needle` (a command and its key, as RESP bulk strings).
+    fn count(&self, needle: &str) -> usize {
+        let sent = String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned();
+        sent.matches(needle).count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_costs_a_first_contact_one_read_timeout_not_one_per_request() {
+    let server = RedisServer::start().expect("redis-server");
+    // Answers 200 ms late: past the 50 ms read timeout, well within the heartbeat's.
+    let relay = SlowRelay::start(&server, Duration::from_millis(200)).await;
+    let store = store(&relay.url);
+    assert!(
+        eventually(Duration::from_secs(5), || store
+            .shared_stats()
+            .is_some_and(|s| s.connected)),
+        "the heartbeat sees Redis up"
+    );
+    let key = HostKey::new("slow.example", 443);
+    let started = Instant::now();
+    // A request that runs out of the read timeout: the first contact walks alone.
+    assert!(
+        store.fetch_remote(&key).await.is_none(),
+        "the read times out"
+    );
+    let flight = store.fleet_flight(&key, Duration::from_secs(2)).await;
+    assert!(matches!(flight, FleetFlight::Alone), "{flight:?}");
+    // The next first contact within the second does not ask either.
+    let other = HostKey::new("slow2.example", 443);
+    assert!(store.fetch_remote(&other).await.is_none());
+    eprintln!("three requests in {:?}", started.elapsed());
+    // On the wire: one read (the decision key), no lock request after it timed out (the lock
+    // key names the host too), nothing for the second host.
+    assert_eq!(
+        relay.count("slow.example:443"),
+        1,
+        "one GETRANGE for the first host"
+    );
+    assert_eq!(relay.count("slow2.example"), 0, "nothing for the second");
+}

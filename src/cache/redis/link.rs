@@ -99,6 +99,10 @@ impl Counter {
 }
 
 /// Everything the store and its background loop share.
+/// How long first contacts walk alone, without asking Redis, after a request to it ran out of
+/// the read timeout.
+pub(crate) const SLOW_FOR: Duration = Duration::from_secs(1);
+
 pub(crate) struct Link {
     conn: ConnectionManager,
     pub(crate) rules: Rules,
@@ -111,6 +115,11 @@ pub(crate) struct Link {
     options: RedisOptions,
     /// The last heartbeat worked.
     pub(crate) up: AtomicBool,
+    /// Until when (Unix ms) Redis counts as slow: a read or lock request that ran out of the
+    /// read timeout makes first contacts walk alone, without asking, for [`SLOW_FOR`], so a
+    /// first contact adds at most one read timeout, not one for the read and one for the lock
+    /// (and not one each until the heartbeat marks Redis down).
+    slow_until: AtomicU64,
     /// A host concluded elsewhere (learned, forgotten, lock released): for fleet waiters.
     notes: broadcast::Sender<HostKey>,
     counters: [AtomicU64; 5],
@@ -170,6 +179,7 @@ pub(crate) fn start(
         me: instance_name(),
         options,
         up: AtomicBool::new(false),
+        slow_until: AtomicU64::new(0),
         notes: broadcast::channel(QUEUE).0,
         counters: Default::default(),
     });
@@ -411,10 +421,21 @@ impl Link {
         let _ = self.notes.send(key);
     }
 
+    /// Whether a first contact asks Redis: it is up, and no request ran out of time lately.
+    fn usable(&self) -> bool {
+        self.up.load(Ordering::Acquire) && unix_ms() >= self.slow_until.load(Ordering::Relaxed)
+    }
+
+    /// A request ran out of the read timeout: walk alone for [`SLOW_FOR`].
+    fn slow(&self) {
+        let until = unix_ms().saturating_add(SLOW_FOR.as_millis() as u64);
+        self.slow_until.fetch_max(until, Ordering::Relaxed);
+    }
+
     /// On a local miss: one read bounded by the read timeout, checked by the gate, kept in
     /// the local store. Nothing when Redis is known to be down (no added latency).
     pub(crate) async fn fetch(&self, key: &HostKey) -> Option<Arc<Decision>> {
-        if !self.up.load(Ordering::Acquire) {
+        if !self.usable() {
             return None;
         }
         let name = self.keys.decision(key);
@@ -432,6 +453,7 @@ impl Link {
             }
             Err(_) => {
                 self.count(Counter::Errors);
+                self.slow();
                 tracing::debug!(key = %name, "shared decision read timed out; walking alone");
                 return None;
             }
@@ -461,7 +483,7 @@ impl Link {
     /// `Some(false)` = another instance concluded while we waited; `None` = walk alone
     /// (Redis down or slow, or nothing came within `wait`).
     pub(crate) async fn flight(&self, key: &HostKey, wait: Duration) -> Option<bool> {
-        if !self.up.load(Ordering::Acquire) {
+        if !self.usable() {
             return None;
         }
         // Listen before asking: a release right after our failed SET is not missed.
@@ -478,8 +500,13 @@ impl Link {
         match taken.await {
             Ok(Ok(Some::<String>(_))) => return Some(true),
             Ok(Ok(None)) => {}
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(_)) => {
                 self.count(Counter::Errors);
+                return None;
+            }
+            Err(_) => {
+                self.count(Counter::Errors);
+                self.slow();
                 return None;
             }
         }
