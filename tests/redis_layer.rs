@@ -161,3 +161,52 @@ async fn requests_keep_succeeding_while_redis_is_down_and_sharing_resumes() {
         "sharing resumed after the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_decision_from_redis_is_verified_before_a_healthy_host_loses_its_full_hello() {
+    use tls_fallback::testkit::Emulator;
+    use tls_fallback::{Decision, DecisionStore, HostKey, Ladder, RedisOptions, RedisStore};
+    let redis = RedisServer::start().expect("redis-server");
+    let server = TlsServer::builder()
+        .start()
+        .await
+        .expect("a healthy TLS 1.3 server");
+    let em = Emulator::start(server.addr(), vec![])
+        .await
+        .expect("emulator");
+    let b = instance(&redis);
+    // A Redis writer (here a store of the same fleet) says the healthy host needs the compact
+    // hello: HTTP/1.1 only, no padding, two groups.
+    let ttl = Duration::from_secs(3600);
+    let writer = RedisStore::open(
+        RedisOptions::new(redis.url()),
+        &Ladder::default(),
+        b.policy(),
+        ttl,
+        100,
+    )
+    .expect("writer");
+    let key = HostKey::new("localhost", em.addr().port());
+    writer.put(
+        key,
+        Arc::new(Decision::new(1, "modern-compact".into(), "modern: reset")),
+    );
+    let received = eventually(Duration::from_secs(3), || {
+        b.stats().shared.is_some_and(|s| s.received >= 1)
+    });
+    assert!(received.await, "B received the forged decision");
+    // B's first contact walks from the top: the full hello works, and is what it uses.
+    let (res, _) = get(&client(&b), &em.url()).await.unwrap();
+    let info = tls(&res);
+    assert_eq!(&*info.profile, "modern", "{info:?}");
+    assert_eq!(info.handshakes(), 1);
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_3), false)],
+        "one full hello, no SCSV"
+    );
+    // And so does the next connection.
+    em.clear();
+    let (res, _) = get(&client(&b), &em.url()).await.unwrap();
+    assert_eq!(&*tls(&res).profile, "modern");
+}

@@ -164,6 +164,19 @@ impl Rules {
         Ok(())
     }
 
+    /// Whether rung `rung` only reshapes the hello of a rung above it with the same version
+    /// cap (`modern-compact` under `modern`): a fallback TLS_FALLBACK_SCSV cannot vouch for,
+    /// so a decision for it from outside is only a provisional one here (see
+    /// [`crate::cache::Decision::provisional`]).
+    pub(crate) fn reshapes(&self, rung: u8) -> bool {
+        let rung = usize::from(rung);
+        self.rungs.get(rung).is_some_and(|p| {
+            self.rungs[..rung]
+                .iter()
+                .any(|above| above.max_version() == p.max_version())
+        })
+    }
+
     /// A short, stable fingerprint of the ladder and the policy parts that decide which rungs
     /// a host may use: instances that differ there never share keys.
     pub(crate) fn fingerprint(&self) -> String {
@@ -282,6 +295,17 @@ mod tests {
         ));
         let ok = serde_json::to_vec(&decision(2, "tls12")).unwrap();
         assert_eq!(parse(&ok).map(|d| d.rung), Ok(2));
+    }
+
+    #[test]
+    fn a_rung_that_only_reshapes_the_hello_of_one_above_is_a_reshape() {
+        // The default ladder: modern, modern-compact, tls12, tls12-compact, tls11-legacy,
+        // tls10-legacy; and a rung past its end.
+        let r = rules(&[]);
+        let want = [false, true, false, true, false, false, false];
+        for (rung, want) in want.iter().enumerate() {
+            assert_eq!(r.reshapes(rung as u8), *want, "rung {rung}");
+        }
     }
 
     #[test]

@@ -395,12 +395,15 @@ impl Link {
                 // A local decision newer than the one announced stays, unless it is dated in
                 // the future (a forged date must not block the fleet's real decisions).
                 let now = unix_ms();
-                let newer_here = self.memory.get(&key).is_some_and(|d| {
+                let decision = self.as_local(decision);
+                // A decision of its own for the same rung, already confirmed here, stays too
+                // (a reshape is not made provisional again).
+                let keep_here = self.memory.get(&key).is_some_and(|d| {
                     !d.provisional
-                        && d.learned_at_ms > decision.learned_at_ms
-                        && d.learned_at_ms <= now
+                        && ((d.learned_at_ms > decision.learned_at_ms && d.learned_at_ms <= now)
+                            || (decision.provisional && d.rung == decision.rung))
                 });
-                if !newer_here {
+                if !keep_here {
                     self.memory.put(key.clone(), Arc::new(decision));
                 }
                 self.count(Counter::Received);
@@ -419,6 +422,18 @@ impl Link {
             Event::Done => {}
         }
         let _ = self.notes.send(key);
+    }
+
+    /// A decision from another instance as this one may use it: one for a rung that only
+    /// reshapes the hello (SCSV cannot vouch for it, and a Redis writer could use it to take
+    /// HTTP/2 or the post-quantum key share from a healthy host) is provisional here, so this
+    /// instance's next walk starts from the top and confirms it, or finds the rung above works.
+    fn as_local(&self, d: Decision) -> Decision {
+        if self.rules.reshapes(d.rung) && !d.provisional {
+            d.into_provisional()
+        } else {
+            d
+        }
     }
 
     /// Whether a first contact asks Redis: it is up, and no request ran out of time lately.
@@ -467,7 +482,7 @@ impl Link {
         });
         match checked {
             Ok(d) => {
-                let d = Arc::new(d);
+                let d = Arc::new(self.as_local(d));
                 self.memory.put(key.clone(), Arc::clone(&d));
                 self.count(Counter::Read);
                 Some(d)
