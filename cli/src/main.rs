@@ -23,7 +23,7 @@ use crate::output::{EXIT_FAILED, EXIT_OK};
 #[command(
     name = "tls-fallback",
     version,
-    about = "Safe per-host TLS fallback for fragile HTTPS gateways: fetch, probe, demo"
+    about = "Safe per-host TLS fallback for fragile HTTPS gateways: fetch, probe, demo, and an egress proxy"
 )]
 struct Cli {
     #[command(subcommand)]
