@@ -180,7 +180,7 @@ impl FallbackLayerBuilder {
         self
     }
 
-    /// Pins hosts matching the pattern to a version or a whole [`Profile`]: one attempt, no
+    /// Pins hosts matching the pattern to a version or a whole [`Profile`](crate::Profile): one attempt, no
     /// SCSV, no learning. The most specific pattern wins. Checked at [`build`](Self::build).
     ///
     /// A pin is an explicit choice and is not bound by the floor or the legacy gate: pinning a

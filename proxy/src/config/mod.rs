@@ -22,6 +22,9 @@ pub use error::ConfigError;
 /// `tls-fallback proxy` flags, and the top level of the `--config` file (the same names with
 /// `_` for `-`). A flag wins over the file, and list flags add to the file's lists. The file
 /// also holds a `[limits]` table and `[[host]]` sections, which have no flags.
+// The fields' docs are the flags' `--help` text, written for a terminal (`HOST[:PORT]`), not
+// rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(clap::Args, Deserialize, Debug, Clone, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyArgs {
