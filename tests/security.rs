@@ -83,15 +83,7 @@ async fn attacker_alerting_every_tls13_hello_gets_downgrade_detected_and_no_conn
 async fn attacker_closing_everything_above_tls10_cannot_push_a_tls13_server_to_tls10() {
     // The server would speak TLS 1.0 (security level 0) and the host may use legacy TLS: only
     // SCSV on the TLS 1.0 hello stops the attacker.
-    let server = TlsServer::builder()
-        .min_version(Tls1_0)
-        .security_level(0)
-        .start()
-        .await
-        .unwrap();
-    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
-        .await
-        .unwrap();
+    let (server, em) = downgrade_attack().await;
     let layer = builder().allow_legacy("localhost").build().unwrap();
     let err = tls_error(&get(&fresh_client(&layer), &em.url()).await.unwrap_err());
     assert_eq!(err.kind(), ErrorKind::DowngradeDetected, "{err}");

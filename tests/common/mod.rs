@@ -87,6 +87,22 @@ pub async fn legacy_gateway() -> (TlsServer, Emulator) {
     gateway_with(Rule::close_above(TlsVersion::Tls1_0)).await
 }
 
+/// A TLS 1.0-1.3 server (security level 0) behind a box that closes every hello above TLS
+/// 1.0: only the SCSV on the TLS 1.0 hello stops the walk (the server refuses it with
+/// inappropriate_fallback), a downgrade attack as the walk sees it.
+pub async fn downgrade_attack() -> (TlsServer, Emulator) {
+    let server = TlsServer::builder()
+        .min_version(TlsVersion::Tls1_0)
+        .security_level(0)
+        .start()
+        .await
+        .expect("server");
+    let em = Emulator::start(server.addr(), vec![Rule::close_above(TlsVersion::Tls1_0)])
+        .await
+        .expect("emulator");
+    (server, em)
+}
+
 /// A TLS 1.0-only server behind an emulator with this rule.
 pub async fn gateway_with(rule: Rule) -> (TlsServer, Emulator) {
     let server = TlsServer::only(TlsVersion::Tls1_0).await.expect("server");

@@ -620,27 +620,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A TLS 1.0-1.3 server behind a box that closes every hello above TLS 1.0: the SCSV on the
-/// TLS 1.0 rung makes the server refuse it (inappropriate_fallback), a downgrade attack as
-/// the walk sees it.
-pub async fn downgrade_attack() -> (
-    tls_fallback::testkit::TlsServer,
-    tls_fallback::testkit::Emulator,
-) {
-    use tls_fallback::testkit::{Emulator, Rule, TlsServer};
-    use tls_fallback::TlsVersion::Tls1_0;
-    let server = TlsServer::builder()
-        .min_version(Tls1_0)
-        .security_level(0)
-        .start()
-        .await
-        .unwrap();
-    let em = Emulator::start(server.addr(), vec![Rule::close_above(Tls1_0)])
-        .await
-        .unwrap();
-    (server, em)
-}
-
 impl Proxy {
     /// The proxy with `--config FILE` holding `text`; the file's path, to rewrite it.
     pub async fn with_config(text: &str) -> (Proxy, std::path::PathBuf) {
@@ -656,7 +635,7 @@ impl Proxy {
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 #[allow(unused_imports)] // each test file uses some of them
-pub use common::{gateway_with, ladder_seen, legacy_gateway, LEGACY_WALK};
+pub use common::{downgrade_attack, gateway_with, ladder_seen, legacy_gateway, LEGACY_WALK};
 
 /// A TLS upstream (`localhost` certificate) that answers each request head with the bytes
 /// `answer` gives for its path, as they are: for framing no HTTP library would write. It does
