@@ -67,6 +67,7 @@ mod client;
 mod config;
 mod connector;
 mod error;
+mod files;
 mod find;
 #[cfg(feature = "outbound")]
 pub mod outbound;

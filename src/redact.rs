@@ -14,7 +14,7 @@
 /// );
 /// ```
 pub fn url(s: &str) -> String {
-    hide_query_secrets(&userinfo_and_port(s))
+    userinfo_and_port(&hide_query_secrets(s))
 }
 
 /// Query parameters whose value is a credential.
@@ -22,11 +22,11 @@ const SECRET_PARAMS: [&str; 7] = [
     "pass", "password", "passwd", "user", "username", "token", "auth",
 ];
 
-/// `s` with the value of every [`SECRET_PARAMS`] parameter of its query as `***` (the query
-/// starts at the first `?` after the last `@`, so a `?` in a hidden password is not one).
+/// `s` with the value of every [`SECRET_PARAMS`] parameter after its first `?` as `***`: a
+/// query may hold an `@` (`?user=svc@corp`), and a `?` in a password followed by `pass=`
+/// only makes more hidden. Keys are compared percent-decoded (`p%61ss` is `pass` to redis-rs).
 fn hide_query_secrets(s: &str) -> String {
-    let from = s.rfind('@').map_or(0, |at| at + 1);
-    let Some(q) = s[from..].find('?').map(|q| from + q + 1) else {
+    let Some(q) = s.find('?').map(|q| q + 1) else {
         return s.to_string();
     };
     let (end, fragment) = match s[q..].find('#') {
@@ -36,13 +36,40 @@ fn hide_query_secrets(s: &str) -> String {
     let params: Vec<String> = s[q..end]
         .split('&')
         .map(|p| match p.split_once('=') {
-            Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
+            Some((k, _))
+                if SECRET_PARAMS.contains(&percent_decoded(k).to_ascii_lowercase().as_str()) =>
+            {
                 format!("{k}=***")
             }
             _ => p.to_string(),
         })
         .collect();
     format!("{}{}{fragment}", &s[..q], params.join("&"))
+}
+
+/// `%XX` escapes decoded (a key compared with [`SECRET_PARAMS`]; what is not an escape stays).
+fn percent_decoded(k: &str) -> String {
+    let b = k.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The userinfo and a port that is not a number, hidden.
@@ -130,6 +157,15 @@ mod tests {
                 "redis+unix:///r.sock?User=***&Password=***#x",
             ),
             ("redis://:p?ss@r:1/0?db=1", "redis://:***@r:1/0?db=1"),
+            // An '@' in the query, a percent-encoded key.
+            (
+                "redis+unix:///r.sock?user=svc@corp&pass=s3cret",
+                "redis+unix:///r.sock?user=***&pass=***",
+            ),
+            (
+                "redis+unix:///r.sock?p%61ss=s3cret&db=1",
+                "redis+unix:///r.sock?p%61ss=***&db=1",
+            ),
         ];
         for (u, shown) in rows {
             assert_eq!(url(u), shown, "{u}");

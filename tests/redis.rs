@@ -573,4 +573,12 @@ async fn a_slow_redis_costs_a_first_contact_one_read_timeout_not_one_per_request
         "one GETRANGE for the first host"
     );
     assert_eq!(relay.count("slow2.example"), 0, "nothing for the second");
+    // After the second, Redis is asked again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(store.fetch_remote(&other).await.is_none(), "still too slow");
+    assert_eq!(
+        relay.count("slow2.example"),
+        1,
+        "asked again after the slow window"
+    );
 }

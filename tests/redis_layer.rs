@@ -195,6 +195,21 @@ async fn a_compact_decision_from_redis_is_verified_before_a_healthy_host_loses_i
         b.stats().shared.is_some_and(|s| s.received >= 1)
     });
     assert!(received.await, "B received the forged decision");
+    // C starts after the message: its first contact reads the decision from Redis (the read on
+    // a miss), and walks from the top all the same.
+    let c = instance(&redis);
+    let (res, _) = get(&client(&c), &em.url()).await.unwrap();
+    assert_eq!(&*tls(&res).profile, "modern");
+    assert!(
+        c.stats().shared.is_some_and(|s| s.read >= 1),
+        "C read it from Redis"
+    );
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_3), false)],
+        "one full hello, no SCSV"
+    );
+    em.clear();
     // B's first contact walks from the top: the full hello works, and is what it uses.
     let (res, _) = get(&client(&b), &em.url()).await.unwrap();
     let info = tls(&res);

@@ -40,7 +40,13 @@ pub fn main(args: ProxyArgs) -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(server::run(args)),
+        Ok(rt) => {
+            let code = rt.block_on(server::run(args));
+            // A reload abandoned after its deadline may still be blocked in a read (a file on
+            // a hung mount): dropping the runtime would wait for it forever.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
+        }
         Err(e) => {
             eprintln!("tls-fallback proxy: error: cannot start the async runtime: {e}");
             ExitCode::from(1)

@@ -93,11 +93,7 @@ pub async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> 
     let rt = &*current;
     let started = Instant::now();
     let method = req.method().clone();
-    let limit = conn.rt.settings.limits.max_header_bytes;
-    let route = match head_size(&req) {
-        n if n > limit => too_large(n, limit),
-        _ => route::decide(&rt.settings.routing, req.method(), req.uri()),
-    };
+    let route = route::decide(&rt.settings.routing, req.method(), req.uri());
     let (res, dest, info) = match route {
         Route::Refuse { status, reason } => (refusal(status, &reason), None, None),
         Route::Forward { uri, dest } => {
@@ -130,35 +126,6 @@ pub async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> 
         },
     );
     res
-}
-
-/// The size of a request head as the app wrote it (request line, headers, the blank line),
-/// give or take the spaces around header values. hyper refuses a head larger than its buffer
-/// only when it is still incomplete once the buffer is full: a large head that arrives in one
-/// read could pass, so the limit is checked again here, whatever the reads were.
-pub fn head_size<B>(req: &Request<B>) -> usize {
-    let uri = req.uri();
-    let target = uri.scheme_str().map_or(0, |s| s.len() + "://".len())
-        + uri.authority().map_or(0, |a| a.as_str().len())
-        + uri.path_and_query().map_or(0, |p| p.as_str().len());
-    let line = req.method().as_str().len() + target + " HTTP/1.1\r\n ".len();
-    let fields: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + ": \r\n".len())
-        .sum();
-    line + fields + 2
-}
-
-/// The refusal of a head past the limit: 431 (RFC 6585).
-fn too_large(size: usize, limit: usize) -> Route {
-    Route::Refuse {
-        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        reason: format!(
-            "the request head is about {size} bytes, more than the proxy's max_header_bytes \
-             ({limit})"
-        ),
-    }
 }
 
 /// The access log line of a request whose app hung up before its answer was ready: status 499,

@@ -150,10 +150,11 @@ async fn the_descriptor_limit_is_raised_and_max_connections_fits_what_is_left() 
     // A hard limit too small for 1024 connections lowers max_connections, and says so.
     let dir = tempfile::tempdir().unwrap();
     let wrapper = ["prlimit", "--nofile=256:256", "--"];
-    let proxy = Proxy::start_wrapped(dir, &wrapper, &["--allow", "localhost"]).await;
+    let args = ["--allow", "localhost", "--workers", "2"];
+    let proxy = Proxy::start_wrapped(dir, &wrapper, &args).await;
     let line = wait_line(&proxy.stderr, "max_connections lowered").await;
     let line = line.expect("the lowering is logged");
-    assert!(line.contains("from 1024 to 42"), "{line}");
+    assert!(line.contains("from 1024 to 40"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,6 +236,17 @@ async fn a_fifo_as_the_config_file_is_refused_at_start_and_on_reload_without_blo
     let line = wait_line(&proxy.stderr, "keeping the running configuration").await;
     assert!(line.expect("logged").contains("not a regular file"));
     assert_eq!(proxy.admin_get("/healthz").await.0, 200);
+    // A FIFO named as the client certificate: the reload fails at once too (it used to block
+    // a thread past the reload's deadline, and with it the exit).
+    let fifo = cfg.with_file_name("client.fifo");
+    mkfifo(&fifo);
+    std::fs::remove_file(&cfg).unwrap(); // the FIFO: a write to it would wait for a reader
+    let text = format!("allow = [\"localhost\"]\nclient_cert = {fifo:?}\nclient_key = {fifo:?}\n");
+    std::fs::write(&cfg, text).unwrap();
+    proxy.signal("HUP");
+    let line = wait_line(&proxy.stderr, "client.fifo").await;
+    let line = line.unwrap_or_else(|| panic!("{:?}", proxy.stderr.lock().unwrap()));
+    assert!(line.contains("not a regular file"), "{line}");
     proxy.signal("TERM");
     assert_eq!(proxy.exit_code(10).await, Some(0));
 }

@@ -76,15 +76,16 @@ pub enum ConfigError {
 }
 
 /// Text from the file (a key, a TOML message quoting it, a path) as it goes into one log line:
-/// control characters escaped, so that a quoted key holding a newline cannot forge a line of
-/// the log.
-fn shown(text: &dyn std::fmt::Display) -> String {
+/// control characters (and the Unicode line and paragraph separators) escaped, so that a
+/// quoted key or a path holding a newline cannot forge a line of the log.
+pub fn shown(text: &dyn std::fmt::Display) -> String {
     let text = text.to_string();
-    if !text.chars().any(char::is_control) {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.chars().any(unsafe_char) {
         return text;
     }
     text.chars()
-        .map(|c| match c.is_control() {
+        .map(|c| match unsafe_char(c) {
             true => c.escape_default().to_string(),
             false => c.to_string(),
         })

@@ -17,7 +17,7 @@ use tls_fallback::{HostPattern, TlsVersion};
 
 use crate::route::{Dest, Routing};
 
-pub use error::ConfigError;
+pub use error::{shown, ConfigError};
 
 /// `tls-fallback proxy` flags, and the top level of the `--config` file (the same names with
 /// `_` for `-`). A flag wins over the file, and list flags add to the file's lists. The file
@@ -274,15 +274,21 @@ pub fn resolve(args: &ProxyArgs) -> Result<Settings, ConfigError> {
 /// The largest configuration file read.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Reads the configuration file, if it is a regular file of at most [`MAX_FILE_BYTES`]: opened
-/// without blocking (a FIFO put in its place would otherwise hold the reader until someone
-/// writes to it), then checked before a byte is read.
+/// Reads the configuration file as text (see [`read_bytes`]).
 fn read_file(path: &std::path::Path) -> std::io::Result<String> {
+    String::from_utf8(read_bytes(path)?).map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
+/// Reads a file the configuration names (the file itself, a client certificate or key), if it
+/// is a regular file of at most [`MAX_FILE_BYTES`]: opened without blocking and without
+/// becoming a controlling terminal (a FIFO or a device put in its place would otherwise hold
+/// the reader until someone writes to it), then checked before a byte is read.
+pub fn read_bytes(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -296,14 +302,14 @@ fn read_file(path: &std::path::Path) -> std::io::Result<String> {
             meta.len()
         )));
     }
-    let mut text = String::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE_BYTES {
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(std::io::Error::other(
             "it grew past the limit while being read",
         ));
     }
-    Ok(text)
+    Ok(bytes)
 }
 
 #[cfg(test)]

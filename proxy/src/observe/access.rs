@@ -73,6 +73,20 @@ fn host_label(host: &str) -> &str {
     "other"
 }
 
+/// The `status` label: a status HTTP defines, or the proxy's own 499 and 444, as itself; any
+/// other (an upstream may send 100 to 999) as its class, `2xx`...: a bounded set.
+fn status_label(status: u16) -> String {
+    let known = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .is_some();
+    if known || matches!(status, 444 | 499) {
+        status.to_string()
+    } else {
+        format!("{}xx", status / 100)
+    }
+}
+
 impl Meters {
     fn count(&mut self, e: &Entry) {
         let host = if e.host.is_empty() { "-" } else { e.host };
@@ -86,7 +100,7 @@ impl Meters {
             h.duration.record(seconds);
             return;
         }
-        let status = e.status.to_string();
+        let status = status_label(e.status);
         let label = host_label(host);
         let h = Handles {
             host: host.into(),

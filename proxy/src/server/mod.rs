@@ -41,18 +41,18 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
     };
     observe::init_tracing(settings.log_format, "info");
     let mut settings = settings;
-    fds::fit_connections(&mut settings.limits.max_connections);
+    fds::fit_connections(&mut settings.limits.max_connections, settings.workers);
     let running = match start(settings).await {
         Ok(r) => r,
         Err(e) => {
-            error!("{e}");
+            error!("{}", config::shown(&e));
             return ExitCode::from(e.exit_code());
         }
     };
     match wait_for_signals(&args, &running).await {
         Ok(()) => {}
         Err(e) => {
-            error!("{e}");
+            error!("{}", config::shown(&e));
             return ExitCode::from(1);
         }
     }
@@ -155,11 +155,12 @@ pub async fn start(settings: config::Settings) -> Result<Running, StartError> {
 
 impl Running {
     /// Runs with these settings from now on, keeping the layers whose settings did not change
-    /// (and what they learned); a connection keeps the configuration it started with. The
-    /// listen and admin addresses and the number of workers stay as they are.
+    /// (and what they learned): every request after this, on new and open app connections
+    /// alike (an open connection keeps only its own limits). The listen and admin addresses
+    /// and the number of workers stay as they are.
     pub fn reload(&self, settings: config::Settings) -> Result<(), String> {
         let next = prepare(&self.shared, settings)?;
-        self.shared.store(Arc::new(next));
+        install(&self.shared, next);
         Ok(())
     }
 
@@ -206,6 +207,12 @@ fn prepare(shared: &Shared, settings: config::Settings) -> Result<Runtime, Strin
     })
 }
 
+/// Makes `next` the running configuration and retires the layers it did not keep.
+fn install(shared: &Shared, next: Runtime) {
+    let old = shared.swap(Arc::new(next));
+    old.upstreams.retire_unkept(&shared.load().upstreams);
+}
+
 /// How long SIGHUP waits for the configuration (the file, the CA and certificate files it
 /// names) to be read and built before it gives up and keeps the running one.
 pub const RELOAD_TIME: Duration = Duration::from_secs(5);
@@ -232,11 +239,20 @@ async fn wait_for_signals(args: &ProxyArgs, running: &Running) -> Result<(), Str
         sig(SignalKind::interrupt())?,
         sig(SignalKind::hangup())?,
     );
+    // A reload runs beside the signals (SIGTERM is not held up by a slow one), one at a time.
+    let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(args, running).await,
+            _ = hup.recv() => {
+                if reloading.as_ref().is_some_and(|r| !r.is_finished()) {
+                    warn!("SIGHUP: the previous reload is still running; this one is ignored");
+                    continue;
+                }
+                let (args, shared) = (args.clone(), running.shared.clone());
+                reloading = Some(tokio::spawn(async move { reload(&args, &shared).await }));
+            }
         }
     }
 }
@@ -268,13 +284,14 @@ fn spawn_upkeep(
 /// are read on a blocking thread, for at most [`RELOAD_TIME`]: a file that never answers (on a
 /// hung network mount, a FIFO named as the CA file) costs that, not the signals and the admin
 /// listener of this thread; what it yields after the deadline is dropped, never applied.
-async fn reload(args: &ProxyArgs, running: &Running) {
+async fn reload(args: &ProxyArgs, shared: &Shared) {
     let Some(path) = &args.config else {
         warn!("SIGHUP: no --config file to re-read; nothing changed");
         return;
     };
-    let (args, shared) = (args.clone(), running.shared.clone());
+    let (args, next_for) = (args.clone(), shared.clone());
     let job = tokio::task::spawn_blocking(move || {
+        let shared = next_for;
         let settings = config::resolve(&args).map_err(|e| e.to_string())?;
         prepare(&shared, settings)
     });
@@ -286,9 +303,12 @@ async fn reload(args: &ProxyArgs, running: &Running) {
             RELOAD_TIME.as_secs()
         ),
         Ok(Err(e)) => error!("SIGHUP: the reload failed ({e}); keeping the running configuration"),
-        Ok(Ok(Err(e))) => error!("SIGHUP: {e}; keeping the running configuration"),
+        Ok(Ok(Err(e))) => error!(
+            "SIGHUP: {}; keeping the running configuration",
+            config::shown(&e)
+        ),
         Ok(Ok(Ok(next))) => {
-            running.shared.store(Arc::new(next));
+            install(shared, next);
             info!("SIGHUP: reloaded {}", path.display());
         }
     }

@@ -330,6 +330,8 @@ impl Worker {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.idle_timeout)
             .max_buf_size(limits.max_header_bytes)
+            // The head's exact size as the parser read it, however it arrived: 431 past it.
+            .max_header_size(limits.max_header_bytes)
             .keep_alive(true)
             .serve_connection(TokioIo::new(tcp), svc);
         let mut stop = self.stop.clone();

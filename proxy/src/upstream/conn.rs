@@ -116,6 +116,9 @@ pub struct Connections {
     idle_timeout: Duration,
     parked: Parked<String, H1>,
     h2: Mutex<HashMap<String, SharedH2>>,
+    /// Set when a reload replaced this layer: nothing is parked here any more (nobody would
+    /// take it, or prune it).
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Connections {
@@ -124,12 +127,14 @@ impl Connections {
         connector: FallbackConnector<ViaConnector>,
         idle_timeout: Duration,
         max_idle_per_host: usize,
+        max_idle: usize,
     ) -> Connections {
         Connections {
             connector,
             idle_timeout,
-            parked: Parked::new(idle_timeout, max_idle_per_host),
+            parked: Parked::new(idle_timeout, max_idle_per_host, max_idle),
             h2: Mutex::default(),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -151,9 +156,18 @@ impl Connections {
     }
 
     /// Parks an idle connection made on `worker`'s event loop (closed if the upstream has
-    /// enough parked).
+    /// enough parked, or this layer was retired).
     pub fn park(&self, authority: String, h1: H1, worker: usize) {
-        self.parked.put(authority, h1, worker, Instant::now());
+        if !self.retired.load(Ordering::Relaxed) {
+            self.parked.put(authority, h1, worker, Instant::now());
+        }
+    }
+
+    /// A reload replaced this layer: closes what is parked, and parks nothing from now on.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.parked.prune(Instant::now(), |_| false);
+        lock(&self.h2).clear();
     }
 
     /// The shared h2 connection to `authority`, if one is open.

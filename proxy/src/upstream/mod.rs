@@ -71,7 +71,7 @@ impl Upstreams {
         let make = |ls: &LayerSettings| -> Result<Arc<Built>, String> {
             match reuse(ls) {
                 Some(b) => Ok(b),
-                None => build_one(ls).map(Arc::new),
+                None => build_one(ls, s.limits.max_connections).map(Arc::new),
             }
         };
         let default = make(&s.layer)?;
@@ -90,6 +90,16 @@ impl Upstreams {
             .map_or(&*self.default, |(_, b)| &**b)
     }
 
+    /// Retires the layers of this configuration that `next` does not keep (their parked
+    /// connections are closed).
+    pub fn retire_unkept(&self, next: &Upstreams) {
+        for old in self.all() {
+            if !next.all().iter().any(|n| std::ptr::eq(*n, old)) {
+                old.pool.retire();
+            }
+        }
+    }
+
     /// Every layer once.
     pub fn all(&self) -> Vec<&Built> {
         let mut v: Vec<&Built> = vec![&self.default];
@@ -102,7 +112,9 @@ impl Upstreams {
     }
 }
 
-fn build_one(ls: &LayerSettings) -> Result<Built, String> {
+/// One layer; its pool parks at most `max_idle` connections in all (as many as app
+/// connections may be open: the descriptor budget counts one parked connection for each).
+fn build_one(ls: &LayerSettings, max_idle: usize) -> Result<Built, String> {
     let mut b = FallbackLayer::builder()
         .handshake_timeout(ls.handshake_timeout)
         .enable_http2(true);
@@ -111,7 +123,8 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
     }
     if let Some((cert, key)) = &ls.client_identity {
         let read = |what: &str, p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| format!("cannot read the {what} {}: {e}", p.display()))
+            crate::config::read_bytes(p)
+                .map_err(|e| format!("cannot read the {what} {}: {e}", p.display()))
         };
         b = b.client_identity_pem(read("client certificate", cert)?, read("client key", key)?);
     }
@@ -138,7 +151,7 @@ fn build_one(ls: &LayerSettings) -> Result<Built, String> {
     }
     let layer = b.build().map_err(|e| e.to_string())?;
     let tcp = via::connector(ls.via.as_ref())?;
-    let pool = Connections::new(layer.layer(tcp), POOL_IDLE, POOL_MAX_PER_HOST);
+    let pool = Connections::new(layer.layer(tcp), POOL_IDLE, POOL_MAX_PER_HOST, max_idle);
     Ok(Built {
         settings: ls.clone(),
         layer,

@@ -19,6 +19,7 @@ use crate::lock;
 pub struct Parked<K, T> {
     idle_timeout: Duration,
     max_per_key: usize,
+    max_total: usize,
     map: Mutex<HashMap<K, Vec<Entry<T>>>>,
 }
 
@@ -31,19 +32,23 @@ struct Entry<T> {
 
 impl<K: Eq + Hash, T> Parked<K, T> {
     /// An empty pool: items idle for `idle_timeout` are dropped, and at most `max_per_key`
-    /// wait per key.
-    pub fn new(idle_timeout: Duration, max_per_key: usize) -> Self {
+    /// wait per key, `max_total` in all (each holds a file descriptor).
+    pub fn new(idle_timeout: Duration, max_per_key: usize, max_total: usize) -> Self {
         Parked {
             idle_timeout,
             max_per_key,
+            max_total,
             map: Mutex::default(),
         }
     }
 
     /// Parks `item` under `key`, made on `worker`, at `now`; `false` (and the item dropped)
-    /// when the key has as many as it may keep.
+    /// when the key, or the pool, has as many as it may keep.
     pub fn put(&self, key: K, item: T, worker: usize, now: Instant) -> bool {
         let mut map = lock(&self.map);
+        if map.values().map(Vec::len).sum::<usize>() >= self.max_total {
+            return false;
+        }
         let list = map.entry(key).or_default();
         if list.len() >= self.max_per_key {
             return false;
@@ -125,7 +130,7 @@ mod tests {
     fn pool(
         items: &[(&'static str, usize, u64)],
     ) -> (Parked<String, (&'static str, bool)>, Instant) {
-        let p = Parked::new(IDLE, 4);
+        let p = Parked::new(IDLE, 4, 100);
         let t0 = Instant::now();
         for &(name, worker, at) in items {
             let now = t0 + Duration::from_secs(at);
@@ -197,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_key_keeps_at_most_its_share_and_prune_drops_the_idle_and_the_dead() {
-        let p = Parked::new(IDLE, 2);
+        let p = Parked::new(IDLE, 2, 4);
         let t0 = Instant::now();
         assert!(p.put("a", 1, 0, t0));
         assert!(p.put("a", 2, 0, t0 + Duration::from_secs(10)));
@@ -205,6 +210,7 @@ mod tests {
         assert!(p.put("b", 4, 1, t0 + Duration::from_secs(10)));
         assert!(p.put("b", 5, 1, t0 + Duration::from_secs(10)));
         assert_eq!(p.len(), 4);
+        assert!(!p.put("c", 6, 0, t0), "the pool's total is reached");
         // At t0 + 35 s item 1 is past the idle timeout; item 5 is dead.
         p.prune(t0 + Duration::from_secs(35), |n| *n != 5);
         assert_eq!(p.len(), 2);

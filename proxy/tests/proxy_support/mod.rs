@@ -199,6 +199,8 @@ impl Proxy {
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let r = curl(&[
             "-sS",
+            "--max-time",
+            "10",
             "-w",
             "\n%{http_code}",
             &format!("http://{}{path}", self.admin),

@@ -115,11 +115,14 @@ pub(crate) struct Link {
     options: RedisOptions,
     /// The last heartbeat worked.
     pub(crate) up: AtomicBool,
-    /// Until when (Unix ms) Redis counts as slow: a read or lock request that ran out of the
+    /// Until when (ms since `born`, a monotonic clock: a wall clock stepped back would stop
+    /// the asking for as long) Redis counts as slow: a read or lock request that ran out of the
     /// read timeout makes first contacts walk alone, without asking, for [`SLOW_FOR`], so a
     /// first contact adds at most one read timeout, not one for the read and one for the lock
     /// (and not one each until the heartbeat marks Redis down).
     slow_until: AtomicU64,
+    /// When this link was made: the origin of `slow_until`.
+    born: std::time::Instant,
     /// A host concluded elsewhere (learned, forgotten, lock released): for fleet waiters.
     notes: broadcast::Sender<HostKey>,
     counters: [AtomicU64; 5],
@@ -180,6 +183,7 @@ pub(crate) fn start(
         options,
         up: AtomicBool::new(false),
         slow_until: AtomicU64::new(0),
+        born: std::time::Instant::now(),
         notes: broadcast::channel(QUEUE).0,
         counters: Default::default(),
     });
@@ -438,12 +442,17 @@ impl Link {
 
     /// Whether a first contact asks Redis: it is up, and no request ran out of time lately.
     fn usable(&self) -> bool {
-        self.up.load(Ordering::Acquire) && unix_ms() >= self.slow_until.load(Ordering::Relaxed)
+        self.up.load(Ordering::Acquire) && self.age_ms() >= self.slow_until.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds since this link was made.
+    fn age_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A request ran out of the read timeout: walk alone for [`SLOW_FOR`].
     fn slow(&self) {
-        let until = unix_ms().saturating_add(SLOW_FOR.as_millis() as u64);
+        let until = self.age_ms().saturating_add(SLOW_FOR.as_millis() as u64);
         self.slow_until.fetch_max(until, Ordering::Relaxed);
     }
 
@@ -463,6 +472,10 @@ impl Link {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 self.count(Counter::Errors);
+                if e.is_timeout() {
+                    // The client's own response timeout, when it is the shorter one.
+                    self.slow();
+                }
                 tracing::debug!(key = %name, error = %e, "shared decision read failed");
                 return None;
             }
@@ -515,8 +528,11 @@ impl Link {
         match taken.await {
             Ok(Ok(Some::<String>(_))) => return Some(true),
             Ok(Ok(None)) => {}
-            Ok(Err(_)) => {
+            Ok(Err(e)) => {
                 self.count(Counter::Errors);
+                if e.is_timeout() {
+                    self.slow();
+                }
                 return None;
             }
             Err(_) => {

@@ -1,0 +1,61 @@
+//! Reading a small file the user named (a CA bundle) safely: only a regular file, opened
+//! without blocking (a FIFO or a device in its place is an error, never a wait that holds a
+//! reload or a start), at most a bounded size.
+
+use std::io::Read;
+use std::path::Path;
+
+/// The largest such file read: far more than a CA bundle needs (Mozilla's is about 220 KB).
+pub(crate) const MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The file's bytes, if it is a regular file of at most [`MAX_BYTES`].
+pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, a device or a directory is never read)",
+        ));
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {MAX_BYTES} read",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(std::io::Error::other(
+            "it grew past the limit while being read",
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_regular_file_is_read_and_a_fifo_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("ca.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let e = read_small(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = read_small(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, b"pem").unwrap();
+        assert_eq!(read_small(&file).unwrap(), b"pem");
+    }
+}
