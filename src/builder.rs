@@ -368,7 +368,7 @@ impl FallbackLayerBuilder {
     fn roots(&self) -> Result<Vec<X509>, Error> {
         let mut roots = self.roots.clone();
         for path in &self.ca_files {
-            let pem = crate::files::read_small(path).map_err(|e| {
+            let pem = crate::files::read_bounded(path, crate::files::MAX_BYTES).map_err(|e| {
                 Error::Config(format!("cannot read CA file {}: {e}", path.display()))
             })?;
             let certs = X509::stack_from_pem(&pem).map_err(|e| {

@@ -1,15 +1,28 @@
-//! Reading a small file the user named (a CA bundle) safely: only a regular file, opened
-//! without blocking (a FIFO or a device in its place is an error, never a wait that holds a
-//! reload or a start), at most a bounded size.
+//! Reading a small file the user named (a CA bundle, a client key, a configuration file)
+//! safely: only a regular file, opened without blocking and without becoming a controlling
+//! terminal (a FIFO or a device in its place is an error, never a wait that holds a reload or
+//! a start), at most a bounded size.
 
 use std::io::Read;
 use std::path::Path;
 
-/// The largest such file read: far more than a CA bundle needs (Mozilla's is about 220 KB).
+/// The largest CA file read: far more than a bundle needs (Mozilla's is about 220 KB).
 pub(crate) const MAX_BYTES: u64 = 4 * 1024 * 1024;
 
-/// The file's bytes, if it is a regular file of at most [`MAX_BYTES`].
-pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+/// The file's bytes, if it is a regular file of at most `max` bytes; otherwise an error that
+/// says why (`not a regular file ...`, `N bytes, more than the M read`). What the crate reads
+/// a CA file with, for programs that read the files their settings name the same way.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("tls-fallback-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let file = dir.join("roots.pem");
+/// std::fs::write(&file, b"pem").unwrap();
+/// assert_eq!(tls_fallback::read_bounded_file(&file, 1024).unwrap(), b"pem");
+/// assert!(tls_fallback::read_bounded_file(&dir, 1024).is_err(), "a directory is refused");
+/// assert!(tls_fallback::read_bounded_file(&file, 2).is_err(), "too large");
+/// ```
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -24,15 +37,15 @@ pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
             "not a regular file (a FIFO, a device or a directory is never read)",
         ));
     }
-    if meta.len() > MAX_BYTES {
+    if meta.len() > max {
         return Err(std::io::Error::other(format!(
-            "{} bytes, more than the {MAX_BYTES} read",
+            "{} bytes, more than the {max} read",
             meta.len()
         )));
     }
     let mut bytes = Vec::new();
-    file.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_BYTES {
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
         return Err(std::io::Error::other(
             "it grew past the limit while being read",
         ));
@@ -50,12 +63,12 @@ mod tests {
         let fifo = dir.path().join("ca.fifo");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-        let e = read_small(&fifo).unwrap_err();
+        let e = read_bounded(&fifo, MAX_BYTES).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
-        let e = read_small(dir.path()).unwrap_err();
+        let e = read_bounded(dir.path(), MAX_BYTES).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
         let file = dir.path().join("ca.pem");
         std::fs::write(&file, b"pem").unwrap();
-        assert_eq!(read_small(&file).unwrap(), b"pem");
+        assert_eq!(read_bounded(&file, MAX_BYTES).unwrap(), b"pem");
     }
 }

@@ -96,6 +96,7 @@ pub use classify::{Outcome, Verdict};
 pub use client::{Client, ClientBuilder, RequestBuilder, RequestError, Response};
 pub use connector::{FallbackConnector, FallbackLayer};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
+pub use files::read_bounded as read_bounded_file;
 pub use find::{error_chain, ErrorChain};
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, Pin};

@@ -279,37 +279,12 @@ fn read_file(path: &std::path::Path) -> std::io::Result<String> {
     String::from_utf8(read_bytes(path)?).map_err(|_| std::io::Error::other("not UTF-8 text"))
 }
 
-/// Reads a file the configuration names (the file itself, a client certificate or key), if it
-/// is a regular file of at most [`MAX_FILE_BYTES`]: opened without blocking and without
-/// becoming a controlling terminal (a FIFO or a device put in its place would otherwise hold
-/// the reader until someone writes to it), then checked before a byte is read.
+/// Reads a file the configuration names (the file itself, a client certificate or key): a
+/// regular file of at most [`MAX_FILE_BYTES`], never blocking (a FIFO put in its place would
+/// otherwise hold the reader until someone writes to it); see
+/// [`tls_fallback::read_bounded_file`].
 pub fn read_bytes(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other(
-            "not a regular file (a FIFO, a device or a directory is never read)",
-        ));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(std::io::Error::other(format!(
-            "{} bytes, more than the {MAX_FILE_BYTES} a configuration file may have",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(std::io::Error::other(
-            "it grew past the limit while being read",
-        ));
-    }
-    Ok(bytes)
+    tls_fallback::read_bounded_file(path, MAX_FILE_BYTES)
 }
 
 #[cfg(test)]
