@@ -134,7 +134,10 @@ impl ErrorKind {
 /// }
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `{:?}` prints the same story as `{}` (what `main` returning `Result<_, Box<dyn Error>>`
+/// shows after `Error: `, as with anyhow); `{:#?}` prints the fields.
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The server or the path sent a downgrade signal; nothing was learned and the host's
@@ -321,8 +324,9 @@ impl fmt::Display for Error {
                 attempts,
             } => write!(
                 f,
-                "could not connect to {host}: {source} (not a TLS problem: check the address, \
-                 port, firewall or proxy){attempts}"
+                "could not connect to {host}: {} (not a TLS problem: check the address, \
+                 port, firewall or proxy){attempts}",
+                crate::error_chain(&**source)
             ),
             Error::Handshake { host, attempts } => handshake(f, host, attempts),
             Error::InvalidUri { uri, reason } => write!(f, "invalid URI {uri:?}: {reason}"),
@@ -372,6 +376,86 @@ fn handshake(f: &mut fmt::Formatter<'_>, host: &str, attempts: &Attempts) -> fmt
              {host}`.{attempts}",
             last.map_or_else(|| "none".to_string(), |o| o.to_string())
         )
+    }
+}
+
+/// The story (`Display`), or with `{:#?}` the variant and its fields.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
+        fn with_floor(
+            f: &mut fmt::Formatter<'_>,
+            name: &str,
+            host: &str,
+            floor: &TlsVersion,
+            attempts: &Attempts,
+        ) -> fmt::Result {
+            f.debug_struct(name)
+                .field("host", &host)
+                .field("floor", floor)
+                .field("attempts", attempts)
+                .finish()
+        }
+        match self {
+            Error::BelowFloor {
+                host,
+                floor,
+                attempts,
+            } => with_floor(f, "BelowFloor", host, floor, attempts),
+            Error::NoTlsAnswer {
+                host,
+                floor,
+                attempts,
+            } => with_floor(f, "NoTlsAnswer", host, floor, attempts),
+            Error::LegacyNotAllowed {
+                host,
+                floor,
+                attempts,
+            } => with_floor(f, "LegacyNotAllowed", host, floor, attempts),
+            Error::DowngradeDetected { host, attempts }
+            | Error::Certificate { host, attempts }
+            | Error::Timeout { host, attempts }
+            | Error::Handshake { host, attempts } => f
+                .debug_struct(self.variant_name())
+                .field("host", host)
+                .field("attempts", attempts)
+                .finish(),
+            Error::Connect {
+                host,
+                source,
+                attempts,
+            } => f
+                .debug_struct("Connect")
+                .field("host", host)
+                .field("source", source)
+                .field("attempts", attempts)
+                .finish(),
+            Error::InvalidUri { uri, reason } => f
+                .debug_struct("InvalidUri")
+                .field("uri", uri)
+                .field("reason", reason)
+                .finish(),
+            Error::Config(msg) => f.debug_tuple("Config").field(msg).finish(),
+        }
+    }
+}
+
+impl Error {
+    fn variant_name(&self) -> &'static str {
+        match self {
+            Error::DowngradeDetected { .. } => "DowngradeDetected",
+            Error::BelowFloor { .. } => "BelowFloor",
+            Error::NoTlsAnswer { .. } => "NoTlsAnswer",
+            Error::LegacyNotAllowed { .. } => "LegacyNotAllowed",
+            Error::Certificate { .. } => "Certificate",
+            Error::Timeout { .. } => "Timeout",
+            Error::Connect { .. } => "Connect",
+            Error::Handshake { .. } => "Handshake",
+            Error::InvalidUri { .. } => "InvalidUri",
+            Error::Config(_) => "Config",
+        }
     }
 }
 

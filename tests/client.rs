@@ -359,6 +359,59 @@ async fn tls_failures_carry_the_connection_message_and_are_found_by_error_find()
     );
 }
 
+/// The README's Quick start returns `Result<(), Box<dyn Error + Send + Sync>>` from `main`, and
+/// std prints a failure as `Error: {:?}`: that must be the story, not the struct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_in_debug_form_is_the_story_main_prints() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (_server, em) = common::legacy_gateway().await;
+    let client = client_with(builder().build().unwrap(), Duration::from_secs(30), 1 << 20);
+    let refused = format!("https://127.0.0.1:{port}/pay");
+    // (url, how the story starts, words in it, the connection error's variant)
+    let rows = [
+        (
+            refused.clone(),
+            format!("connect (GET {refused}): could not connect to 127.0.0.1:{port}: "),
+            "Connection refused",
+            "Connect {",
+        ),
+        (
+            em.url(),
+            format!("below_floor (GET {}): every hello to ", em.url()),
+            "allow legacy TLS",
+            "BelowFloor {",
+        ),
+    ];
+    for (url, start, words, variant) in rows {
+        let err = client.get(&url).send().await.unwrap_err();
+        let inner = err.connection_error().cloned().expect("a connection error");
+        let boxed: Box<dyn std::error::Error + Send + Sync> = err.into();
+        let printed = format!("Error: {boxed:?}");
+        assert!(printed.starts_with(&format!("Error: {start}")), "{printed}");
+        assert!(printed.contains(words), "{printed}");
+        assert!(
+            printed.contains("\n  1. modern (up to TLS 1.3): "),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains("RequestError") && !printed.contains("kind:"),
+            "{printed}"
+        );
+        assert_eq!(format!("{boxed:?}"), boxed.to_string());
+        // The README's own-hyper-stack snippet returns the connector's error: the same.
+        assert_eq!(format!("{inner:?}"), inner.to_string());
+        // The fields stay reachable with {:#?}.
+        let fields = format!("{boxed:#?}");
+        assert!(
+            fields.starts_with("RequestError {") && fields.contains(variant),
+            "{fields}"
+        );
+        assert!(format!("{inner:#?}").starts_with(variant), "{inner:#?}");
+    }
+}
+
 #[tokio::test]
 async fn bad_input_says_what_is_wrong_and_what_is_expected() {
     let client = Client::new(builder().build().unwrap());

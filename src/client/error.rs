@@ -27,7 +27,9 @@ use crate::stream::{ConnectionUse, TlsInfo};
 /// }
 /// # }
 /// ```
-#[derive(Debug)]
+///
+/// `{:?}` prints the same story as `{}`, so a `main` that returns `Result<_, Box<dyn Error>>`
+/// shows it after `Error: ` (as anyhow does); `{:#?}` prints the fields.
 pub struct RequestError {
     pub(crate) kind: ErrorKind,
     pub(crate) method: Method,
@@ -212,6 +214,23 @@ impl fmt::Display for RequestError {
             What::Redirect(why) => write!(f, "{why}"),
             What::BadInput(why) => write!(f, "{why}"),
         }
+    }
+}
+
+/// The story (`Display`), or with `{:#?}` the struct and its fields.
+impl fmt::Debug for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
+        f.debug_struct("RequestError")
+            .field("kind", &self.kind)
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("what", &self.what)
+            .field("tls", &self.tls)
+            .field("connection", &self.connection)
+            .finish()
     }
 }
 

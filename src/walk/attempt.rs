@@ -107,7 +107,8 @@ where
     let tcp = match tcp_connect(&mut inner, uri, timeout).await {
         Ok(tcp) => tcp,
         Err(e) => {
-            let detail = e.to_string();
+            // The whole chain: hyper-util's "tcp connect error" alone does not say refused.
+            let detail = crate::error_chain(&*e);
             return Tried {
                 attempt: record(Outcome::Connect { detail }),
                 result: Err(AttemptError::Connect(e)),
