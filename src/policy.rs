@@ -213,6 +213,27 @@ fn valid_label(label: &str) -> bool {
         && !label.ends_with('-')
 }
 
+/// Why a URL is not a pattern, with the patterns it probably meant (`https://pay.example/v1`:
+/// `"pay.example"` or `"pay.example:443"`); `None` if `t` does not look like a URL.
+fn url_given(t: &str) -> Option<String> {
+    let (scheme, _) = t.split_once("://")?;
+    let what = "it looks like a URL; a pattern is a host with an optional port, without scheme \
+                or path";
+    let uri = t.parse::<Uri>().ok();
+    let Some(host) = uri.as_ref().and_then(Uri::host) else {
+        return Some(format!("{what}: \"host\" or \"host:443\""));
+    };
+    let host = host.to_ascii_lowercase();
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => 80,
+        _ => 443,
+    };
+    let port = uri.and_then(|u| u.port_u16()).unwrap_or(default_port);
+    Some(format!(
+        "{what}: \"{host}\" (every port) or \"{host}:{port}\" (port {port} only)"
+    ))
+}
+
 impl FromStr for HostPattern {
     type Err = PatternError;
 
@@ -224,6 +245,14 @@ impl FromStr for HostPattern {
         let t = s.trim();
         if t.is_empty() {
             return Err(err("it is empty"));
+        }
+        if let Some(reason) = url_given(t) {
+            return Err(err(&reason));
+        }
+        if let Some((host, _)) = t.split_once('/') {
+            return Err(err(&format!(
+                "a pattern is a host with an optional port, without a path: \"{host}\""
+            )));
         }
         // Split off the port: `[v6]:port`, `host:port`; a bare IPv6 literal has several colons.
         let (host, port) = if let Some(rest) = t.strip_prefix('[') {
@@ -242,7 +271,10 @@ impl FromStr for HostPattern {
             }
         } else if t.matches(':').count() > 1 {
             if t.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(err("too many ':' (write IPv6 with a port as [addr]:port)"));
+                return Err(err(
+                    "too many ':': a pattern is \"host\" or \"host:443\" (an IPv6 address \
+                     with a port is \"[addr]:443\")",
+                ));
             }
             (t.to_string(), None)
         } else if let Some((h, p)) = t.rsplit_once(':') {
@@ -474,6 +506,62 @@ mod tests {
             let e = bad.parse::<HostPattern>().expect_err(bad);
             assert!(!e.reason.is_empty());
             assert!(e.to_string().contains("invalid host pattern"));
+        }
+    }
+
+    #[test]
+    fn a_url_or_a_path_is_refused_with_the_pattern_it_meant() {
+        let url = "it looks like a URL; a pattern is a host with an optional port, without \
+                   scheme or path: ";
+        // (given, the reason)
+        let rows = [
+            (
+                "https://pay.example/",
+                format!("{url}\"pay.example\" (every port) or \"pay.example:443\" (port 443 only)"),
+            ),
+            (
+                " HTTPS://Pay.Example:8443/v1/payments?x=1 ",
+                format!(
+                    "{url}\"pay.example\" (every port) or \"pay.example:8443\" (port 8443 only)"
+                ),
+            ),
+            (
+                "http://pay.example",
+                format!("{url}\"pay.example\" (every port) or \"pay.example:80\" (port 80 only)"),
+            ),
+            (
+                "https://[::1]:8443/",
+                format!("{url}\"[::1]\" (every port) or \"[::1]:8443\" (port 8443 only)"),
+            ),
+            (
+                "https://user@pay.example/",
+                format!("{url}\"pay.example\" (every port) or \"pay.example:443\" (port 443 only)"),
+            ),
+            ("https://", format!("{url}\"host\" or \"host:443\"")),
+            (
+                "pay.example/v1",
+                "a pattern is a host with an optional port, without a path: \"pay.example\"".into(),
+            ),
+            (
+                "pay.example:8443/",
+                "a pattern is a host with an optional port, without a path: \"pay.example:8443\""
+                    .into(),
+            ),
+            (
+                "pay.example:1:2",
+                "too many ':': a pattern is \"host\" or \"host:443\" (an IPv6 address with a \
+                 port is \"[addr]:443\")"
+                    .into(),
+            ),
+        ];
+        for (given, reason) in rows {
+            let e = given.parse::<HostPattern>().expect_err(given);
+            assert_eq!(e.reason, reason, "{given}");
+            // Every pattern the reason suggests is one.
+            let quoted = reason.split('"').skip(1).step_by(2);
+            for suggested in quoted.filter(|q| !q.contains("host") && !q.contains("addr")) {
+                assert!(suggested.parse::<HostPattern>().is_ok(), "{suggested}");
+            }
         }
     }
 

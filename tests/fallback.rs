@@ -406,6 +406,22 @@ fn invalid_pins_and_patterns_are_rejected_when_building() {
         assert_eq!(err.kind(), ErrorKind::BadInput);
         assert!(err.to_string().contains("invalid host pattern"), "{err}");
     }
+    // A URL where a pattern belongs: say so, and show the pattern.
+    let cases = [
+        builder().allow_legacy("https://pay.example/").build(),
+        builder().pin("https://pay.example/v1", Tls1_0).build(),
+    ];
+    for result in cases {
+        let err = result.expect_err("a URL is not a pattern");
+        assert_eq!(err.kind(), ErrorKind::BadInput);
+        assert!(
+            err.to_string().contains(
+                "it looks like a URL; a pattern is a host with an optional port, without scheme \
+                 or path: \"pay.example\" (every port) or \"pay.example:443\" (port 443 only)"
+            ),
+            "{err}"
+        );
+    }
     let err = builder()
         .ca_file("/nonexistent/roots.pem")
         .build()

@@ -317,6 +317,12 @@ async fn every_bad_input_says_what_is_wrong_and_what_is_expected() {
             "1.5 is not a TLS version; expected 1.0, 1.1, 1.2 or 1.3",
         ),
         (&["get", u, "--pin", "a b=1.0"], 2, "invalid host pattern"),
+        (
+            &["get", u, "--pin", "https://x.example:8443/=1.0"],
+            2,
+            "it looks like a URL; a pattern is a host with an optional port, without scheme or \
+             path: \"x.example\" (every port) or \"x.example:8443\" (port 8443 only)",
+        ),
         (&["get", u, "--pin", "x.example"], 2, "HOST[:PORT]=VERSION"),
         (
             &["get", u, "--floor", "1.5"],

@@ -494,6 +494,11 @@ async fn bad_startup_configurations_exit_2_with_a_clear_message() {
             "--listen-public",
         ),
         (&["--allow", "bad host"], "--allow: invalid host pattern"),
+        (
+            &["--allow", "https://gateway.example/"],
+            "it looks like a URL; a pattern is a host with an optional port, without scheme or \
+             path: \"gateway.example\" (every port) or \"gateway.example:443\" (port 443 only)",
+        ),
         (&["--upstream", "http://a"], "must start with https://"),
         (
             &["--allow", "a", "--via", "socks4://p:1"],
