@@ -3,8 +3,9 @@
 //! terminal (a FIFO or a device in its place is an error, never a wait that holds a reload or
 //! a start), at most a bounded size.
 
-use std::io::Read;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 /// The largest CA file read: far more than a bundle needs (Mozilla's is about 220 KB).
 pub(crate) const MAX_BYTES: u64 = 4 * 1024 * 1024;
@@ -51,6 +52,54 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// Replaces the file at `path` with `body`: a new file with a random name next to it (created
+/// exclusively, never through a link, mode 0600), synced, then renamed over `path`. A crash
+/// never leaves half a file, and a link planted at `path` is replaced, never followed. How the
+/// decision file is written, for programs that write a private file the same way (the
+/// proxy's interception CA key).
+pub fn replace_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let (tmp, mut file) = create_temporary(path)?;
+    let written = (|| {
+        file.write_all(body)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// A new file `<path>.<16 random hex digits>.tmp`; a few tries if a name is taken.
+pub(crate) fn create_temporary(path: &Path) -> std::io::Result<(PathBuf, File)> {
+    let mut last = None;
+    for _ in 0..4 {
+        let mut random = [0u8; 8];
+        openssl::rand::rand_bytes(&mut random).map_err(std::io::Error::other)?;
+        let mut name = path.as_os_str().to_owned();
+        name.push(".");
+        for b in random {
+            name.push(format!("{b:02x}"));
+        }
+        name.push(".tmp");
+        let tmp = PathBuf::from(name);
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        match options.open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
 }
 
 #[cfg(test)]

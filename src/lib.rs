@@ -97,9 +97,10 @@ pub use client::{Client, ClientBuilder, RequestBuilder, RequestError, Response};
 pub use connector::{FallbackConnector, FallbackLayer};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
 pub use files::read_bounded as read_bounded_file;
+pub use files::replace_private as write_private_file;
 pub use find::{error_chain, ErrorChain};
 #[doc(inline)]
-pub use policy::{HostKey, HostPattern, Pin};
+pub use policy::{HostKey, HostPattern, PatternHost, Pin};
 pub use profile::{Ladder, ParseVersionError, Profile, TlsVersion};
 pub use redact::url as redact_url;
 pub use stats::{metric_names, HostStats, Stats};

@@ -129,6 +129,20 @@ enum HostMatch {
     Suffix(String),
 }
 
+/// The host part of a [`HostPattern`] ([`HostPattern::host`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternHost<'a> {
+    /// `*`: every host.
+    Any,
+    /// One name (lowercase).
+    Exact(&'a str),
+    /// One IP address, whatever its spelling.
+    Ip(IpAddr),
+    /// `*.example.com`: every name ending in `.example.com` (this holds `example.com`), not
+    /// `example.com` itself.
+    Suffix(&'a str),
+}
+
 /// A host pattern: `api.example.com`, `*.example.com`, either with `:port`, an IP literal
 /// (`127.0.0.1`, `[::1]:8443`), or `*` for every host.
 ///
@@ -168,6 +182,22 @@ impl HostPattern {
                     && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
             }
         }
+    }
+
+    /// The host part of the pattern, for code that must express the same set of hosts in
+    /// another form (the proxy's interception CA writes it as X.509 name constraints).
+    pub fn host(&self) -> PatternHost<'_> {
+        match &self.host {
+            HostMatch::Any => PatternHost::Any,
+            HostMatch::Exact(h) => PatternHost::Exact(h),
+            HostMatch::Ip(ip) => PatternHost::Ip(*ip),
+            HostMatch::Suffix(s) => PatternHost::Suffix(s),
+        }
+    }
+
+    /// The port the pattern is limited to, if any.
+    pub fn port(&self) -> Option<u16> {
+        self.port
     }
 
     pub(crate) fn matches_key(&self, key: &HostKey) -> bool {

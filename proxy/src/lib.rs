@@ -10,6 +10,7 @@
 //! | [`service`] | one request: route, headers, upstream under the timeout, answer, access log |
 //! | [`route`] | where a request may go: a pure rule from the request line to a URI or a refusal |
 //! | [`headers`] | hop-by-hop headers and the `x-tls-fallback-*` ones |
+//! | [`intercept`] | `CONNECT`: the local CA, its leaves, the TLS accept, `--tunnel` |
 //! | [`upstream`] | the fallback layers, their connections, one exchange, the drain |
 //! | [`config`] | flags and the TOML file into one checked [`config::Settings`] |
 //! | [`runtime`] | the running configuration, swapped whole on reload |
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod config;
 pub mod headers;
+pub mod intercept;
 pub mod observe;
 pub mod route;
 pub mod runtime;
@@ -36,6 +38,9 @@ pub use config::ProxyArgs;
 /// on worker threads of its own (`--workers`); this thread's runtime only keeps the signals,
 /// the admin listener and the reloads (idle runtime threads next to the workers cost them time).
 pub fn main(args: ProxyArgs) -> ExitCode {
+    if let Some(cmd) = &args.command {
+        return intercept::init::run(cmd);
+    }
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

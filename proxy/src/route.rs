@@ -80,13 +80,43 @@ impl Dest {
     }
 }
 
-/// What the routing rule needs: the allow-list and the upstream, if any.
+/// What the routing rule needs: the allow-list, the upstream, the tunnel list and whether
+/// CONNECT is intercepted.
 #[derive(Debug, Clone, Default)]
 pub struct Routing {
-    /// Hosts forward mode may reach.
+    /// Hosts forward mode (and interception) may reach.
     pub allow: Vec<HostPattern>,
     /// Where origin-form requests go.
     pub upstream: Option<Arc<Dest>>,
+    /// Hosts CONNECT may reach as a plain byte tunnel.
+    pub tunnel: Vec<HostPattern>,
+    /// CONNECT to an allowed host is intercepted (`--intercept-ca`).
+    pub intercept: bool,
+}
+
+impl Routing {
+    /// Whether requests may reach `host:port`: the upstream, or a host in the allow-list.
+    fn permits(&self, host: &str, port: u16) -> bool {
+        self.upstream
+            .as_ref()
+            .is_some_and(|u| u.host == host && u.port == port)
+            || self.allow.iter().any(|p| p.matches(host, port))
+    }
+
+    /// The upstream for `host:port` if requests may reach it ([`Routing::permits`]).
+    fn allows(&self, host: &str, port: u16) -> Option<Arc<Dest>> {
+        if let Some(up) = self
+            .upstream
+            .as_ref()
+            .filter(|u| u.host == host && u.port == port)
+        {
+            return Some(Arc::clone(up));
+        }
+        if !self.allow.iter().any(|p| p.matches(host, port)) {
+            return None;
+        }
+        Dest::new(host.to_string(), port).ok().map(Arc::new)
+    }
 }
 
 /// The routing decision for one request.
@@ -99,9 +129,20 @@ pub enum Route {
         /// The upstream.
         dest: Arc<Dest>,
     },
+    /// `CONNECT` to an allowed host: answer 200, accept the app's TLS with a leaf from the
+    /// local CA, and send the requests inside to this upstream as [`Route::Forward`] does.
+    Intercept {
+        /// The upstream.
+        dest: Arc<Dest>,
+    },
+    /// `CONNECT` to a `--tunnel` host: answer 200 and relay bytes, nothing intercepted.
+    Tunnel {
+        /// Where the tunnel goes.
+        dest: Arc<Dest>,
+    },
     /// Answer it here with this status and explanation; nothing is connected.
     Refuse {
-        /// 400, 403 or 405.
+        /// 400, 403, 405 or 421.
         status: StatusCode,
         /// Why, in words for the app's developer.
         reason: String,
@@ -151,7 +192,11 @@ fn forward(dest: Arc<Dest>, pq: Option<&PathAndQuery>) -> Route {
 ///
 /// | request | decision |
 /// |---|---|
-/// | `CONNECT` | 405: the proxy must originate TLS to fall back |
+/// | `CONNECT h:p`, `h:p` allowed, `--intercept-ca` given | intercept, then `https://h:p` |
+/// | `CONNECT h:p`, `h:p` in `--tunnel` (and not intercepted) | a byte tunnel to `h:p` |
+/// | `CONNECT h:p`, allowed, no `--intercept-ca` | 405: how to turn interception on |
+/// | `CONNECT h:p`, neither allowed nor a tunnel | 403, nothing connected |
+/// | `CONNECT h` (no port) | 400 |
 /// | `http://h[:p]/x` or `https://h[:p]/x`, `h:p` allowed | `https://h:p/x` (port 443 by default) |
 /// | the same, not allowed | 403, nothing connected |
 /// | another scheme, or no host | 400 |
@@ -159,12 +204,7 @@ fn forward(dest: Arc<Dest>, pq: Option<&PathAndQuery>) -> Route {
 /// | `/x` without one, or `*` | 400 |
 pub fn decide(routing: &Routing, method: &Method, uri: &Uri) -> Route {
     if method == Method::CONNECT {
-        return refuse(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported: this proxy originates TLS itself, so that it can fall \
-             back per host; send http:// URLs through it (for example curl -x with \
-             http://host/path) and it connects with https://",
-        );
+        return connect(routing, uri);
     }
     match uri.scheme_str() {
         Some("http") | Some("https") => absolute(routing, uri),
@@ -176,35 +216,141 @@ pub fn decide(routing: &Routing, method: &Method, uri: &Uri) -> Route {
     }
 }
 
+/// The host (normalised) and port of a request target's authority, if it has a host.
+fn host_port(auth: &Authority) -> Option<(String, Option<u16>)> {
+    let host = normalize_host(auth.host());
+    (!host.is_empty()).then(|| (host, auth.port_u16()))
+}
+
+fn connect(routing: &Routing, uri: &Uri) -> Route {
+    let Some((host, port)) = uri.authority().and_then(host_port) else {
+        return refuse(StatusCode::BAD_REQUEST, "CONNECT needs a target HOST:PORT");
+    };
+    let Some(port) = port else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("CONNECT needs a port: {host}:443"),
+        );
+    };
+    let allowed = routing.allows(&host, port);
+    if let Some(dest) = allowed.clone().filter(|_| routing.intercept) {
+        return Route::Intercept { dest };
+    }
+    if routing.tunnel.iter().any(|p| p.matches(&host, port)) {
+        return match Dest::new(host, port) {
+            Ok(dest) => Route::Tunnel {
+                dest: Arc::new(dest),
+            },
+            Err(e) => refuse(StatusCode::BAD_REQUEST, e),
+        };
+    }
+    let target = authority(&host, port);
+    if allowed.is_some() {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "CONNECT to {target} is not intercepted: start the proxy with --intercept-ca DIR \
+                 (made by `tls-fallback proxy ca init`) so that apps keep their https:// URLs, \
+                 or send http:// URLs through it (curl -x ... http://{target}/path) and it \
+                 connects with https://"
+            ),
+        );
+    }
+    refuse(
+        StatusCode::FORBIDDEN,
+        format!("{target} is in neither this proxy's allow-list (--allow) nor its --tunnel list"),
+    )
+}
+
 fn absolute(routing: &Routing, uri: &Uri) -> Route {
-    let Some(auth) = uri.authority() else {
+    let Some((host, port)) = uri.authority().and_then(host_port) else {
         return refuse(StatusCode::BAD_REQUEST, "the request URI has no host");
     };
-    let host = normalize_host(auth.host());
-    if host.is_empty() {
-        return refuse(StatusCode::BAD_REQUEST, "the request URI has no host");
-    }
-    let port = auth.port_u16().unwrap_or(443);
-    if let Some(up) = routing
-        .upstream
-        .as_ref()
-        .filter(|u| u.host == host && u.port == port)
-    {
-        return forward(Arc::clone(up), uri.path_and_query());
-    }
-    if !routing.allow.iter().any(|p| p.matches(&host, port)) {
-        return refuse(
+    let port = port.unwrap_or(443);
+    match routing.allows(&host, port) {
+        Some(dest) => forward(dest, uri.path_and_query()),
+        None if Dest::new(host.clone(), port).is_err() => refuse(
+            StatusCode::BAD_REQUEST,
+            format!("invalid host {host:?} in the request URI"),
+        ),
+        None => refuse(
             StatusCode::FORBIDDEN,
             format!(
                 "{} is not in this proxy's allow-list (--allow)",
                 authority(&host, port)
             ),
+        ),
+    }
+}
+
+/// Decides where a request inside an intercepted `CONNECT` to `dest` goes: always to `dest`,
+/// if the running configuration still allows it (a reload applies to open tunnels too).
+///
+/// | request inside the tunnel | decision |
+/// |---|---|
+/// | interception turned off, or `dest` no longer allowed, by a reload | 403 |
+/// | `CONNECT` | 405 |
+/// | `/x`, `Host` absent or naming `dest` (any port, or its own) | `https://dest/x` |
+/// | `https://dest/x` (absolute form) | `https://dest/x` |
+/// | a `Host` or an absolute URI naming another host or port | 421 Misdirected Request |
+/// | `*`, another form | 400 |
+pub fn inside(
+    routing: &Routing,
+    dest: &Arc<Dest>,
+    method: &Method,
+    uri: &Uri,
+    host_header: Option<&HeaderValue>,
+) -> Route {
+    let here = authority(&dest.host, dest.port);
+    if !routing.intercept {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!("interception was turned off by a reload: reconnect to reach {here}"),
         );
     }
-    match Dest::new(host, port) {
-        Ok(dest) => forward(Arc::new(dest), uri.path_and_query()),
-        Err(e) => refuse(StatusCode::BAD_REQUEST, e),
+    if !routing.permits(&dest.host, dest.port) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!("{here} is no longer in this proxy's allow-list (--allow)"),
+        );
     }
+    if method == Method::CONNECT {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT inside an intercepted CONNECT is not supported",
+        );
+    }
+    let names_dest = |auth: &Authority| {
+        host_port(auth).is_some_and(|(h, p)| h == dest.host && p.is_none_or(|p| p == dest.port))
+    };
+    let misdirected = || {
+        refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("this connection was opened (CONNECT) to {here}; open another for other hosts"),
+        )
+    };
+    let host = host_header.map(|v| v.to_str().ok().and_then(|s| s.parse::<Authority>().ok()));
+    match host {
+        Some(Some(auth)) if !names_dest(&auth) => return misdirected(),
+        Some(None) => return refuse(StatusCode::BAD_REQUEST, "the Host header is not a host"),
+        _ => {}
+    }
+    if let Some(auth) = uri.authority() {
+        if !names_dest(auth) {
+            return misdirected();
+        }
+        if !matches!(uri.scheme_str(), Some("https") | Some("http")) {
+            return refuse(StatusCode::BAD_REQUEST, "the request URI is not https://");
+        }
+        return forward(Arc::clone(dest), uri.path_and_query());
+    }
+    if !uri.path_and_query().is_some_and(|p| p.as_str().starts_with('/')) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the request target must be a path starting with /",
+        );
+    }
+    forward(Arc::clone(dest), uri.path_and_query())
 }
 
 fn origin(routing: &Routing, uri: &Uri) -> Route {
@@ -234,6 +380,7 @@ mod tests {
         Routing {
             allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
             upstream: upstream.map(|u| Arc::new(Dest::parse(u).unwrap())),
+            ..Routing::default()
         }
     }
 
@@ -264,6 +411,8 @@ mod tests {
         ("fwd", "GET", "/pay", Err(400)),
         ("fwd", "OPTIONS", "*", Err(400)),
         ("fwd", "CONNECT", "gw.example:443", Err(405)),
+        ("fwd", "CONNECT", "evil.example:443", Err(403)),
+        ("fwd", "CONNECT", "gw.example", Err(400)),
         ("up", "GET", "/pay?a=b", Ok("https://up.example:9443/pay?a=b")),
         ("up", "GET", "/", Ok("https://up.example:9443/")),
         ("up", "GET", "http://up.example:9443/x", Ok("https://up.example:9443/x")),
@@ -325,6 +474,85 @@ mod tests {
         assert!(reason(Method::CONNECT, "gw.example:443").contains("http://"));
         assert!(reason(Method::GET, "http://x.example/").contains("x.example"));
         assert!(reason(Method::GET, "/a").contains("--upstream"));
+    }
+
+    /// (allowed, tunnel, intercept, CONNECT target) -> the route's kind or refusal status.
+    #[test]
+    fn connect_by_allow_tunnel_and_interception() {
+        #[rustfmt::skip]
+        let rows: &[(bool, &str, Result<&str, u16>)] = &[
+            (true, "gw.example:443", Ok("intercept gw.example")),
+            (true, "gw.example:8443", Ok("intercept gw.example:8443")),
+            (true, "up.example:9443", Ok("intercept up.example:9443")),
+            (true, "cdn.example:443", Ok("tunnel cdn.example")),
+            (true, "evil.example:443", Err(403)),
+            (true, "gw.example", Err(400)),
+            (true, "[::1]:443", Err(403)),
+            (false, "gw.example:443", Err(405)),
+            (false, "cdn.example:443", Ok("tunnel cdn.example")),
+            (false, "evil.example:443", Err(403)),
+        ];
+        for (intercept, t, want) in rows {
+            let mut r = routing(&["gw.example"], Some("https://up.example:9443"));
+            r.tunnel = vec!["cdn.example".parse().unwrap()];
+            r.intercept = *intercept;
+            let got = decide(&r, &Method::CONNECT, &target(t));
+            let got = match &got {
+                Route::Intercept { dest } => Ok(format!("intercept {}", dest.authority)),
+                Route::Tunnel { dest } => Ok(format!("tunnel {}", dest.authority)),
+                Route::Refuse { status, .. } => Err(status.as_u16()),
+                Route::Forward { .. } => panic!("{t}: {got:?}"),
+            };
+            assert_eq!(got, want.map(str::to_string), "intercept={intercept} CONNECT {t}");
+        }
+        let r = routing(&["gw.example"], None);
+        let Route::Refuse { reason, .. } = decide(&r, &Method::CONNECT, &target("gw.example:443"))
+        else {
+            panic!()
+        };
+        assert!(reason.contains("--intercept-ca"), "{reason}");
+    }
+
+    /// (method, target, Host header) inside an intercepted CONNECT to gw.example:8443.
+    #[test]
+    fn requests_inside_an_intercepted_connect_go_to_its_host_only() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, Option<&str>, Result<&str, u16>)] = &[
+            ("GET", "/pay?a=1", Some("gw.example:8443"), Ok("https://gw.example:8443/pay?a=1")),
+            ("POST", "/pay", Some("GW.example"), Ok("https://gw.example:8443/pay")),
+            ("GET", "/pay", None, Ok("https://gw.example:8443/pay")),
+            ("GET", "https://gw.example:8443/x", None, Ok("https://gw.example:8443/x")),
+            ("GET", "/pay", Some("bank.example"), Err(421)),
+            ("GET", "/pay", Some("gw.example:443"), Err(421)),
+            ("GET", "https://bank.example/x", None, Err(421)),
+            ("GET", "/pay", Some("a b"), Err(400)),
+            ("OPTIONS", "*", None, Err(400)),
+            ("CONNECT", "gw.example:8443", None, Err(405)),
+        ];
+        let mut r = routing(&["gw.example"], None);
+        r.intercept = true;
+        let dest = Arc::new(Dest::new("gw.example".into(), 8443).unwrap());
+        for (method, t, host, want) in rows {
+            let host = host.map(|h| HeaderValue::from_str(h).unwrap());
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            let got = match inside(&r, &dest, &m, &target(t), host.as_ref()) {
+                Route::Forward { uri, .. } => Ok(uri.to_string()),
+                Route::Refuse { status, .. } => Err(status.as_u16()),
+                other => panic!("{method} {t}: {other:?}"),
+            };
+            assert_eq!(got, want.map(str::to_string), "{method} {t} Host {host:?}");
+        }
+        // A reload that removes the host, or turns interception off, applies inside too.
+        let gone = routing(&["other.example"], None);
+        let off = routing(&["gw.example"], None);
+        for r in [&gone, &off] {
+            let mut r = r.clone();
+            r.intercept = r.allow[0].to_string() != "gw.example";
+            match inside(&r, &dest, &Method::GET, &target("/"), None) {
+                Route::Refuse { status, .. } => assert_eq!(status, StatusCode::FORBIDDEN),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::Settings;
+use crate::intercept::Interceptor;
 use crate::upstream::Upstreams;
 
 /// The settings and the upstream layers they were built into.
@@ -15,6 +16,8 @@ pub struct Runtime {
     pub settings: Settings,
     /// The layers, their pools.
     pub upstreams: Upstreams,
+    /// The interception CA, with `--intercept-ca`.
+    pub intercept: Option<Interceptor>,
 }
 
 /// The running configuration, shared by the workers, the admin listener and the reloads.
@@ -23,4 +26,14 @@ pub type Shared = Arc<ArcSwap<Runtime>>;
 /// A new shared configuration.
 pub fn share(rt: Runtime) -> Shared {
     Arc::new(ArcSwap::from_pointee(rt))
+}
+
+/// The interception CA the settings name, loaded (`None` without `--intercept-ca`).
+pub fn interceptor(settings: &Settings) -> Result<Option<Interceptor>, String> {
+    match &settings.intercept_ca {
+        Some(dir) => Interceptor::load(dir, &settings.routing.allow)
+            .map(Some)
+            .map_err(|e| format!("--intercept-ca: {e}")),
+        None => Ok(None),
+    }
 }

@@ -7,7 +7,7 @@ pub mod answer;
 pub mod timer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http::header::HOST;
@@ -16,6 +16,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
 
 use crate::headers;
+use crate::intercept::{self, Pending};
 use crate::observe::access::{self, Entry};
 use crate::route::{self, Dest, Route};
 use crate::runtime::{Runtime, Shared};
@@ -55,9 +56,41 @@ pub struct Conn {
     pub slot: Slot,
     /// Its request timer.
     pub timer: RequestTimer,
+    /// The upstream of the intercepted `CONNECT` this connection runs inside, if it does.
+    pub inside: Option<Arc<Dest>>,
+    /// What a `CONNECT` answered 200 hands to the worker when the connection ends.
+    pub pending: Mutex<Option<Pending>>,
 }
 
 impl Conn {
+    /// A connection's context: `inside` an intercepted `CONNECT` to that upstream, or not.
+    pub fn new(
+        shared: &Shared,
+        worker: Arc<Worker>,
+        slot: Slot,
+        inside: Option<Arc<Dest>>,
+    ) -> Conn {
+        Conn {
+            rt: shared.load_full(),
+            shared: shared.clone(),
+            worker,
+            slot,
+            timer: RequestTimer::default(),
+            inside,
+            pending: Mutex::new(None),
+        }
+    }
+
+    /// Keeps what a `CONNECT` hands over, for the worker to run once the 200 is sent.
+    pub fn hand_over(&self, p: Pending) {
+        *crate::lock(&self.pending) = Some(p);
+    }
+
+    /// What a `CONNECT` handed over, if one did.
+    pub fn take_pending(&self) -> Option<Pending> {
+        crate::lock(&self.pending).take()
+    }
+
     /// The configuration for the next request: the connection's own while no reload happened
     /// since it was opened (a pointer comparison, no shared reference count touched per
     /// request), else the running one.
@@ -88,14 +121,23 @@ impl std::ops::Deref for Current<'_> {
 }
 
 /// Handles one app request.
-pub async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let current = conn.current();
     let rt = &*current;
     let started = Instant::now();
     let method = req.method().clone();
-    let route = route::decide(&rt.settings.routing, req.method(), req.uri());
+    let routing = &rt.settings.routing;
+    let route = match &conn.inside {
+        Some(dest) => route::inside(routing, dest, &method, req.uri(), req.headers().get(HOST)),
+        None => route::decide(routing, &method, req.uri()),
+    };
     let (res, dest, info) = match route {
         Route::Refuse { status, reason } => (refusal(status, &reason), None, None),
+        Route::Intercept { dest } => (intercept::open(conn, rt, &mut req, &dest), Some(dest), None),
+        Route::Tunnel { dest } => {
+            let res = intercept::tunnel::open(conn, rt, &mut req, &dest).await;
+            (res, Some(dest), None)
+        }
         Route::Forward { uri, dest } => {
             let mut unanswered = Unanswered {
                 conn,

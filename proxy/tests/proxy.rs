@@ -78,13 +78,14 @@ async fn python_post_through_a_fallback_is_delivered_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusals_connect_405_outside_allow_list_403_origin_form_400_and_nothing_connected() {
+async fn refusals_connect_and_outside_allow_list_403_origin_form_400_and_nothing_connected() {
     let em = Emulator::start("127.0.0.1:9".parse().unwrap(), vec![])
         .await
         .unwrap();
     let port = em.addr().port();
     let proxy = Proxy::start(&["--allow", "gw.example"]).await;
-    // curl -p sends CONNECT; the proxy answers 405 and says why.
+    // curl -p sends CONNECT to a host outside the allow-list: 403 (the proxy is never an open
+    // tunnel).
     let r = curl(&[
         "-sS",
         "-p",
@@ -97,7 +98,7 @@ async fn refusals_connect_405_outside_allow_list_403_origin_form_400_and_nothing
         &format!("http://localhost:{port}/"),
     ])
     .await;
-    assert_eq!(r.stdout, "405", "{}", r.stderr);
+    assert_eq!(r.stdout, "403", "{}", r.stderr);
     // (target, status, a word of the reason)
     let rows = [
         (format!("http://localhost:{port}/"), 403, "allow-list"),

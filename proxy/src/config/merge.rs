@@ -110,6 +110,9 @@ impl<'a> Layered<'a> {
             log_format: self.log_format()?,
             limits: self.limits()?,
             workers: self.workers()?,
+            intercept_ca: self
+                .one("intercept_ca", |a| &a.intercept_ca)
+                .map(|g| g.value.clone()),
         })
     }
 
@@ -178,10 +181,17 @@ impl<'a> Layered<'a> {
             )),
             None => None,
         };
-        if allow.is_empty() && upstream.is_none() {
+        let tunnel = self.patterns("tunnel", |a| &a.tunnel)?;
+        if allow.is_empty() && upstream.is_none() && tunnel.is_empty() {
             return Err(ConfigError::NothingToProxy);
         }
-        Ok(Routing { allow, upstream })
+        let intercept = self.one("intercept_ca", |a| &a.intercept_ca).is_some();
+        Ok(Routing {
+            allow,
+            upstream,
+            tunnel,
+            intercept,
+        })
     }
 
     /// The client certificate and key: both or neither.

@@ -40,6 +40,14 @@ pub struct ProxyArgs {
     /// Hosts forward mode may reach: host, *.suffix, host:port or *. Repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub allow: Vec<String>,
+    /// Intercept CONNECT to the --allow hosts, so that apps keep their https:// URLs: the
+    /// directory of the local CA that `ca init` made (ca.pem, ca-key.pem), which apps trust.
+    #[arg(long, value_name = "DIR")]
+    pub intercept_ca: Option<PathBuf>,
+    /// Hosts CONNECT may reach as a plain byte tunnel (no interception, no fallback), for the
+    /// other hosts apps reach through the same HTTPS_PROXY: host, *.suffix, host:port. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub tunnel: Vec<String>,
     /// Send origin-form requests (a path) to this upstream: https://HOST[:PORT].
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
@@ -125,6 +133,10 @@ struct HostSection {
     pin: Option<String>,
     #[serde(default)]
     allow_legacy: bool,
+    /// A command instead of running the proxy (`ca init`).
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<crate::intercept::init::Command>,
     ca_file: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
@@ -260,6 +272,8 @@ impl ProxyArgs {
 /// Reads the flags and, with `--config`, the file, into checked settings.
 pub fn resolve(args: &ProxyArgs) -> Result<Settings, ConfigError> {
     let Some(path) = &args.config else {
+    /// The interception CA's directory (CONNECT to allowed hosts is intercepted).
+    pub intercept_ca: Option<PathBuf>,
         return merge::Layered::new(args, &ProxyArgs::default(), &doc::Doc::empty()).settings();
     };
     let text = read_file(path).map_err(|error| ConfigError::Read {

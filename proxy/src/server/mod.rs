@@ -109,6 +109,7 @@ pub struct Running {
 /// the `tracing` subscriber it wants; the Prometheus recorder is installed once per process.
 pub async fn start(settings: config::Settings) -> Result<Running, StartError> {
     let upstreams = Upstreams::build(&settings, None).map_err(StartError::Config)?;
+    let intercept = runtime::interceptor(&settings).map_err(StartError::Config)?;
     let fail = StartError::Start;
     let metrics = meters::install_recorder().map_err(fail)?;
     let listeners = workers::bind(settings.listen, settings.workers).map_err(fail)?;
@@ -127,6 +128,7 @@ pub async fn start(settings: config::Settings) -> Result<Running, StartError> {
     let shared = runtime::share(Runtime {
         settings,
         upstreams,
+        intercept,
     });
     let crew: Vec<Arc<Worker>> = (0..count)
         .map(|index| {
@@ -191,6 +193,7 @@ impl Running {
 fn prepare(shared: &Shared, settings: config::Settings) -> Result<Runtime, String> {
     let current = shared.load_full();
     let upstreams = Upstreams::build(&settings, Some(&current.upstreams))?;
+    let intercept = runtime::interceptor(&settings)?;
     let was = &current.settings;
     if settings.listen != was.listen
         || settings.admin != was.admin
@@ -204,6 +207,7 @@ fn prepare(shared: &Shared, settings: config::Settings) -> Result<Runtime, Strin
     Ok(Runtime {
         settings,
         upstreams,
+        intercept,
     })
 }
 

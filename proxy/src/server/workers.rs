@@ -31,11 +31,13 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::hub::{self, Hub};
+use crate::intercept::{self, Pending, Then};
+use crate::route::Dest;
 use crate::runtime::Shared;
-use crate::service::{self, timer::RequestTimer, Conn, Worker as WorkerCtx};
+use crate::service::{self, Conn, Worker as WorkerCtx};
 use crate::upstream::drain::DRAIN_TIME;
 use crate::upstream::slot::Slot;
 
@@ -307,19 +309,45 @@ impl Worker {
 
     /// Serves one app connection (HTTP/1.1, keep-alive, bounded head and idle time) in a task
     /// of this worker; its slot is freed when it ends. On stop, it finishes the request in
-    /// flight and closes.
+    /// flight and closes. A `CONNECT` answered 200 goes on in the same task and slot: the
+    /// requests inside an intercepted one, or a byte tunnel.
     fn serve(&self, tcp: tokio::net::TcpStream, permit: OwnedSemaphorePermit, live: Live) {
         let _ = tcp.set_nodelay(true);
+        let app = AppConn {
+            index: self.index,
+            worker: Arc::clone(&self.ctx),
+            shared: self.shared.clone(),
+            stop: self.stop.clone(),
+        };
+        tokio::spawn(async move {
+            if let Some(next) = app.http(TokioIo::new(tcp), None).await {
+                app.after_connect(next).await;
+            }
+            drop((permit, live));
+        });
+    }
+}
+
+/// What serving one app connection needs from its worker.
+struct AppConn {
+    index: usize,
+    worker: Arc<WorkerCtx>,
+    shared: Shared,
+    stop: watch::Receiver<bool>,
+}
+
+impl AppConn {
+    /// Serves HTTP/1.1 on `io` until it closes (`inside`: the requests of an intercepted
+    /// `CONNECT` to that upstream); what a `CONNECT` answered 200 handed over, if one did.
+    async fn http<I>(&self, io: I, inside: Option<Arc<Dest>>) -> Option<Pending>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let hub = Hub::new();
         // What the connection's requests share: cloned per request, this Arc's count is this
         // connection's alone (the configuration's own count is shared by every thread).
-        let ctx = Arc::new(Conn {
-            rt: self.shared.load_full(),
-            shared: self.shared.clone(),
-            worker: Arc::clone(&self.ctx),
-            slot: Slot::new(self.index, hub.waker(hub::CONN)),
-            timer: RequestTimer::default(),
-        });
+        let slot = Slot::new(self.index, hub.waker(hub::CONN));
+        let ctx = Arc::new(Conn::new(&self.shared, Arc::clone(&self.worker), slot, inside));
         let limits = ctx.rt.settings.limits.clone();
         let per_request = Arc::clone(&ctx);
         let svc = hyper::service::service_fn(move |req| {
@@ -333,13 +361,40 @@ impl Worker {
             // The head's exact size as the parser read it, however it arrived: 431 past it.
             .max_header_size(limits.max_header_bytes)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(tcp), svc);
+            .serve_connection(io, svc)
+            .with_upgrades();
         let mut stop = self.stop.clone();
-        tokio::spawn(async move {
-            let stop = async move { stopped(&mut stop).await };
-            let _ = run_connection(&hub, conn, &ctx, stop, |c| c.graceful_shutdown()).await;
-            drop((permit, live));
-        });
+        let stop = async move { stopped(&mut stop).await };
+        let _ = run_connection(&hub, conn, &ctx, stop, |c| c.graceful_shutdown()).await;
+        ctx.take_pending()
+    }
+
+    /// Runs what a `CONNECT` handed over once hyper gives the socket back: the app's TLS and
+    /// its requests (intercepted), or the byte relay (tunnel).
+    async fn after_connect(&self, next: Pending) {
+        let upgraded = match next.on.await {
+            Ok(u) => TokioIo::new(u),
+            // The app went away before the 200 was sent.
+            Err(e) => return debug!("CONNECT: no tunnel: {e}"),
+        };
+        let idle = self.shared.load().settings.limits.idle_timeout;
+        match next.then {
+            Then::Intercept { dest, leaf } => match intercept::accept(&leaf, upgraded, idle).await {
+                Ok(tls) => {
+                    self.http(TokioIo::new(tls), Some(dest)).await;
+                }
+                Err(e) => warn!(
+                    "CONNECT {}: the app's TLS handshake failed: {e} (does the app trust the \
+                     interception CA?)",
+                    dest.authority
+                ),
+            },
+            Then::Tunnel { upstream, .. } => {
+                let mut stop = self.stop.clone();
+                let stop = async move { stopped(&mut stop).await };
+                intercept::tunnel::relay(upgraded, upstream, idle, stop).await;
+            }
+        }
     }
 }
 

@@ -8,9 +8,9 @@
 //! renamed over the path: a rename replaces a link planted at the path, never its target.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -200,49 +200,9 @@ pub(super) fn directory_warning(_path: &Path) -> Option<String> {
     None
 }
 
-/// Replaces the file at `path` with `body`: a new file with a random name next to it (created
-/// exclusively, never through a link, mode 0600), synced, then renamed over `path`.
+/// Writes `body` to `path` through a new 0600 file and a rename ([`crate::files::replace_private`]).
 pub(super) fn replace(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    let (tmp, mut file) = create_temporary(path)?;
-    let written = (|| {
-        file.write_all(body)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// A new file `<path>.<16 random hex digits>.tmp`; a few tries if a name is taken.
-fn create_temporary(path: &Path) -> std::io::Result<(PathBuf, File)> {
-    let mut last = None;
-    for _ in 0..4 {
-        let mut random = [0u8; 8];
-        openssl::rand::rand_bytes(&mut random).map_err(std::io::Error::other)?;
-        let mut name = path.as_os_str().to_owned();
-        name.push(".");
-        for b in random {
-            name.push(format!("{b:02x}"));
-        }
-        name.push(".tmp");
-        let tmp = PathBuf::from(name);
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        match options.open(&tmp) {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
+    crate::files::replace_private(path, body)
 }
 
 #[cfg(all(test, unix))]
@@ -275,8 +235,8 @@ mod tests {
     fn a_temporary_name_is_never_reused_and_never_followed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.json");
-        let (a, _) = create_temporary(&path).unwrap();
-        let (b, _) = create_temporary(&path).unwrap();
+        let (a, _) = crate::files::create_temporary(&path).unwrap();
+        let (b, _) = crate::files::create_temporary(&path).unwrap();
         assert_ne!(a, b);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&a).unwrap().permissions().mode() & 0o777;
