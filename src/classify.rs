@@ -8,6 +8,8 @@ use std::io;
 use openssl::ssl::ErrorCode;
 use serde::{Serialize, Serializer};
 
+use crate::error::ErrorKind;
+
 /// OpenSSL's library number for libssl errors (`ERR_LIB_SSL`).
 const LIB_SSL: i32 = 20;
 /// Reason codes add this to a received alert number (`SSL_AD_REASON_OFFSET`).
@@ -65,9 +67,14 @@ pub enum Outcome {
     },
     /// The server sent a fatal alert with this number.
     Alert(u8),
-    /// No answer yet; abandoned when a rung running alongside it (a racer, or the next version
-    /// started with it after a silent rung) finished first.
-    Stalled,
+    /// Abandoned before it ended: the walk no longer needed it (`why`). Its short word stays
+    /// `stalled`.
+    Stalled {
+        /// Why the walk dropped it.
+        why: Abandoned,
+        /// Whether the server had sent at least one byte.
+        answered: bool,
+    },
     /// OpenSSL refused the server's choice locally (reason code, e.g. 258 unsupported protocol).
     Refused {
         /// The `SSL_R_*` reason code.
@@ -92,6 +99,56 @@ pub enum Outcome {
     },
 }
 
+/// Why a walk abandoned an attempt that had not ended ([`Outcome::Stalled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Abandoned {
+    /// A rung running alongside it finished its handshake first: the connection is that one.
+    OtherWon,
+    /// The walk ended without a connection, as an error of this kind.
+    WalkFailed(ErrorKind),
+    /// Another rung showed a server that only speaks legacy TLS: only legacy rungs go on.
+    LegacyServer,
+    /// A higher rung was refused as an inappropriate fallback (the server speaks more than it
+    /// offered): only the rungs above that one may still win.
+    HigherRefused,
+    /// The learned starting rung turned out obsolete: the walk started again from the top.
+    Restarted,
+}
+
+impl fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failed = |why: &str| format!("the walk ended without a connection ({why})");
+        let text = match self {
+            Abandoned::OtherWon => "a rung running alongside finished its handshake first".into(),
+            Abandoned::WalkFailed(kind) => match kind {
+                ErrorKind::NoTlsAnswer => failed("no rung got a byte back"),
+                ErrorKind::BelowFloor => failed("every rung down to the floor failed"),
+                ErrorKind::LegacyNotAllowed => {
+                    failed("the server needs legacy TLS, not allowed for this host")
+                }
+                ErrorKind::DowngradeDetected => failed("a downgrade signal"),
+                ErrorKind::Certificate => failed("a certificate was rejected"),
+                ErrorKind::Timeout => failed("a handshake timed out"),
+                ErrorKind::Connect => failed("a TCP connect failed"),
+                ErrorKind::Handshake => failed("a handshake failed"),
+                other => failed(other.as_str()),
+            },
+            Abandoned::LegacyServer => {
+                "another rung found a server that only speaks legacy TLS".into()
+            }
+            Abandoned::HigherRefused => {
+                "a higher rung was refused as an inappropriate fallback".into()
+            }
+            Abandoned::Restarted => {
+                "the learned rung turned out obsolete and the walk started again from the top"
+                    .into()
+            }
+        };
+        f.write_str(&text)
+    }
+}
+
 impl Outcome {
     /// A short word for tables and JSON: `ok`, `closed`, `reset`, `timeout`, `stalled`, `alert:70`,
     /// `refused:258`, `certificate`, `not_tls`, `connect`, `error`.
@@ -101,7 +158,7 @@ impl Outcome {
             Outcome::Closed => "closed".into(),
             Outcome::Reset => "reset".into(),
             Outcome::Timeout { .. } => "timeout".into(),
-            Outcome::Stalled => "stalled".into(),
+            Outcome::Stalled { .. } => "stalled".into(),
             Outcome::Alert(n) => format!("alert:{n}"),
             Outcome::Refused { reason } => format!("refused:{reason}"),
             Outcome::Certificate { .. } => "certificate".into(),
@@ -112,15 +169,31 @@ impl Outcome {
     }
 }
 
-fn reason_name(r: i32) -> &'static str {
-    match r {
-        reason::UNSUPPORTED_PROTOCOL => "unsupported protocol",
-        reason::LEGACY_SIGALG => "legacy sigalg disallowed",
-        reason::UNSAFE_LEGACY_RENEGOTIATION => "unsafe legacy renegotiation disabled",
-        reason::DH_KEY_TOO_SMALL => "dh key too small",
-        reason::INAPPROPRIATE_FALLBACK => "downgrade sentinel",
-        _ => "refused",
-    }
+/// What OpenSSL's local refusal means, and its own name for it.
+fn reason_words(r: i32) -> Option<(&'static str, &'static str)> {
+    Some(match r {
+        reason::UNSUPPORTED_PROTOCOL => (
+            "the server chose a TLS version this hello does not allow",
+            "unsupported protocol",
+        ),
+        reason::LEGACY_SIGALG => (
+            "the server signed with SHA-1 or MD5, refused at this security level",
+            "legacy sigalg disallowed",
+        ),
+        reason::UNSAFE_LEGACY_RENEGOTIATION => (
+            "the server lacks secure renegotiation (RFC 5746)",
+            "unsafe legacy renegotiation disabled",
+        ),
+        reason::DH_KEY_TOO_SMALL => (
+            "the server's DH key is too small for this security level",
+            "dh key too small",
+        ),
+        reason::INAPPROPRIATE_FALLBACK => (
+            "the server's random carries the RFC 8446 downgrade sentinel",
+            "downgrade sentinel",
+        ),
+        _ => return None,
+    })
 }
 
 impl Outcome {
@@ -128,7 +201,7 @@ impl Outcome {
     /// server), as opposed to a failure no other rung can fix.
     pub fn is_fallback_signal(&self) -> bool {
         match self {
-            Outcome::Closed | Outcome::Reset | Outcome::Stalled => true,
+            Outcome::Closed | Outcome::Reset | Outcome::Stalled { .. } => true,
             Outcome::Timeout { answered } => !answered,
             Outcome::Alert(_) | Outcome::Refused { .. } => {
                 matches!(self.verdict(), Verdict::Intolerant | Verdict::LegacyServer)
@@ -155,16 +228,21 @@ impl fmt::Display for Outcome {
             Outcome::Timeout { answered: false } => f.write_str("no answer before the timeout"),
             Outcome::Timeout { answered: true } => f.write_str("handshake timed out mid-way"),
             Outcome::Alert(n) => write!(f, "alert {n} ({})", alert::name(*n)),
-            Outcome::Stalled => {
-                f.write_str("no answer yet; abandoned when a rung running alongside finished first")
+            Outcome::Stalled { why, answered } => {
+                let state = if *answered {
+                    "mid-handshake"
+                } else {
+                    "unanswered"
+                };
+                write!(f, "abandoned {state} when {why}")
             }
-            Outcome::Refused { reason } => {
-                write!(
+            Outcome::Refused { reason } => match reason_words(*reason) {
+                Some((what, name)) => write!(
                     f,
-                    "refused locally: {} (reason {reason})",
-                    reason_name(*reason)
-                )
-            }
+                    "refused by OpenSSL here: {what} (OpenSSL reason {reason}: {name})"
+                ),
+                None => write!(f, "refused by OpenSSL here (OpenSSL reason {reason})"),
+            },
             Outcome::Certificate { detail } => write!(f, "certificate rejected: {detail}"),
             Outcome::NotTls => f.write_str("the server answered with bytes that are not TLS"),
             Outcome::Connect { detail } => write!(f, "TCP connect failed: {detail}"),

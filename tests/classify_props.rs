@@ -124,7 +124,7 @@ proptest! {
         // Deterministic: the same facts always give the same answer.
         prop_assert_eq!(classify(&s), (outcome.clone(), verdict));
         // A failure is never reported as a success or as a raced abandonment.
-        prop_assert!(!matches!(outcome, Outcome::Ok | Outcome::Stalled), "{:?}", outcome);
+        prop_assert!(!matches!(outcome, Outcome::Ok | Outcome::Stalled { .. }), "{:?}", outcome);
         // Outcome and verdict agree.
         match &outcome {
             Outcome::Closed | Outcome::Reset => prop_assert_eq!(verdict, Verdict::Intolerant),
@@ -147,7 +147,7 @@ proptest! {
                     verdict
                 );
             }
-            Outcome::Ok | Outcome::Stalled => unreachable!(),
+            Outcome::Ok | Outcome::Stalled { .. } => unreachable!(),
         }
         if verdict == Verdict::Certificate {
             prop_assert!(

@@ -124,18 +124,19 @@ pub fn round1(ms: f64) -> f64 {
     (ms * 10.0).round() / 10.0
 }
 
-/// The attempts as an indented table, one line each.
+/// The attempts as an indented table, one line each, what happened in words last (the JSON
+/// keeps the short words: `refused:258`, `stalled`).
 pub fn attempts_table(attempts: &[Attempt]) -> String {
     let mut s = String::new();
     for (i, a) in attempts.iter().enumerate() {
         s.push_str(&format!(
-            "  {:>2}. {:<16} up to {:<7} {:<5} {:<14} {:>6} ms\n",
+            "  {:>2}. {:<16} up to {:<7} {:<5} {:>6} ms  {}\n",
             i + 1,
             a.profile,
             a.max_version.to_string(),
             if a.scsv { "SCSV" } else { "" },
-            a.outcome.short(),
-            a.elapsed.as_millis()
+            a.elapsed.as_millis(),
+            a.outcome
         ));
     }
     s

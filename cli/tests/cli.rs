@@ -108,6 +108,126 @@ async fn get_failure_exits_1_with_kind_message_and_attempts() {
     assert!(r.stderr.starts_with("error (below_floor)"), "{}", r.stderr);
 }
 
+/// The numbered attempt lines of a human-form answer.
+fn attempt_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.split_once(". ")
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_attempt_lines_tell_what_happened_on_a_silent_port_and_a_closed_one() {
+    // A port that accepts and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let url = format!("https://127.0.0.1:{port}/");
+    let flags = [
+        "--handshake-timeout-ms",
+        "1000",
+        "--stall-timeout-ms",
+        "200",
+    ];
+    let r = run(&[&["get", url.as_str()][..], &flags].concat()).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("error (no_tls_answer)"),
+        "{}",
+        r.stderr
+    );
+    let lines = attempt_lines(&r.stderr);
+    assert_eq!(lines.len(), 4, "{}", r.stderr);
+    // Nothing finished: each line says it timed out or was dropped when the walk gave up.
+    let abandoned = "abandoned unanswered when the walk ended without a connection (no rung \
+                     got a byte back) after ";
+    for line in &lines {
+        assert!(
+            line.contains("no answer before the timeout after ") || line.contains(abandoned),
+            "{line}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains(abandoned)), "{}", r.stderr);
+    assert!(!r.stderr.contains("finished first"), "{}", r.stderr);
+    // The JSON keeps its words.
+    let r = run(&[&["get", url.as_str(), "--json"][..], &flags].concat()).await;
+    let outcomes = r.json()["attempts"].as_array().unwrap().clone();
+    assert!(
+        outcomes
+            .iter()
+            .all(|a| a["outcome"] == "timeout" || a["outcome"] == "stalled"),
+        "{}",
+        r.stdout
+    );
+    holder.abort();
+
+    // A closed port: the message and the line say the connection was refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let r = run(&["get", &format!("https://127.0.0.1:{port}/")]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with(&format!(
+            "error (connect): could not connect to 127.0.0.1:{port}: tcp connect error: \
+             Connection refused"
+        )),
+        "{}",
+        r.stderr
+    );
+    let lines = attempt_lines(&r.stderr);
+    assert_eq!(lines.len(), 1, "{}", r.stderr);
+    assert!(
+        lines[0].starts_with(
+            "  1. modern (up to TLS 1.3): TCP connect failed: tcp connect error: Connection \
+             refused (os error 111) after "
+        ) && lines[0].ends_with(" ms"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_table_says_what_a_local_refusal_means() {
+    // A TLS 1.0-only server: OpenSSL refuses its ServerHello to the modern hello (reason 258).
+    let server = TlsServer::only(Tls1_0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let url = server.url();
+    let args = [
+        "get",
+        &url,
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--allow-legacy",
+    ];
+    let r = run(&args).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines = attempt_lines(&r.stdout);
+    let refusal = " ms  refused by OpenSSL here: the server chose a TLS version this hello does \
+                   not allow (OpenSSL reason 258: unsupported protocol)";
+    let at = lines.iter().position(|l| l.ends_with(refusal));
+    assert!(at.is_some(), "{}", r.stdout);
+    assert!(
+        lines.last().is_some_and(|l| l.ends_with(" ms  ok")),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("refused:258"), "{}", r.stdout);
+    // The JSON keeps the short word for the same attempt.
+    let r = run(&[&args[..], &["--json"]].concat()).await;
+    let v = r.json();
+    assert_eq!(v["attempts"][at.unwrap()]["outcome"], "refused:258", "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_presents_a_client_certificate_when_given_one() {
     let server = tls_fallback::testkit::TlsServer::builder()

@@ -21,7 +21,7 @@ use super::planner::{Action, AttemptId, Conclusion, Count, Event, Failure, Forge
 use super::Shared;
 use crate::cache::lookup::{record_win, Win};
 use crate::cache::Decision;
-use crate::classify::Outcome;
+use crate::classify::{Abandoned, Outcome};
 use crate::config::BuiltRung;
 use crate::error::{Attempt, Attempts, Error};
 use crate::policy::HostKey;
@@ -120,7 +120,7 @@ where
             match action {
                 Action::Launch { id, rung, fallback } => self.launch(id, rung, fallback),
                 Action::Watch(id) => self.watch(id),
-                Action::Abandon(id) => self.abandon(id),
+                Action::Abandon(id, why) => self.abandon(id, why),
                 Action::Count(count) => self.count(count, pending.as_ref()),
                 Action::Forget(why) => self.forget(why, pending.as_ref()),
                 Action::Conclude(conclusion) => {
@@ -215,17 +215,18 @@ where
         }
     }
 
-    fn abandon(&mut self, id: AttemptId) {
+    fn abandon(&mut self, id: AttemptId, why: Abandoned) {
         let Some(pos) = self.running.iter().position(|r| r.id == id) else {
             return;
         };
         let r = self.running.remove(pos);
         let rung = &self.rungs[r.rung];
+        let answered = r.signals.answered.load(Ordering::Acquire);
         let record = Attempt {
             profile: Arc::clone(&rung.name),
             max_version: rung.profile.max_version(),
             scsv: r.scsv,
-            outcome: Outcome::Stalled,
+            outcome: Outcome::Stalled { why, answered },
             elapsed: r.started.elapsed(),
         };
         self.records.push((id, record));

@@ -39,7 +39,8 @@
 //!   win is a `Fallback`.
 
 pub(crate) use crate::cache::lookup::Learn;
-use crate::classify::Verdict;
+use crate::classify::{Abandoned, Verdict};
+use crate::error::ErrorKind;
 use crate::profile::TlsVersion;
 
 /// At most this many attempts run at once outside a sweep: a silent rung and its racers.
@@ -156,6 +157,22 @@ pub(crate) enum Failure {
     NoTlsAnswer,
 }
 
+impl Failure {
+    /// The kind of the error this failure becomes.
+    pub(crate) fn kind(self) -> ErrorKind {
+        match self {
+            Failure::Connect(_) => ErrorKind::Connect,
+            Failure::Downgrade => ErrorKind::DowngradeDetected,
+            Failure::Certificate => ErrorKind::Certificate,
+            Failure::Timeout => ErrorKind::Timeout,
+            Failure::Handshake => ErrorKind::Handshake,
+            Failure::BelowFloor => ErrorKind::BelowFloor,
+            Failure::LegacyNotAllowed => ErrorKind::LegacyNotAllowed,
+            Failure::NoTlsAnswer => ErrorKind::NoTlsAnswer,
+        }
+    }
+}
+
 /// How a walk ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Conclusion {
@@ -190,8 +207,8 @@ pub(crate) enum Action {
     /// been out for the stall time. Asked only when a stall could change something (a rung is
     /// left to race with, or a sweep runs): a timer costs a little on every connection.
     Watch(AttemptId),
-    /// Drop a running attempt (recorded as stalled).
-    Abandon(AttemptId),
+    /// Drop a running attempt (recorded as stalled, with the reason).
+    Abandon(AttemptId, Abandoned),
     /// Bump a counter.
     Count(Count),
     /// Forget the host's decision and TLS sessions.

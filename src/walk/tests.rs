@@ -133,7 +133,7 @@ pub(super) fn trace(facts: Facts, start: Start, prior: Option<usize>, events: &[
                 rung_of.push(rung);
                 format!("L{rung}")
             }
-            Action::Abandon(id) => format!("A{}", rung_of[id.0 as usize]),
+            Action::Abandon(id, _) => format!("A{}", rung_of[id.0 as usize]),
             Action::Count(Count::Race) => "race".into(),
             Action::Count(_) | Action::Watch(_) => continue,
             Action::Forget(why) => format!("forget:{why:?}").to_lowercase(),
@@ -167,5 +167,6 @@ fn check(rows: Vec<Row>) {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+mod abandoned;
 mod first_contact;
 mod guarantees;

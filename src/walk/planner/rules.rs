@@ -249,18 +249,22 @@ impl Planner {
         Some(from + off)
     }
 
-    /// Abandons every running attempt for which `drop` holds.
-    fn abandon_where(&mut self, out: &mut Out, drop: impl Fn(&Running) -> bool) {
+    /// Abandons, for this reason, every running attempt for which `drop` holds.
+    fn abandon_where(&mut self, why: Abandoned, out: &mut Out, drop: impl Fn(&Running) -> bool) {
         let (gone, keep): (Vec<Running>, Vec<Running>) = self.running.iter().partition(|r| drop(r));
         self.running = keep;
         for r in gone {
             self.log.lost.push(r.rung);
-            out.push(Action::Abandon(r.id));
+            out.push(Action::Abandon(r.id, why));
         }
     }
 
     fn conclude(&mut self, conclusion: Conclusion, out: &mut Out) {
-        self.abandon_where(out, |_| true);
+        let why = match conclusion {
+            Conclusion::Won { .. } => Abandoned::OtherWon,
+            Conclusion::Failed(failure) => Abandoned::WalkFailed(failure.kind()),
+        };
+        self.abandon_where(why, out, |_| true);
         self.phase = Phase::Done;
         out.push(Action::Conclude(conclusion));
     }
@@ -277,7 +281,7 @@ impl Planner {
 
     /// Forgets the learned start and walks again from the top (once per connection).
     fn restart(&mut self, out: &mut Out) {
-        self.abandon_where(out, |_| true);
+        self.abandon_where(Abandoned::Restarted, out, |_| true);
         self.reprobed = true;
         self.start = Start::Top;
         self.prior = None;

@@ -201,7 +201,7 @@ fn run(world: &World) -> Run {
                         watched: false,
                     });
                 }
-                Action::Abandon(id) => live.retain(|l| l.id != id),
+                Action::Abandon(id, _) => live.retain(|l| l.id != id),
                 Action::Watch(id) => live
                     .iter_mut()
                     .filter(|l| l.id == id)

@@ -123,7 +123,7 @@ impl Planner {
             // Wait for the higher rungs, launch nothing lower.
             let retry = self.retry_above(done.rung);
             self.log.refused = true;
-            self.abandon_where(out, |r| r.rung > done.rung);
+            self.abandon_where(Abandoned::HigherRefused, out, |r| r.rung > done.rung);
             self.phase = Phase::AwaitHigher { retry };
             return;
         }
@@ -185,7 +185,9 @@ impl Planner {
     fn legacy_server(&mut self, done: Running, out: &mut Out) {
         out.push(Action::Count(Count::Fallback(done.id)));
         let legacy: Vec<bool> = self.facts.rungs.iter().map(|r| r.legacy).collect();
-        self.abandon_where(out, |r| !(legacy[r.rung] && r.rung > done.rung));
+        self.abandon_where(Abandoned::LegacyServer, out, |r| {
+            !(legacy[r.rung] && r.rung > done.rung)
+        });
         if let Some(held) = self.retry_above(usize::MAX).filter(|h| h.rung > done.rung) {
             // A legacy rung that could not connect beside the others: launching it again is
             // its one retry, or, when that was used up, it is not tried again.
