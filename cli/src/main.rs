@@ -1,6 +1,7 @@
 //! `tls-fallback`: fetch through the fallback connector (`get`), diagnose a gateway the way
-//! SSL Labs' "Protocol Details" does (`probe`), or watch the connector handle a row of broken
-//! gateways on 127.0.0.1 (`demo`).
+//! SSL Labs' "Protocol Details" does (`probe`), watch the connector handle a row of broken
+//! gateways on 127.0.0.1 (`demo`), or run the egress proxy for apps that cannot take the
+//! connector (`proxy`, the `tls-fallback-proxy` package's library).
 //!
 //! This file holds the arguments and the dispatch; each subcommand has its module, and
 //! [`output`] the error type, the exit codes and the printing they share.
@@ -43,8 +44,12 @@ enum Command {
     Probe(ProbeArgs),
     /// Start broken gateways on 127.0.0.1 and show the connector handling each one.
     Demo(DemoArgs),
-    /// Run an egress proxy that originates TLS through the fallback connector for apps that
-    /// send http:// requests through it (forward mode) or to it (--upstream mode).
+    /// Run the egress proxy: TLS with fallback for apps in any language (docs/PROXY.md).
+    ///
+    /// Apps send http:// requests through it (forward mode) or to it (--upstream mode); it
+    /// makes the https:// connection through the fallback connector, for allowed hosts only.
+    /// The same as the `tls-fallback-proxy` binary. The command, the config file, a systemd
+    /// unit and client snippets: docs/PROXY.md.
     Proxy(Box<tls_fallback_proxy::ProxyArgs>),
 }
 

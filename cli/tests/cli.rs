@@ -228,6 +228,45 @@ async fn get_table_says_what_a_local_refusal_means() {
     assert_eq!(v["attempts"][at.unwrap()]["outcome"], "refused:258", "{v}");
 }
 
+#[tokio::test]
+async fn help_and_the_readme_list_every_subcommand_the_proxy_with_its_docs() {
+    let r = run(&["--help"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // "Commands:" then one "  NAME  what it does" line each.
+    let commands: Vec<(&str, &str)> = (r.stdout.lines())
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.trim().split_once(' '))
+        .filter(|(name, _)| *name != "help")
+        .collect();
+    let names: Vec<&str> = commands.iter().map(|c| c.0).collect();
+    assert_eq!(names, ["get", "probe", "demo", "proxy"], "{}", r.stdout);
+    let proxy = commands[3].1.trim();
+    assert!(
+        proxy.contains("egress proxy") && proxy.ends_with("(docs/PROXY.md)"),
+        "{proxy}"
+    );
+    // The README's CLI section: a usage line and a bullet for each; the proxy's points to its
+    // documentation.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("the README");
+    let section = (readme.split("\n## The CLI\n").nth(1))
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a CLI section");
+    for name in &names {
+        let usage = format!("\ntls-fallback {name} ");
+        assert!(section.contains(&usage), "no usage line for {name}");
+        assert!(
+            section.contains(&format!("\n* `{name}` ")),
+            "no bullet for {name}"
+        );
+    }
+    let bullet = section.split("\n* `proxy` ").nth(1).unwrap_or_default();
+    let bullet = bullet.split("\n* ").next().unwrap_or_default();
+    assert!(bullet.contains("(docs/PROXY.md)"), "{bullet}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_presents_a_client_certificate_when_given_one() {
     let server = tls_fallback::testkit::TlsServer::builder()
