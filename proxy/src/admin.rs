@@ -78,22 +78,42 @@ pub fn answer(
 
 /// The shared layer's stats, with the per-host layers' under `host_layers`.
 fn decisions(rt: &Runtime) -> serde_json::Value {
-    let mut v = serde_json::to_value(rt.upstreams.default.layer.stats()).unwrap_or_default();
+    let mut v = layer_stats(&rt.upstreams.default.layer);
     let hosts: serde_json::Map<String, serde_json::Value> = rt
         .upstreams
         .hosts
         .iter()
-        .map(|(p, b)| {
-            (
-                p.to_string(),
-                serde_json::to_value(b.layer.stats()).unwrap_or_default(),
-            )
-        })
+        .map(|(p, b)| (p.to_string(), layer_stats(&b.layer)))
         .collect();
     if let Some(obj) = v.as_object_mut() {
         obj.insert("host_layers".into(), json!(hosts));
     }
     v
+}
+
+/// One layer's stats as JSON; each decision gets `learned_at` (RFC 3339 UTC, `null` past the
+/// year 9999) beside `learned_at_ms` (Unix milliseconds), for the humans reading it.
+fn layer_stats(layer: &tls_fallback::FallbackLayer) -> serde_json::Value {
+    let mut v = serde_json::to_value(layer.stats()).unwrap_or_default();
+    let hosts = v.get_mut("hosts").and_then(|h| h.as_array_mut());
+    for host in hosts.into_iter().flatten() {
+        let ms = host.get("learned_at_ms").and_then(|m| m.as_u64());
+        let at = ms.and_then(rfc3339_ms);
+        if let Some(obj) = host.as_object_mut() {
+            obj.insert("learned_at".into(), json!(at));
+        }
+    }
+    v
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2026-12-07T23:10:05.123Z`); `None` where RFC 3339 ends
+/// (humantime refuses years past 9999, and `to_string` would panic on its refusal).
+fn rfc3339_ms(ms: u64) -> Option<String> {
+    use std::fmt::Write;
+    let at = std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms))?;
+    let mut text = String::new();
+    write!(text, "{}", humantime::format_rfc3339_millis(at)).ok()?;
+    Some(text)
 }
 
 fn text(status: StatusCode, body: &str, ctype: &'static str) -> Response<Full<Bytes>> {
@@ -131,5 +151,25 @@ pub async fn serve(listener: tokio::net::TcpListener, rt: Shared, metrics: Prome
             let _ = tokio::time::timeout(MAX_LIFETIME, conn).await;
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_ms;
+
+    #[test]
+    fn learned_at_is_rfc3339_and_never_panics() {
+        assert_eq!(rfc3339_ms(0).as_deref(), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(
+            rfc3339_ms(1_796_000_123_456).as_deref(),
+            Some("2026-11-30T00:55:23.456Z")
+        );
+        assert_eq!(
+            rfc3339_ms(253_402_300_799_999).as_deref(),
+            Some("9999-12-31T23:59:59.999Z")
+        );
+        assert_eq!(rfc3339_ms(253_402_300_800_000), None);
+        assert_eq!(rfc3339_ms(u64::MAX), None);
     }
 }

@@ -480,6 +480,19 @@ async fn admin_serves_healthz_prometheus_metrics_and_decisions() {
     let v = json(&decisions);
     assert_eq!(v["handshakes"], 6);
     assert_eq!(v["hosts"][0]["profile"], "tls10-legacy", "{v}");
+    // When it was learned, for humans (RFC 3339) beside the Unix milliseconds: the same instant,
+    // a moment ago.
+    let at = v["hosts"][0]["learned_at"].as_str().expect("learned_at");
+    let at = humantime::parse_rfc3339(at).unwrap_or_else(|e| panic!("{at}: {e}"));
+    let ms = v["hosts"][0]["learned_at_ms"]
+        .as_u64()
+        .expect("learned_at_ms");
+    let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+    assert_eq!(since_epoch.as_millis(), u128::from(ms), "{v}");
+    let age = std::time::SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(60), "learned {age:?} ago: {v}");
     // The admin paths are not served on the proxy port.
     let (status, _, _) = curl_via(&proxy, &[], "http://localhost/healthz").await;
     assert_ne!(status, 200);
