@@ -19,6 +19,10 @@
 //! | `tls_fallback_single_flight_waits_total` | | connections that waited for another's walk |
 //! | `tls_fallback_redis_read_total`, `..._published_total`, `..._received_total`, `..._dropped_invalid_total`, `..._errors_total` | | decisions shared through Redis ([`crate::cache::SharedStats`]) |
 //!
+//! and one gauge: `tls_fallback_redis_connected` (feature `redis`), 1 while the store reaches
+//! Redis (its heartbeat, every 500 ms, answered), 0 while it does not (0 from the start until
+//! the first heartbeat answers); a process with several Redis stores counts those connected.
+//!
 //! The number of learned hosts is a property of the store, not an event: an exporter reads it
 //! from [`Stats::hosts`] when it is scraped (the proxy exports it as the gauge
 //! `tls_fallback_learned_hosts`).
@@ -68,6 +72,9 @@ pub mod metric_names {
     pub const REDIS_DROPPED_INVALID: &str = "tls_fallback_redis_dropped_invalid_total";
     /// Redis errors.
     pub const REDIS_ERRORS: &str = "tls_fallback_redis_errors_total";
+    /// A gauge, not a counter: 1 while the Redis store reaches Redis, 0 while it does not (the
+    /// stores of a process connected, when it has several).
+    pub const REDIS_CONNECTED: &str = "tls_fallback_redis_connected";
 
     /// The counters without labels, which an exporter can show at zero from the start.
     pub const UNLABELLED: [&str; 15] = [

@@ -3,9 +3,69 @@
 
 mod proxy_support;
 
-use proxy_support::{curl_via, Proxy};
+use std::time::{Duration, Instant};
+
+use proxy_support::{curl_via, free_port, Proxy};
+use tls_fallback::metric_names::REDIS_CONNECTED;
 use tls_fallback::testkit::{Emulator, RedisServer, Rule, TlsServer};
 use tls_fallback::TlsVersion::*;
+
+/// The value of `tls_fallback_redis_connected` on the proxy's `/metrics`, if it is there.
+async fn connected_gauge(proxy: &Proxy) -> Option<f64> {
+    let (status, metrics) = proxy.admin_get("/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let line = metrics
+        .lines()
+        .find(|l| l.split(' ').next() == Some(REDIS_CONNECTED))?;
+    line.split(' ').nth(1)?.parse().ok()
+}
+
+/// Polls the gauge every 100 ms until it reads `want`, for at most `within`; how long it took.
+async fn gauge_reaches(proxy: &Proxy, want: f64, within: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let got = connected_gauge(proxy).await;
+        if got == Some(want) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > within {
+            return Err(format!(
+                "{REDIS_CONNECTED} is {got:?}, not {want}, after {within:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_connected_gauge_follows_the_link_down_and_up() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let proxy = Proxy::start(&["--allow", "localhost", "--redis", &url]).await;
+    gauge_reaches(&proxy, 1.0, Duration::from_secs(5))
+        .await
+        .unwrap();
+    redis.kill();
+    // The heartbeat (every 500 ms, one second to answer) notices within about 1.5 s.
+    let took = gauge_reaches(&proxy, 0.0, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(took < Duration::from_secs(3), "down noticed after {took:?}");
+    redis.restart().expect("redis-server again");
+    gauge_reaches(&proxy, 1.0, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // Redis down from the start: the gauge is there (from the next heartbeat), at 0.
+    let nowhere = format!("redis://127.0.0.1:{}", free_port());
+    let alone = Proxy::start(&["--allow", "localhost", "--redis", &nowhere]).await;
+    gauge_reaches(&alone, 0.0, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // And without Redis, the gauge says nothing.
+    let plain = Proxy::start(&["--allow", "localhost"]).await;
+    assert_eq!(connected_gauge(&plain).await, None);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxies_sharing_redis_learn_a_gateway_once() {

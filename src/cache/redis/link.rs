@@ -2,7 +2,7 @@
 //! RESP3, which reconnects and resubscribes by itself), the background loop (heartbeat,
 //! subscription, write queue, received messages), the bounded read and the fleet lock.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,6 +128,15 @@ pub(crate) struct Link {
     counters: [AtomicU64; 5],
 }
 
+/// The links of this process whose last heartbeat worked: the `tls_fallback_redis_connected`
+/// gauge (1 or 0 with one store).
+static CONNECTED: AtomicUsize = AtomicUsize::new(0);
+
+fn publish_connected() {
+    let up = CONNECTED.load(Ordering::Acquire);
+    metrics::gauge!(names::REDIS_CONNECTED).set(up as f64);
+}
+
 /// Parses the URL, builds the connection (lazily: no I/O yet) inside a runtime of its own on
 /// a background thread, and waits a little for the first heartbeat.
 pub(crate) fn start(
@@ -187,6 +196,8 @@ pub(crate) fn start(
         notes: broadcast::channel(QUEUE).0,
         counters: Default::default(),
     });
+    // Down until the first heartbeat answers: shown from the start.
+    publish_connected();
     let (ops_tx, ops_rx) = mpsc::channel(QUEUE);
     let (first_tx, first_rx) = std::sync::mpsc::channel();
     let bg = Arc::clone(&link);
@@ -251,7 +262,11 @@ impl Link {
             tokio::select! {
                 op = ops.recv() => match op {
                     Some(op) => self.write(op).await,
-                    None => return,
+                    None => {
+                        // The store is gone: its link no longer counts as connected.
+                        self.set_up(false);
+                        return;
+                    }
                 },
                 Some(push) = pushes.recv() => self.receive(push),
                 _ = tick.tick() => {
@@ -286,14 +301,14 @@ impl Link {
         };
         match alive {
             Ok(()) => {
-                if !self.up.swap(true, Ordering::AcqRel) {
+                if self.set_up(true) {
                     tracing::info!(redis = %self.shown, prefix = %self.keys.prefix,
                         "Redis reachable: sharing TLS fallback decisions");
                 }
                 *warned = false;
             }
             Err(e) => {
-                self.up.store(false, Ordering::Release);
+                self.set_up(false);
                 if !*warned {
                     *warned = true;
                     self.count(Counter::Errors);
@@ -302,6 +317,20 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Marks the link up or down (true if that changed it) and publishes the process's count
+    /// of links up, on every heartbeat: a recorder installed after the store was opened (the
+    /// proxy's) shows the right value within one heartbeat.
+    fn set_up(&self, up: bool) -> bool {
+        let changed = self.up.swap(up, Ordering::AcqRel) != up;
+        match (changed, up) {
+            (true, true) => CONNECTED.fetch_add(1, Ordering::AcqRel),
+            (true, false) => CONNECTED.fetch_sub(1, Ordering::AcqRel),
+            (false, _) => 0,
+        };
+        publish_connected();
+        changed
     }
 
     /// One write: the decision with its remaining lifetime, a forget, a lock release; each
