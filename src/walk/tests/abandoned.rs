@@ -29,11 +29,14 @@ fn abandoned(facts: Facts, start: Start, events: &[Ev]) -> Vec<(usize, Abandoned
     out
 }
 
+/// (name, ladder, start, events, (rung, reason) of each attempt abandoned).
+type Row = (&'static str, Facts, Start, Vec<Ev>, Vec<(usize, Abandoned)>);
+
 #[test]
 #[rustfmt::skip]
 fn every_abandoned_attempt_says_why() {
     let no_answer = WalkFailed(ErrorKind::NoTlsAnswer);
-    let rows: Vec<(&str, Facts, Start, Vec<Ev>, Vec<(usize, Abandoned)>)> = vec![
+    let rows: Vec<Row> = vec![
         ("a racer wins over the silent top rung and its twin", d_racing(), Start::Top,
             vec![S(0), F(2, OK)], vec![(0, OtherWon), (1, OtherWon)]),
         ("a silent port: the sweep ends, nothing finished", d_racing(), Start::Top,
