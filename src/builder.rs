@@ -37,6 +37,8 @@ pub struct FallbackLayerBuilder {
     capacity: u64,
     store: Option<Arc<dyn DecisionStore>>,
     cache_file: Option<PathBuf>,
+    /// The layer whose decisions (and store) this one keeps.
+    keep: Option<FallbackLayer>,
     stall: Option<Duration>,
     session_capacity: u64,
     single_flight: bool,
@@ -111,6 +113,7 @@ impl Default for FallbackLayerBuilder {
             #[cfg(feature = "redis")]
             redis: None,
             cache_file: None,
+            keep: None,
             stall: Some(Duration::from_millis(1500)),
             session_capacity: 1024,
             single_flight: true,
@@ -265,6 +268,33 @@ impl FallbackLayerBuilder {
         self
     }
 
+    /// Keeps what `layer` learned: the new layer uses `layer`'s decision store (its memory, its
+    /// cache file, its Redis link) instead of opening one, so a layer rebuilt with another
+    /// policy, pins, timeouts, trust or TTL (a configuration reload) forgets nothing and
+    /// writes the same file. Each decision is still judged by the new layer when it is used:
+    /// a rung its policy does not allow for the host is dropped here (not in the fleet) and the
+    /// host walks from the top. Both layers share the store from then on; a Redis store checks
+    /// what it reads against the new layer's policy and TTL.
+    ///
+    /// The ladder must be `layer`'s (a decision names a rung by number and name), and no other
+    /// store may be given ([`decision_store`](Self::decision_store),
+    /// [`cache_file`](Self::cache_file), `redis`): checked at [`build`](Self::build).
+    ///
+    /// ```
+    /// use tls_fallback::FallbackLayer;
+    /// # fn run() -> Result<(), tls_fallback::Error> {
+    /// let old = FallbackLayer::builder().build()?;
+    /// let new = FallbackLayer::builder()
+    ///     .allow_legacy("old-gateway.example")
+    ///     .decisions_of(&old)
+    ///     .build()?;
+    /// # let _ = new; Ok(()) }
+    /// ```
+    pub fn decisions_of(mut self, layer: &FallbackLayer) -> Self {
+        self.keep = Some(layer.clone());
+        self
+    }
+
     /// Checks the settings, builds every rung's OpenSSL contexts, and returns the layer.
     pub fn build(self) -> Result<FallbackLayer, Error> {
         let shared = crate::walk::Shared::new(self.into_config()?);
@@ -275,7 +305,7 @@ impl FallbackLayerBuilder {
 
     /// Checks the settings and builds every rung and pin into its OpenSSL contexts (what
     /// [`FallbackLayerBuilder::build`] runs).
-    pub(crate) fn into_config(self) -> Result<Config, Error> {
+    pub(crate) fn into_config(mut self) -> Result<Config, Error> {
         self.check()?;
         let parse = |p: &str| {
             p.parse::<HostPattern>()
@@ -287,8 +317,6 @@ impl FallbackLayerBuilder {
             .map(|p| parse(p))
             .collect::<Result<Vec<_>, _>>()?;
         let roots = self.roots()?;
-        #[cfg(feature = "redis")]
-        let shared_store = self.redis_store(&legacy_hosts)?;
         // OpenSSL's default security level (library default or openssl.cnf): certificate
         // checks stay at it on every rung, legacy rungs included.
         let level = SslContextBuilder::new(SslMethod::tls_client())
@@ -297,7 +325,9 @@ impl FallbackLayerBuilder {
             .security_level();
         let sessions = SessionCache::new(self.session_capacity.max(1));
         let session_ref = (self.session_capacity > 0).then_some(&sessions);
-        let identity = self.identity.map(ClientIdentity::resolve).transpose()?;
+        let identity = (self.identity.take())
+            .map(ClientIdentity::resolve)
+            .transpose()?;
         let common = Common {
             roots: &roots,
             h2: self.h2,
@@ -313,25 +343,20 @@ impl FallbackLayerBuilder {
                 rung: build_rung(pin.profile(), &common, (id, None))?,
             });
         }
-        let rungs = build_ladder(self.ladder, &common)?;
-        #[cfg(feature = "redis")]
-        let store_given = self.store.or(shared_store);
-        #[cfg(not(feature = "redis"))]
-        let store_given = self.store;
-        let store: Arc<dyn DecisionStore> = match (store_given, self.cache_file) {
-            (Some(s), _) => s,
-            (None, Some(path)) => Arc::new(FileStore::open(path, self.capacity, self.ttl)),
-            (None, None) => Arc::new(MemoryStore::new(self.capacity)),
+        let rungs = build_ladder(self.ladder.clone(), &common)?;
+        let policy = Policy {
+            floor: self.floor,
+            legacy_hosts,
+            handshake_timeout: self.timeout,
         };
+        let stores = self.open_store(&policy)?;
         Ok(Config {
             rungs,
             pins,
-            policy: Policy {
-                floor: self.floor,
-                legacy_hosts,
-                handshake_timeout: self.timeout,
-            },
-            store,
+            policy,
+            store: stores.store,
+            #[cfg(feature = "redis")]
+            redis: stores.redis,
             ttl: self.ttl,
             sessions: session_ref.cloned(),
             stall: self.stall,
@@ -360,6 +385,28 @@ impl FallbackLayerBuilder {
                 "both a decision store and a cache file were given: choose one (a FileStore \
                  is a decision store)",
             );
+        }
+        if let Some(old) = &self.keep {
+            #[cfg(feature = "redis")]
+            let redis = self.redis.is_some();
+            #[cfg(not(feature = "redis"))]
+            let redis = false;
+            if self.store.is_some() || self.cache_file.is_some() || redis {
+                return bad(
+                    "decisions_of keeps the other layer's store: give no decision store, cache \
+                     file or Redis besides it",
+                );
+            }
+            let same = old.shared.config.rungs.len() == self.ladder.len()
+                && (old.shared.config.rungs.iter())
+                    .zip(self.ladder.iter())
+                    .all(|(r, p)| r.profile == *p);
+            if !same {
+                return bad(
+                    "decisions_of: the other layer has another ladder, so its decisions name \
+                     other rungs",
+                );
+            }
         }
         Ok(())
     }
@@ -392,13 +439,53 @@ impl FallbackLayerBuilder {
     }
 }
 
+/// The decision store a layer uses, and the same store as the Redis one when it is.
+struct Stores {
+    store: Arc<dyn DecisionStore>,
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<crate::cache::RedisStore>>,
+}
+
 impl FallbackLayerBuilder {
+    /// The decision store: the kept layer's (a Redis one adopts this policy and TTL), else the
+    /// one given, Redis, the cache file, or memory.
+    fn open_store(&mut self, policy: &Policy) -> Result<Stores, Error> {
+        #[cfg(not(feature = "redis"))]
+        let _ = policy; // Only a Redis store checks values against it.
+        if let Some(old) = self.keep.take() {
+            let old = &old.shared.config;
+            #[cfg(feature = "redis")]
+            if let Some(r) = &old.redis {
+                r.adopt(&self.ladder, policy, self.ttl);
+            }
+            return Ok(Stores {
+                store: Arc::clone(&old.store),
+                #[cfg(feature = "redis")]
+                redis: old.redis.clone(),
+            });
+        }
+        #[cfg(feature = "redis")]
+        if let Some(r) = self.redis_store(policy)? {
+            return Ok(Stores {
+                store: Arc::clone(&r) as Arc<dyn DecisionStore>,
+                redis: Some(r),
+            });
+        }
+        let store: Arc<dyn DecisionStore> = match (self.store.take(), self.cache_file.take()) {
+            (Some(s), _) => s,
+            (None, Some(path)) => Arc::new(FileStore::open(path, self.capacity, self.ttl)),
+            (None, None) => Arc::new(MemoryStore::new(self.capacity)),
+        };
+        Ok(Stores {
+            store,
+            #[cfg(feature = "redis")]
+            redis: None,
+        })
+    }
+
     /// The Redis store, if asked for; alone: a store or a cache file besides it is an error.
     #[cfg(feature = "redis")]
-    fn redis_store(
-        &self,
-        legacy_hosts: &[HostPattern],
-    ) -> Result<Option<Arc<dyn DecisionStore>>, Error> {
+    fn redis_store(&self, policy: &Policy) -> Result<Option<Arc<crate::cache::RedisStore>>, Error> {
         let Some(options) = self.redis.clone() else {
             return Ok(None);
         };
@@ -407,18 +494,8 @@ impl FallbackLayerBuilder {
                 "Redis and a decision store or cache file were given: choose one".into(),
             ));
         }
-        let policy = Policy {
-            floor: self.floor,
-            legacy_hosts: legacy_hosts.to_vec(),
-            ..Policy::default()
-        };
-        let store = crate::cache::RedisStore::open(
-            options,
-            &self.ladder,
-            &policy,
-            self.ttl,
-            self.capacity,
-        )?;
+        let store =
+            crate::cache::RedisStore::open(options, &self.ladder, policy, self.ttl, self.capacity)?;
         Ok(Some(Arc::new(store)))
     }
 }

@@ -95,6 +95,12 @@ pub trait DecisionStore: Send + Sync + std::fmt::Debug + 'static {
     fn put(&self, key: HostKey, decision: Arc<Decision>);
     /// Forgets a host.
     fn remove(&self, key: &HostKey);
+    /// Forgets a host here only: its decision is not wrong, this layer's policy just does not
+    /// allow its rung (a reload narrowed the legacy gate or raised the floor). A shared store
+    /// drops its local copy and tells no other instance; the default is [`Self::remove`].
+    fn discard(&self, key: &HostKey) {
+        self.remove(key);
+    }
     /// Every decision held, for stats and persistence.
     fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)>;
     /// Makes pending changes durable (a no-op for memory-only stores).

@@ -44,6 +44,10 @@ pub(crate) struct Config {
     pub(crate) pins: Vec<PinnedRung>,
     pub(crate) policy: Policy,
     pub(crate) store: Arc<dyn DecisionStore>,
+    /// `store`, when it is the Redis store the builder opened: a layer rebuilt around the
+    /// store gives it its own policy and TTL ([`crate::FallbackLayerBuilder::decisions_of`]).
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<Arc<crate::cache::RedisStore>>,
     pub(crate) ttl: Duration,
     pub(crate) sessions: Option<SessionCache>,
     pub(crate) stall: Option<Duration>,

@@ -405,3 +405,62 @@ async fn learning_is_announced_at_warn_and_stats_serialize() {
     assert_eq!(json["hosts"][0]["profile"], "tls10-legacy");
     assert!(em.hellos().iter().all(|h| h.action != Action::Hang));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_rebuilt_with_another_legacy_gate_keeps_what_the_old_one_learned() {
+    // A configuration reload: the gate gains an unrelated pattern, the layer is rebuilt.
+    let (_server, em) = legacy_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.json");
+    let old = builder()
+        .allow_legacy("localhost")
+        .cache_file(&path)
+        .build()
+        .unwrap();
+    let (res, _) = get(&client(&old), &em.url()).await.unwrap();
+    assert_eq!(tls(&res).handshakes(), 6);
+    em.clear();
+    let new = builder()
+        .allow_legacy("localhost")
+        .allow_legacy("unrelated.example")
+        .decisions_of(&old)
+        .build()
+        .unwrap();
+    drop(old);
+    let (res, _) = get(&client(&new), &em.url()).await.unwrap();
+    assert_eq!(
+        ladder_seen(&em),
+        [(Some(Tls1_0), true)],
+        "one hello, no walk"
+    );
+    assert!(tls(&res).from_cache);
+    assert_eq!(new.stats().hosts.len(), 1);
+    // The same file, written by the one store both layers share.
+    new.flush().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("tls10-legacy"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_of_refuses_another_ladder_and_a_second_store() {
+    let old = builder().build().unwrap();
+    let short = tls_fallback::Ladder::new(vec![
+        tls_fallback::Profile::modern(),
+        tls_fallback::Profile::tls12(),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        ("another ladder", builder().ladder(short).decisions_of(&old)),
+        (
+            "a cache file too",
+            builder()
+                .cache_file(dir.path().join("d.json"))
+                .decisions_of(&old),
+        ),
+    ];
+    for (name, b) in rows {
+        let err = b.build().expect_err(name);
+        assert_eq!(err.kind(), ErrorKind::BadInput, "{name}: {err}");
+        assert!(err.to_string().contains("decisions_of"), "{name}: {err}");
+    }
+}

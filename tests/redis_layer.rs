@@ -225,3 +225,27 @@ async fn a_compact_decision_from_redis_is_verified_before_a_healthy_host_loses_i
     let (res, _) = get(&client(&b), &em.url()).await.unwrap();
     assert_eq!(&*tls(&res).profile, "modern");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_narrows_the_gate_drops_a_decision_here_and_not_in_the_fleet() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (_server, em) = legacy_gateway().await;
+    let (a, b) = (instance(&redis), instance(&redis));
+    get(&client(&a), &em.url()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || b.stats().hosts.len() == 1).await,
+        "B received A's decision"
+    );
+    // B is rebuilt without the legacy gate, keeping its store: the decision is not used.
+    let narrowed = builder().decisions_of(&b).build().expect("layer");
+    let err = tls_error(&get(&client(&narrowed), &em.url()).await.unwrap_err());
+    assert_eq!(err.kind(), tls_fallback::ErrorKind::BelowFloor, "{err}");
+    assert!(narrowed.stats().hosts.is_empty(), "dropped here");
+    // No forget went to the fleet: A keeps what it learned.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.stats().hosts.len(), 1, "A keeps it");
+    em.clear();
+    let (res, _) = get(&client(&a), &em.url()).await.unwrap();
+    assert_eq!(ladder_seen(&em), [(Some(Tls1_0), true)]);
+    assert!(tls(&res).from_cache);
+}

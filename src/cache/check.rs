@@ -52,9 +52,11 @@ pub(crate) enum Invalid {
 }
 
 impl Invalid {
-    /// Whether the refusal is worth a WARN (everything but a plain expiry).
+    /// Whether the refusal is worth a WARN: everything but a plain expiry, and a rung this
+    /// policy does not allow the host (instances whose legacy gate or floor differ share keys:
+    /// one allowed a legacy rung writes what another may not use).
     pub(crate) fn is_suspicious(&self) -> bool {
-        !matches!(self, Invalid::Expired)
+        !matches!(self, Invalid::Expired | Invalid::Forbidden(_))
     }
 }
 
@@ -177,16 +179,15 @@ impl Rules {
         })
     }
 
-    /// A short, stable fingerprint of the ladder and the policy parts that decide which rungs
-    /// a host may use: instances that differ there never share keys.
+    /// A short, stable fingerprint of the ladder: what a decision's rung number and name mean
+    /// (the hello sent). Instances with other ladders never share keys. The policy (floor,
+    /// legacy gate) is not in it: it does not change what a decision says, only whether this
+    /// instance may use it, which [`Rules::check`] asks of every value read, and the walk of
+    /// every start; so adding an `allow_legacy` pattern splits no fleet.
     pub(crate) fn fingerprint(&self) -> String {
         let mut text = String::new();
         for p in &self.rungs {
             text.push_str(&format!("{p:?}\n"));
-        }
-        text.push_str(&format!("floor={:?}\n", self.policy.floor));
-        for h in &self.policy.legacy_hosts {
-            text.push_str(&format!("legacy={h}\n"));
         }
         let digest = openssl::sha::sha256(text.as_bytes());
         digest[..6].iter().map(|b| format!("{b:02x}")).collect()
@@ -309,13 +310,13 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_follows_the_ladder_and_the_legacy_gate() {
+    fn the_fingerprint_follows_the_ladder_only_not_the_policy() {
         let base = rules(&[]).fingerprint();
         assert_eq!(base, rules(&[]).fingerprint(), "stable");
-        assert_ne!(base, rules(&["old.example"]).fingerprint());
+        assert_eq!(base, rules(&["old.example"]).fingerprint(), "legacy gate");
         let mut floor = rules(&[]);
         floor.policy.floor = TlsVersion::Tls1_0;
-        assert_ne!(base, floor.fingerprint());
+        assert_eq!(base, floor.fingerprint(), "floor");
         let short = Rules::new(
             &Ladder::new(vec![Profile::modern(), Profile::tls12()]),
             &Policy::default(),

@@ -98,9 +98,11 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Opens the store for this ladder, policy and TTL (the key prefix holds a fingerprint of
-    /// the ladder and policy) with a local store of about `capacity` hosts. Fails only on a
-    /// bad URL; an unreachable Redis logs one WARN and is retried in the background. Waits at
-    /// most about a second for the first contact, so that a reachable Redis is in use at once.
+    /// the ladder alone: instances whose policies differ share decisions, and each checks a
+    /// value against its own policy when it reads it) with a local store of about `capacity`
+    /// hosts. Fails only on a bad URL; an unreachable Redis logs one WARN and is retried in
+    /// the background. Waits at most about a second for the first contact, so that a
+    /// reachable Redis is in use at once.
     pub fn open(
         options: RedisOptions,
         ladder: &Ladder,
@@ -111,6 +113,13 @@ impl RedisStore {
         let rules = Rules::new(ladder, policy, ttl);
         let (link, ops) = link::start(options, rules, MemoryStore::new(capacity))?;
         Ok(RedisStore { link, ops })
+    }
+
+    /// Checks what it reads and receives against this policy and TTL from now on: for a layer
+    /// rebuilt around this store ([`crate::FallbackLayerBuilder::decisions_of`]). The ladder
+    /// must be the one the store was opened with (the builder checks it).
+    pub(crate) fn adopt(&self, ladder: &Ladder, policy: &Policy, ttl: Duration) {
+        self.link.set_rules(Rules::new(ladder, policy, ttl));
     }
 
     /// Whether the last contact with Redis worked.
@@ -157,12 +166,17 @@ impl DecisionStore for RedisStore {
         self.link.memory.remove(key);
         match old {
             // An expiry: every copy carries the same date, and Redis expires its own.
-            Some(d) if d.expired(self.link.rules.ttl) => {}
+            Some(d) if d.expired(self.link.rules().ttl) => {}
             // Seen once, never shared: nothing to take back.
             Some(d) if d.provisional => {}
             // A downgrade signal, a forget: take back everything learned up to now.
             _ => self.send(Op::Forget(key.clone(), super::unix_ms())),
         }
+    }
+
+    /// Drops the local copy only: another instance may be allowed what this one is not.
+    fn discard(&self, key: &HostKey) {
+        self.link.memory.remove(key);
     }
 
     fn snapshot(&self) -> Vec<(HostKey, Arc<Decision>)> {

@@ -266,7 +266,8 @@ where
             }
         };
         match why {
-            Forget::NotAllowed => config.store.remove(self.key),
+            // Not wrong, only not allowed here: other instances keep it.
+            Forget::NotAllowed => config.store.discard(self.key),
             Forget::RanOut => {
                 config.store.remove(self.key);
                 if self.cached.is_some_and(|r| r > 0) {

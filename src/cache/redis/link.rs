@@ -3,7 +3,7 @@
 //! subscription, write queue, received messages), the bounded read and the fleet lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -105,7 +105,9 @@ pub(crate) const SLOW_FOR: Duration = Duration::from_secs(1);
 
 pub(crate) struct Link {
     conn: ConnectionManager,
-    pub(crate) rules: Rules,
+    /// What values are checked against; replaced when a layer rebuilt by a reload keeps this
+    /// store ([`Link::set_rules`]). The key prefix stays: it depends on the ladder alone.
+    rules: RwLock<Arc<Rules>>,
     pub(crate) keys: Keys,
     pub(crate) memory: MemoryStore,
     /// The URL as logs may show it.
@@ -185,7 +187,7 @@ pub(crate) fn start(
             channel: format!("{prefix}:events"),
             prefix,
         },
-        rules,
+        rules: RwLock::new(Arc::new(rules)),
         memory,
         shown,
         me: instance_name(),
@@ -219,6 +221,18 @@ fn instance_name() -> String {
 }
 
 impl Link {
+    /// The rules values are checked against now.
+    pub(crate) fn rules(&self) -> Arc<Rules> {
+        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(&rules)
+    }
+
+    /// Checks values against `rules` from now on (a layer rebuilt with another policy or TTL
+    /// keeps this store). `rules` must be for the same ladder: the key prefix is not changed.
+    pub(crate) fn set_rules(&self, rules: Rules) {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+
     pub(crate) fn count(&self, c: Counter) {
         self.counters[c as usize].fetch_add(1, Ordering::Relaxed);
         metrics::counter!(c.metric()).increment(1);
@@ -344,7 +358,7 @@ impl Link {
         let (key, event) = match op {
             Op::Learn(key, d) => {
                 let age = unix_ms().saturating_sub(d.learned_at_ms);
-                let left = self.rules.ttl.as_millis().saturating_sub(u128::from(age));
+                let left = self.rules().ttl.as_millis().saturating_sub(u128::from(age));
                 let Ok(value) = serde_json::to_vec(&*d) else {
                     return;
                 };
@@ -422,7 +436,7 @@ impl Link {
         let key = HostKey::new(&message.host, message.port);
         match message.event {
             Event::Learn { decision } => {
-                if let Err(why) = self.rules.check(&key, &decision, unix_ms()) {
+                if let Err(why) = self.rules().check(&key, &decision, unix_ms()) {
                     return self.refuse(&self.keys.decision(&key), "publish", &why);
                 }
                 // A local decision newer than the one announced stays, unless it is dated in
@@ -462,7 +476,7 @@ impl Link {
     /// HTTP/2 or the post-quantum key share from a healthy host) is provisional here, so this
     /// instance's next walk starts from the top and confirms it, or finds the rung above works.
     fn as_local(&self, d: Decision) -> Decision {
-        if self.rules.reshapes(d.rung) && !d.provisional {
+        if self.rules().reshapes(d.rung) && !d.provisional {
             d.into_provisional()
         } else {
             d
@@ -519,7 +533,7 @@ impl Link {
             return None;
         }
         let checked = check::parse(&bytes).and_then(|d| {
-            self.rules.check(key, &d, unix_ms())?;
+            self.rules().check(key, &d, unix_ms())?;
             Ok(d)
         });
         match checked {
