@@ -14,7 +14,7 @@ use tls_fallback::{policy, HostPattern, TlsVersion};
 use super::doc::{Doc, Seg};
 use super::{
     ConfigError, Dest, HostLayer, HostSection, LayerSettings, Limits, LogFormat, ProxyArgs,
-    Routing, Settings, MAX_WORKERS,
+    RedisTuning, Routing, Settings, MAX_WORKERS,
 };
 
 /// Where a merged value was given.
@@ -234,7 +234,55 @@ impl<'a> Layered<'a> {
             stall_timeout: self.millis("stall_timeout_ms", |a| &a.stall_timeout_ms)?,
             decision_ttl: self.millis("decision_ttl_ms", |a| &a.decision_ttl_ms)?,
             floor,
+            system_roots: self
+                .one("system_roots", |a| &a.system_roots)
+                .map(|g| *g.value),
+            cache_capacity: match self.one("cache_capacity", |a| &a.cache_capacity) {
+                Some(g) if *g.value == 0 => return Err(self.fail(&g, "must be above 0")),
+                g => g.map(|g| *g.value),
+            },
+            session_cache_capacity: (self
+                .one("session_cache_capacity", |a| &a.session_cache_capacity))
+            .map(|g| *g.value),
+            redis_tuning: self.redis_tuning()?,
             via,
+        })
+    }
+
+    /// The Redis store's options: only with `redis`; a namespace is a short key prefix.
+    fn redis_tuning(&self) -> Result<RedisTuning, ConfigError> {
+        let tuning = RedisTuning {
+            read_timeout: self.millis("redis_read_timeout_ms", |a| &a.redis_read_timeout_ms)?,
+            lock_time: self.millis("redis_lock_time_ms", |a| &a.redis_lock_time_ms)?,
+            namespace: None,
+        };
+        let namespace = self.one("redis_namespace", |a| &a.redis_namespace);
+        if let Some(g) = &namespace {
+            let ok = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+            if g.value.is_empty() || g.value.len() > 64 || !g.value.chars().all(ok) {
+                return Err(self.fail(
+                    g,
+                    format!(
+                        "invalid namespace {:?}: 1 to 64 letters, digits, '-', '_', '.' or ':'",
+                        g.value
+                    ),
+                ));
+            }
+        }
+        let redis = self.one("redis", |a| &a.redis).is_some();
+        let given = [
+            self.one("redis_read_timeout_ms", |a| &a.redis_read_timeout_ms)
+                .map(|g| self.fail(&g, "needs redis")),
+            self.one("redis_lock_time_ms", |a| &a.redis_lock_time_ms)
+                .map(|g| self.fail(&g, "needs redis")),
+            namespace.as_ref().map(|g| self.fail(g, "needs redis")),
+        ];
+        if let (false, Some(e)) = (redis, given.into_iter().flatten().next()) {
+            return Err(e);
+        }
+        Ok(RedisTuning {
+            namespace: namespace.map(|g| g.value.clone()),
+            ..tuning
         })
     }
 

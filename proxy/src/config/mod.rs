@@ -77,7 +77,7 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "N")]
     pub handshake_timeout_ms: Option<u64>,
     /// Start the next rung in parallel when a handshake has had no byte back for this long,
-    /// in ms (default 1500).
+    /// in ms (default 1500; above --handshake-timeout-ms, rungs are never raced).
     #[arg(long, value_name = "N")]
     pub stall_timeout_ms: Option<u64>,
     /// How long a learned decision lives before the host is probed again, in ms (default
@@ -88,6 +88,27 @@ pub struct ProxyArgs {
     /// below 1.2 lets every host use legacy crypto down to that version).
     #[arg(long, value_name = "VERSION")]
     pub floor: Option<String>,
+    /// Trust the system's root certificates: true or false (default true; false trusts only
+    /// --ca-file).
+    #[arg(long, value_name = "BOOL")]
+    pub system_roots: Option<bool>,
+    /// Hosts whose decisions are kept, at most (default 10000).
+    #[arg(long, value_name = "N")]
+    pub cache_capacity: Option<u64>,
+    /// TLS sessions kept for resumption (default 1024; 0 turns resumption off).
+    #[arg(long, value_name = "N")]
+    pub session_cache_capacity: Option<u64>,
+    /// With --redis: the bound on the one read of a local miss and on taking the fleet lock,
+    /// in ms (default 50).
+    #[arg(long, value_name = "N")]
+    pub redis_read_timeout_ms: Option<u64>,
+    /// With --redis: how long the fleet lock on a host lasts if its holder never releases it,
+    /// in ms (default 5000).
+    #[arg(long, value_name = "N")]
+    pub redis_lock_time_ms: Option<u64>,
+    /// With --redis: the first part of every key and of the channel (default tls-fallback).
+    #[arg(long, value_name = "NAME")]
+    pub redis_namespace: Option<String>,
     /// Time for the upstream to answer a request (its head), in ms (default 60000).
     #[arg(long, value_name = "N")]
     pub request_timeout_ms: Option<u64>,
@@ -112,6 +133,10 @@ pub struct ProxyArgs {
     /// The file's `[[host]]` sections (no flags).
     #[arg(skip)]
     host: Vec<HostSection>,
+    /// A command instead of running the proxy (`ca init`).
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<crate::intercept::init::Command>,
 }
 
 /// The file's `[limits]` table; see [`Limits`] for the defaults.
@@ -133,10 +158,6 @@ struct HostSection {
     pin: Option<String>,
     #[serde(default)]
     allow_legacy: bool,
-    /// A command instead of running the proxy (`ca init`).
-    #[command(subcommand)]
-    #[serde(skip)]
-    pub command: Option<crate::intercept::init::Command>,
     ca_file: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
@@ -197,8 +218,28 @@ pub struct LayerSettings {
     pub decision_ttl: Option<Duration>,
     /// The lowest version for hosts outside the legacy gate (`None`: the library's default).
     pub floor: Option<TlsVersion>,
+    /// Whether the system's roots are trusted (`None`: the library's default, yes).
+    pub system_roots: Option<bool>,
+    /// Hosts whose decisions are kept, at most (`None`: the library's default).
+    pub cache_capacity: Option<u64>,
+    /// TLS sessions kept for resumption (`None`: the library's default; 0: none).
+    pub session_cache_capacity: Option<u64>,
+    /// How the Redis store waits for Redis and names its keys (`None`s: the library's
+    /// defaults); only with `redis`.
+    pub redis_tuning: RedisTuning,
     /// The outbound proxy (HTTP CONNECT or SOCKS5), if any; its Debug hides the password.
     pub via: Option<tls_fallback::outbound::ProxyUrl>,
+}
+
+/// The Redis store's options besides its URL (`None`: the library's default).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisTuning {
+    /// The bound on the read of a local miss and on taking the fleet lock.
+    pub read_timeout: Option<Duration>,
+    /// How long a fleet lock lasts if its holder never releases it.
+    pub lock_time: Option<Duration>,
+    /// The first part of every key and of the channel.
+    pub namespace: Option<String>,
 }
 
 /// Hosts with their own trust or client certificate get their own layer.
@@ -231,6 +272,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Worker threads.
     pub workers: usize,
+    /// The interception CA's directory (CONNECT to allowed hosts is intercepted).
+    pub intercept_ca: Option<PathBuf>,
 }
 
 /// A URL that may carry credentials (a Redis URL, an outbound proxy's): its `Debug` hides
@@ -272,8 +315,6 @@ impl ProxyArgs {
 /// Reads the flags and, with `--config`, the file, into checked settings.
 pub fn resolve(args: &ProxyArgs) -> Result<Settings, ConfigError> {
     let Some(path) = &args.config else {
-    /// The interception CA's directory (CONNECT to allowed hosts is intercepted).
-    pub intercept_ca: Option<PathBuf>,
         return merge::Layered::new(args, &ProxyArgs::default(), &doc::Doc::empty()).settings();
     };
     let text = read_file(path).map_err(|error| ConfigError::Read {

@@ -362,3 +362,83 @@ fn the_library_settings_come_from_the_file_or_the_flags() {
         (None, None, None)
     );
 }
+
+#[test]
+fn every_builder_setting_has_a_file_key_and_a_flag() {
+    let file = "allow = [\"a\"]\nsystem_roots = false\ncache_capacity = 50\n\
+                session_cache_capacity = 0\nredis = \"redis://r\"\nredis_read_timeout_ms = 20\n\
+                redis_lock_time_ms = 900\nredis_namespace = \"fleet-a\"\n\
+                [[host]]\nmatch = \"m\"\nca_file = \"m.pem\"\n";
+    let s = with_file(file, ProxyArgs::default()).unwrap();
+    let want = RedisTuning {
+        read_timeout: Some(Duration::from_millis(20)),
+        lock_time: Some(Duration::from_millis(900)),
+        namespace: Some("fleet-a".into()),
+    };
+    for l in [&s.layer, &s.host_layers[0].layer] {
+        assert_eq!(l.system_roots, Some(false));
+        assert_eq!(l.cache_capacity, Some(50));
+        assert_eq!(l.session_cache_capacity, Some(0));
+        assert_eq!(l.redis_tuning, want);
+    }
+    let flags = ProxyArgs::from_flags([
+        "--allow",
+        "a",
+        "--system-roots",
+        "false",
+        "--cache-capacity",
+        "7",
+        "--session-cache-capacity",
+        "3",
+        "--redis",
+        "redis://r",
+        "--redis-namespace",
+        "b",
+    ])
+    .unwrap();
+    let s = resolve(&flags).unwrap();
+    assert_eq!(
+        (s.layer.system_roots, s.layer.cache_capacity),
+        (Some(false), Some(7))
+    );
+    assert_eq!(s.layer.session_cache_capacity, Some(3));
+    assert_eq!(s.layer.redis_tuning.namespace.as_deref(), Some("b"));
+    // Unset, the library's defaults apply.
+    let s = resolve(&allow("a")).unwrap();
+    assert_eq!((s.layer.system_roots, s.layer.cache_capacity), (None, None));
+    assert_eq!(s.layer.redis_tuning, RedisTuning::default());
+}
+
+#[test]
+fn bad_store_settings_say_where_and_why() {
+    let rows = [
+        (
+            "allow = [\"a\"]\ncache_capacity = 0\n",
+            "DIR/proxy.toml:2: key `cache_capacity`: must be above 0",
+        ),
+        (
+            "allow = [\"a\"]\nredis_namespace = \"x\"\n",
+            "DIR/proxy.toml:2: key `redis_namespace`: needs redis",
+        ),
+        (
+            "allow = [\"a\"]\nredis_read_timeout_ms = 10\n",
+            "DIR/proxy.toml:2: key `redis_read_timeout_ms`: needs redis",
+        ),
+        (
+            "allow = [\"a\"]\nredis = \"redis://r\"\nredis_lock_time_ms = 0\n",
+            "DIR/proxy.toml:3: key `redis_lock_time_ms`: must be above 0",
+        ),
+        (
+            "allow = [\"a\"]\nredis = \"redis://r\"\nredis_namespace = \"a b\"\n",
+            "DIR/proxy.toml:3: key `redis_namespace`: invalid namespace \"a b\"",
+        ),
+        (
+            "allow = [\"a\"]\nsystem_roots = \"no\"\n",
+            "DIR/proxy.toml:2: key `system_roots`: invalid type",
+        ),
+    ];
+    for (text, want) in rows {
+        let e = with_file(text, ProxyArgs::default()).unwrap_err();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}
