@@ -132,7 +132,10 @@ pub async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBo
         None => route::decide(routing, &method, req.uri()),
     };
     let (res, dest, info) = match route {
-        Route::Refuse { status, reason } => (refusal(status, &reason), None, None),
+        Route::Refuse { status, reason } => {
+            let asked = access::asked_host(req.uri(), req.headers().get(HOST));
+            return refused(conn, rt, &method, &asked, refusal(status, &reason), started);
+        }
         Route::Intercept { dest } => (intercept::open(conn, rt, &mut req, &dest), Some(dest), None),
         Route::Tunnel { dest } => {
             let res = intercept::tunnel::open(conn, rt, &mut req, &dest).await;
@@ -167,6 +170,29 @@ pub async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBo
             duration: started.elapsed(),
         },
     );
+    res
+}
+
+/// Logs and counts a refused request under the host its app asked for, and returns the answer.
+fn refused(
+    conn: &Conn,
+    rt: &Runtime,
+    method: &http::Method,
+    asked: &str,
+    res: Response<ProxyBody>,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let entry = Entry {
+        method: method.as_str(),
+        host: asked,
+        status: res.status().as_u16(),
+        tls: None,
+        error: None,
+        duration: started.elapsed(),
+    };
+    conn.worker
+        .log
+        .record_refused(rt.settings.log_format, &entry);
     res
 }
 
@@ -242,12 +268,22 @@ async fn send(
                 None,
             );
         }
-        Some(Err(e)) => return (upstream_error(&e, dest.authority.as_str()), None),
+        Some(Err((e, info))) => {
+            let mut res = upstream_error(&e, dest.authority.as_str());
+            // A connection was made: how, as on every answer through it.
+            for (k, v) in info.iter().flat_map(|i| &i.headers) {
+                res.headers_mut().insert(k, v.clone());
+            }
+            return (res, info);
+        }
         Some(Ok(answer)) => answer,
     };
     let (mut parts, body) = res.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_own(&mut parts.headers);
+    // The proxy speaks its own version to the app (RFC 9110 7.6.3), whatever the upstream's:
+    // an HTTP/1.0 answer stays on a kept-alive HTTP/1.1 connection, its body framed again.
+    parts.version = http::Version::HTTP_11;
     if let Some(info) = &info {
         for (k, v) in &info.headers {
             parts.headers.insert(k, v.clone());

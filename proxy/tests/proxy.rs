@@ -468,7 +468,7 @@ async fn admin_serves_healthz_prometheus_metrics_and_decisions() {
         "tls_fallback_learned_hosts 1".to_string(),
         "tls_fallback_downgrades_total".to_string(),
         format!("tls_fallback_proxy_requests_total{{host=\"{host}\",status=\"200\"}} 1"),
-        "tls_fallback_proxy_requests_total{host=\"-\",status=\"403\"} 1".to_string(),
+        "tls_fallback_proxy_requests_total{host=\"other.example\",status=\"403\"} 1".to_string(),
         format!(
             "tls_fallback_proxy_request_duration_seconds_count{{host=\"{host}\",status=\"200\"}} 1"
         ),

@@ -23,7 +23,8 @@ use crate::lock;
 pub struct Entry<'a> {
     /// The method.
     pub method: &'a str,
-    /// The upstream `host[:port]` (empty when the proxy refused the request).
+    /// The upstream `host[:port]`; for a refused request, the host its app asked for as
+    /// [`asked_host`] shows it (empty if it named none).
     pub host: &'a str,
     /// The status sent to the app.
     pub status: u16,
@@ -40,6 +41,7 @@ pub struct Entry<'a> {
 struct Handles {
     host: Box<str>,
     status: u16,
+    refused: bool,
     requests: metrics::Counter,
     duration: metrics::Histogram,
 }
@@ -54,15 +56,18 @@ struct Meters(Vec<Handles>);
 
 /// How many upstream hosts get a `host` label of their own in the metrics; the requests of
 /// any later one are counted under `other`. A pattern such as `*.suffix`, or a host without a
-/// port (every port), would otherwise let apps make label sets without end.
+/// port (every port), would otherwise let apps make label sets without end. The hosts of
+/// refused requests have a budget of their own, as large: an app asking for junk cannot take
+/// the upstreams' labels.
 pub const MAX_HOST_LABELS: usize = 100;
 
-/// The label for an upstream host: its own among the first [`MAX_HOST_LABELS`] seen by the
-/// process (the metrics registry is the process's too), else `other`.
-fn host_label(host: &str) -> &str {
-    static SEEN: std::sync::OnceLock<Mutex<std::collections::HashSet<String>>> =
-        std::sync::OnceLock::new();
-    let mut seen = lock(SEEN.get_or_init(Mutex::default));
+/// The label for a host: its own among the first [`MAX_HOST_LABELS`] of its kind (upstream,
+/// or asked for by a refused request) seen by the process (the metrics registry is the
+/// process's too), else `other`.
+fn host_label(host: &str, refused: bool) -> &str {
+    type Seen = std::sync::OnceLock<Mutex<std::collections::HashSet<String>>>;
+    static SEEN: [Seen; 2] = [Seen::new(), Seen::new()];
+    let mut seen = lock(SEEN[usize::from(refused)].get_or_init(Mutex::default));
     if seen.contains(host) {
         return host;
     }
@@ -88,23 +93,22 @@ fn status_label(status: u16) -> String {
 }
 
 impl Meters {
-    fn count(&mut self, e: &Entry) {
+    fn count(&mut self, e: &Entry, refused: bool) {
         let host = if e.host.is_empty() { "-" } else { e.host };
         let seconds = e.duration.as_secs_f64();
-        if let Some(h) = self
-            .0
-            .iter()
-            .find(|h| h.status == e.status && *h.host == *host)
+        if let Some(h) = (self.0.iter())
+            .find(|h| h.status == e.status && h.refused == refused && *h.host == *host)
         {
             h.requests.increment(1);
             h.duration.record(seconds);
             return;
         }
         let status = status_label(e.status);
-        let label = host_label(host);
+        let label = host_label(host, refused);
         let h = Handles {
             host: host.into(),
             status: e.status,
+            refused,
             requests: metrics::counter!(super::meters::REQUESTS, "host" => label.to_string(), "status" => status.clone()),
             duration: metrics::histogram!(super::meters::DURATION, "host" => label.to_string(), "status" => status),
         };
@@ -170,7 +174,17 @@ impl Default for Writer {
 impl Writer {
     /// Writes the access log line of a request and counts it.
     pub fn record(&self, format: LogFormat, e: &Entry) {
-        lock(&self.meters).count(e);
+        self.record_as(format, e, false);
+    }
+
+    /// As [`Writer::record`], for a request the proxy refused: `e.host` is what its app asked
+    /// for ([`asked_host`]), counted within the refused hosts' own label budget.
+    pub fn record_refused(&self, format: LogFormat, e: &Entry) {
+        self.record_as(format, e, true);
+    }
+
+    fn record_as(&self, format: LogFormat, e: &Entry, refused: bool) {
+        lock(&self.meters).count(e, refused);
         let now = SystemTime::now();
         let mut out = lock(&self.buf);
         write_line(&mut out, format, e, lock(&self.clock).at(now));
@@ -276,6 +290,40 @@ fn push_number(out: &mut Vec<u8>, mut n: u128) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// The longest part of an asked-for host that is logged (a DNS name and a port fit).
+pub const MAX_ASKED_BYTES: usize = 260;
+
+/// The host an app asked for in a request the proxy refused, as the access log and the
+/// metrics show it: the request URI's authority (absolute or `CONNECT` form), else the `Host`
+/// header, else empty. An app can send any bytes there: each byte that is not printable
+/// ASCII, and a space, `"` or `\`, is written `\xHH`, so a host stays one field of the
+/// text line and cannot forge another line or field; at most [`MAX_ASKED_BYTES`] of it
+/// are shown, then `...`.
+pub fn asked_host(uri: &http::Uri, host_header: Option<&http::HeaderValue>) -> String {
+    let raw = match (uri.authority(), host_header) {
+        (Some(a), _) => a.as_str().as_bytes(),
+        (None, Some(h)) => h.as_bytes(),
+        (None, None) => b"",
+    };
+    escape_host(raw)
+}
+
+/// `raw` escaped and cut as [`asked_host`] says.
+fn escape_host(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len().min(MAX_ASKED_BYTES));
+    for &b in raw.iter().take(MAX_ASKED_BYTES) {
+        if b.is_ascii_graphic() && b != b'"' && b != b'\\' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if raw.len() > MAX_ASKED_BYTES {
+        out.push_str("...");
+    }
+    out
+}
+
 /// The access log line (without its newline).
 #[cfg(test)]
 pub fn format_line(format: LogFormat, e: &Entry, time: &str) -> String {
@@ -306,6 +354,66 @@ mod tests {
             let t = UNIX_EPOCH + Duration::from_secs(secs);
             assert_eq!(timestamp(t), want);
         }
+    }
+
+    #[test]
+    fn an_asked_host_is_escaped_to_one_printable_field_and_cut() {
+        // (raw host, as logged)
+        let long = "a".repeat(MAX_ASKED_BYTES + 1);
+        let cut = format!("{}...", &long[..MAX_ASKED_BYTES]);
+        let rows: [(&[u8], &str); 8] = [
+            (b"gw.example:8443", "gw.example:8443"),
+            (b"[::1]:443", "[::1]:443"),
+            (b"", ""),
+            (b"evil host", "evil\\x20host"),
+            (b"a\"b\\c", "a\\x22b\\x5cc"),
+            (
+                b"\x1b[2J\r\nGET x 200",
+                "\\x1b[2J\\x0d\\x0aGET\\x20x\\x20200",
+            ),
+            (b"caf\xc3\xa9\xff", "caf\\xc3\\xa9\\xff"),
+            (long.as_bytes(), &cut),
+        ];
+        for (raw, want) in rows {
+            assert_eq!(escape_host(raw), want, "{raw:?}");
+        }
+        let header = http::HeaderValue::from_bytes(b"h\xff st").unwrap();
+        let origin: http::Uri = "/x".parse().unwrap();
+        assert_eq!(asked_host(&origin, Some(&header)), "h\\xff\\x20st");
+        let absolute: http::Uri = "http://gw.example:81/x".parse().unwrap();
+        assert_eq!(asked_host(&absolute, Some(&header)), "gw.example:81");
+        let connect: http::Uri = "gw.example:443".parse().unwrap();
+        assert_eq!(asked_host(&connect, None), "gw.example:443");
+        assert_eq!(asked_host(&origin, None), "");
+        // One field of the text line, and a JSON string.
+        let e = Entry {
+            method: "GET",
+            host: &escape_host(b"a b\nc"),
+            status: 400,
+            tls: None,
+            error: None,
+            duration: Duration::ZERO,
+        };
+        let line = format_line(LogFormat::Text, &e, "T");
+        assert_eq!(line.split(' ').nth(2), Some("a\\x20b\\x0ac"), "{line}");
+        let v: serde_json::Value =
+            serde_json::from_str(&format_line(LogFormat::Json, &e, "T")).unwrap();
+        assert_eq!(v["host"], "a\\x20b\\x0ac");
+    }
+
+    #[test]
+    fn refused_hosts_have_their_own_label_budget() {
+        // Fills the refused budget with hosts of its own; upstream labels are untouched.
+        for i in 0..MAX_HOST_LABELS {
+            assert_eq!(host_label(&format!("junk{i}"), true), format!("junk{i}"));
+        }
+        assert_eq!(host_label("junk-late", true), "other");
+        assert_eq!(
+            host_label("junk0", true),
+            "junk0",
+            "a host seen keeps its label"
+        );
+        assert_eq!(host_label("gw.example", false), "gw.example");
     }
 
     #[test]

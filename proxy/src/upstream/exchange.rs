@@ -18,6 +18,10 @@ use crate::route::Dest;
 /// A response and the connection it came on.
 pub type Answer = (Response<Relay>, Option<Arc<ConnInfo>>);
 
+/// A send that failed, and the connection it failed on when one was made (an `http` error
+/// after a handshake still says which TLS version and rung the connection used).
+pub type Failed = (SendError, Option<Arc<ConnInfo>>);
+
 /// What to do after a send failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -67,7 +71,7 @@ pub async fn send(
     uri: http::Uri,
     dest: &Dest,
     mut req: Request<Incoming>,
-) -> Result<Answer, SendError> {
+) -> Result<Answer, Failed> {
     let authority = dest.authority.as_str();
     let mut resends = 0;
     let origin = uri.path_and_query().map_or_else(
@@ -75,7 +79,8 @@ pub async fn send(
         |pq| http::Uri::from(pq.clone()),
     );
     loop {
-        let (outcome, reused, info) = match checkout(pool, slot, uri.clone(), authority).await? {
+        let checked_out = checkout(pool, slot, uri.clone(), authority).await;
+        let (outcome, reused, info) = match checked_out.map_err(|e| (e, None))? {
             Checkout::H2(h2) => {
                 let info = h2.info.clone();
                 (send_h2(pool, h2, &uri, authority, req).await, true, info)
@@ -88,10 +93,10 @@ pub async fn send(
         };
         match outcome {
             Outcome::Done(res) => return Ok((res, info)),
-            Outcome::Failed(e) => return Err(e),
+            Outcome::Failed(e) => return Err((e, info)),
             Outcome::Unsent(back, e) => {
                 if after_failure(true, reused, resends) == Next::Fail {
-                    return Err(e);
+                    return Err((e, info));
                 }
                 resends += 1;
                 req = back;
