@@ -513,11 +513,14 @@ mod tests {
         assert!(reason.contains("--intercept-ca"), "{reason}");
     }
 
-    /// (method, target, Host header) inside an intercepted CONNECT to gw.example:8443.
+    /// (method, target, Host header, the upstream URI or the refusal's status).
+    type InsideRow<'a> = (&'a str, &'a str, Option<&'a str>, Result<&'a str, u16>);
+
+    /// Requests inside an intercepted CONNECT to gw.example:8443.
     #[test]
     fn requests_inside_an_intercepted_connect_go_to_its_host_only() {
         #[rustfmt::skip]
-        let rows: &[(&str, &str, Option<&str>, Result<&str, u16>)] = &[
+        let rows: &[InsideRow] = &[
             ("GET", "/pay?a=1", Some("gw.example:8443"), Ok("https://gw.example:8443/pay?a=1")),
             ("POST", "/pay", Some("GW.example"), Ok("https://gw.example:8443/pay")),
             ("GET", "/pay", None, Ok("https://gw.example:8443/pay")),
