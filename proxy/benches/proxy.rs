@@ -13,148 +13,17 @@
 //! `PROXY_BENCH_UPSTREAM_ONLY=1` only starts the upstream and prints its port and CA file, for
 //! profiling by hand. Needs `wrk` and `nginx` (Debian packages; `.ci/run` installs them).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
 
 use tls_fallback::testkit::{TestPki, TlsServer};
 
 const CONNECTIONS: u32 = 64;
 const SECONDS: u32 = 5;
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // SIGTERM first: nginx's master stops its workers on it (a SIGKILLed master leaves
-        // them running, still serving the port); the proxy drains and exits.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn find(bin: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn wait_listening(port: u16, what: &str) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} is not listening on {port}");
-}
-
-fn start_nginx(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u16) {
-    let bin = find("nginx").expect("nginx is installed (apt-get install nginx)");
-    let port = free_port();
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nworker_processes {workers};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n\
-           access_log {d}/access.log;\n\
-           client_body_temp_path {d}/client_body;\n\
-           proxy_temp_path {d}/proxy;\n\
-           fastcgi_temp_path {d}/fastcgi;\n\
-           uwsgi_temp_path {d}/uwsgi;\n\
-           scgi_temp_path {d}/scgi;\n\
-           upstream gateway {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n\
-           server {{\n\
-             listen 127.0.0.1:{port};\n\
-             location / {{\n\
-               proxy_pass https://gateway;\n\
-               proxy_http_version 1.1;\n\
-               proxy_set_header Connection \"\";\n\
-               proxy_set_header Host localhost:{upstream};\n\
-               proxy_ssl_protocols TLSv1.2 TLSv1.3;\n\
-               proxy_ssl_server_name on;\n\
-               proxy_ssl_name localhost;\n\
-               proxy_ssl_verify on;\n\
-               proxy_ssl_trusted_certificate {ca};\n\
-               proxy_ssl_session_reuse on;\n\
-             }}\n\
-           }}\n\
-         }}\n",
-        ca = ca.display()
-    );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf).expect("write nginx.conf");
-    let child = Command::new(bin)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts");
-    wait_listening(port, "nginx");
-    (Guard(child), port)
-}
-
-fn start_proxy(dir: &Path, upstream: u16, ca: &Path, workers: u32) -> (Guard, u16, u16) {
-    let port = free_port();
-    let admin = free_port();
-    let log = std::fs::File::create(dir.join("proxy-access.log")).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_tls-fallback-proxy"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin", &format!("127.0.0.1:{admin}")])
-        .args(["--upstream", &format!("https://localhost:{upstream}")])
-        .arg("--ca-file")
-        .arg(ca)
-        .args(["--workers", &workers.to_string()])
-        .stdout(log)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the proxy starts");
-    wait_listening(port, "tls-fallback proxy");
-    (Guard(child), port, admin)
-}
-
-/// One wrk round: requests/s, p50 and p99 in ms, and the server's CPU time per request in µs
-/// (when measured).
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    rps: f64,
-    p50: f64,
-    p99: f64,
-    cpu_us: f64,
-}
-
-/// Rounds per side (`PROXY_BENCH_ROUNDS`, default 3) and seconds per round
-/// (`PROXY_BENCH_SECONDS`, default 5).
-fn setting(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
 
 /// One wrk round against `url`, with the CPU time the processes `pids` (and their children)
 /// spent meanwhile, per request.
@@ -164,45 +33,6 @@ fn wrk(url: &str, pids: &[u32]) -> Round {
     let ticks = cpu_ticks(pids).saturating_sub(before);
     r.cpu_us = ticks as f64 * 1e6 / clock_ticks() / requests.max(1) as f64;
     r
-}
-
-/// User and system time of `pids` and their child processes (nginx's workers), in clock ticks.
-fn cpu_ticks(pids: &[u32]) -> u64 {
-    let stat = |pid: &str| -> Option<(u64, u32)> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // After "pid (comm) ": state ppid ... utime (14th field) stime (15th).
-        let rest: Vec<&str> = text.rsplit_once(") ")?.1.split(' ').collect();
-        let ppid = rest.get(1)?.parse().ok()?;
-        let t = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
-        Some((t, ppid))
-    };
-    let mut sum = 0;
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if let Some((t, ppid)) = stat(pid) {
-            let p: u32 = pid.parse().unwrap_or(0);
-            if pids.contains(&p) || pids.contains(&ppid) {
-                sum += t;
-            }
-        }
-    }
-    sum
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// A wrk round of `seconds` and the number of requests it made.
@@ -258,27 +88,14 @@ fn ms(s: &str) -> f64 {
     num.parse::<f64>().expect("a latency") * factor
 }
 
-/// The median of each column over the rounds.
-fn median(rows: &[Round]) -> Round {
-    let mid = |f: fn(&Round) -> f64| {
-        let mut v: Vec<f64> = rows.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    Round {
-        rps: mid(|r| r.rps),
-        p50: mid(|r| r.p50),
-        p99: mid(|r| r.p99),
-        cpu_us: mid(|r| r.cpu_us),
-    }
-}
-
 /// One configuration: nginx with `workers` worker processes, the proxy with `--workers`,
 /// measured direct, then in alternating rounds.
 fn compare(workers: u32, up: u16, ca: &Path) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (nginx, nginx_port) = start_nginx(dir.path(), up, ca, workers);
-    let (proxy, proxy_port, admin) = start_proxy(dir.path(), up, ca, workers);
+    let upstream = format!("https://localhost:{up}");
+    let (proxy, proxy_port, admin) =
+        start_proxy(dir.path(), ca, workers, &["--upstream", &upstream]);
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
     let proxy_url = format!("http://127.0.0.1:{proxy_port}/");
     // Warm both before measuring: the first request makes the proxy learn the host, then one

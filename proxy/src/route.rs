@@ -344,7 +344,10 @@ pub fn inside(
         }
         return forward(Arc::clone(dest), uri.path_and_query());
     }
-    if !uri.path_and_query().is_some_and(|p| p.as_str().starts_with('/')) {
+    if !uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str().starts_with('/'))
+    {
         return refuse(
             StatusCode::BAD_REQUEST,
             "the request target must be a path starting with /",
@@ -503,7 +506,11 @@ mod tests {
                 Route::Refuse { status, .. } => Err(status.as_u16()),
                 Route::Forward { .. } => panic!("{t}: {got:?}"),
             };
-            assert_eq!(got, want.map(str::to_string), "intercept={intercept} CONNECT {t}");
+            assert_eq!(
+                got,
+                want.map(str::to_string),
+                "intercept={intercept} CONNECT {t}"
+            );
         }
         let r = routing(&["gw.example"], None);
         let Route::Refuse { reason, .. } = decide(&r, &Method::CONNECT, &target("gw.example:443"))

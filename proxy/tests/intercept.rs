@@ -54,8 +54,7 @@ async fn curl_with_an_https_url_reaches_a_legacy_gateway_on_tls10_through_interc
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the CA key is private");
     let url = format!("https://localhost:{}/pay", em.addr().port());
-    let (status, headers, body) =
-        curl_via(&proxy, &["--cacert", ca.to_str().unwrap()], &url).await;
+    let (status, headers, body) = curl_via(&proxy, &["--cacert", ca.to_str().unwrap()], &url).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("GET over TLSv1"), "{body}");
     assert_eq!(headers["x-tls-fallback-version"], "1.0");
@@ -67,12 +66,17 @@ async fn curl_with_an_https_url_reaches_a_legacy_gateway_on_tls10_through_interc
         .expect("access log line for the request inside");
     assert!(line.contains(" 200 ") && line.contains("tls=1.0"), "{line}");
     assert!(
-        wait_line(&proxy.stdout, "CONNECT localhost:").await.is_some(),
+        wait_line(&proxy.stdout, "CONNECT localhost:")
+            .await
+            .is_some(),
         "the CONNECT has its line"
     );
     // Without the CA, curl refuses the proxy's certificate: interception is not silent.
     let r = curl(&["-sS", "-x", &proxy.url(), &url]).await;
-    assert_ne!(r.code, 0, "curl must refuse a certificate from an untrusted CA");
+    assert_ne!(
+        r.code, 0,
+        "curl must refuse a certificate from an untrusted CA"
+    );
     assert!(
         wait_line(&proxy.stderr, "does the app trust the interception CA")
             .await
@@ -100,16 +104,24 @@ async fn python_requests_posts_to_an_https_url_once_through_interception() {
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.matches("200 1.0 hello").count(), 2, "{}", r.stdout);
-    assert!(r.stdout.contains("POST over TLSv1, 9 body bytes"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("POST over TLSv1, 9 body bytes"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(server.requests("POST"), 2, "each POST arrives once");
     assert_eq!(ladder_seen(&em)[..LEGACY_WALK.len()], LEGACY_WALK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_curl_posts_to_an_https_url_once_through_interception() {
-    if run("php", &["-r", "exit(function_exists('curl_init') ? 0 : 3);"], &[])
-        .await
-        .code
+    if run(
+        "php",
+        &["-r", "exit(function_exists('curl_init') ? 0 : 3);"],
+        &[],
+    )
+    .await
+    .code
         != 0
     {
         panic!("php with the curl extension is needed (apt install php-cli php-curl)");
@@ -138,7 +150,11 @@ async fn php_curl_posts_to_an_https_url_once_through_interception() {
     .await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.starts_with("200 hello"), "{}", r.stdout);
-    assert!(r.stdout.contains("POST over TLSv1, 9 body bytes"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("POST over TLSv1, 9 body bytes"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(server.requests("POST"), 1, "the POST arrives once");
     assert_eq!(ladder_seen(&em), LEGACY_WALK);
 }
@@ -163,7 +179,9 @@ async fn connect_outside_the_allow_list_is_403_and_a_host_outside_the_ca_is_refu
     ];
     let proxy = Proxy::start_in(dir, &args).await;
     assert!(
-        wait_line(&proxy.stderr, "--allow localhost").await.is_some(),
+        wait_line(&proxy.stderr, "--allow localhost")
+            .await
+            .is_some(),
         "the start warns about an allowed host the CA cannot certify"
     );
     let connect = |target: String| {

@@ -20,7 +20,9 @@ use openssl::x509::extension::{
     SubjectKeyIdentifier,
 };
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509Builder, X509Extension, X509Name, X509NameBuilder, X509StoreContext, X509};
+use openssl::x509::{
+    X509Builder, X509Extension, X509Name, X509NameBuilder, X509StoreContext, X509,
+};
 use tls_fallback::{HostPattern, PatternHost};
 
 /// The CA certificate apps trust, in the CA directory.
@@ -181,7 +183,13 @@ pub fn new_ca(key: &PKey<Private>, c: &Constraints, now: SystemTime) -> Result<X
     b.set_not_before(&*time(now - BACKDATE)?)?;
     b.set_not_after(&*time(now + CA_LIFETIME)?)?;
     b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
     let oid = Asn1Object::from_str("2.5.29.30")?;
@@ -286,8 +294,12 @@ impl Ca {
                 ));
             }
         }
-        let cert = X509::from_pem(&read(CA_FILE)?)
-            .map_err(|e| format!("{}: not a PEM certificate: {e}", dir.join(CA_FILE).display()))?;
+        let cert = X509::from_pem(&read(CA_FILE)?).map_err(|e| {
+            format!(
+                "{}: not a PEM certificate: {e}",
+                dir.join(CA_FILE).display()
+            )
+        })?;
         let key = PKey::private_key_from_pem(&read(KEY_FILE)?)
             .map_err(|e| format!("{}: not a PEM private key: {e}", key_path.display()))?;
         let matches = cert.public_key().is_ok_and(|p| p.public_eq(&key));
@@ -329,8 +341,16 @@ mod tests {
         // (patterns, permitted, excluded)
         let rows: Vec<(&[&str], Vec<Subtree>, Vec<Subtree>)> = vec![
             (&["gw.example"], vec![dns("gw.example")], no_ip.to_vec()),
-            (&["GW.example:8443", "gw.example"], vec![dns("gw.example")], no_ip.to_vec()),
-            (&["*.pay.example"], vec![dns(".pay.example")], no_ip.to_vec()),
+            (
+                &["GW.example:8443", "gw.example"],
+                vec![dns("gw.example")],
+                no_ip.to_vec(),
+            ),
+            (
+                &["*.pay.example"],
+                vec![dns(".pay.example")],
+                no_ip.to_vec(),
+            ),
             (&["127.0.0.1"], vec![v4([127, 0, 0, 1])], vec![dns("")]),
             (
                 &["[::1]:443", "gw.example"],
@@ -340,7 +360,14 @@ mod tests {
         ];
         for (p, permitted, excluded) in rows {
             let c = constraints(&pats(p)).unwrap();
-            assert_eq!(c, Constraints { permitted, excluded }, "{p:?}");
+            assert_eq!(
+                c,
+                Constraints {
+                    permitted,
+                    excluded
+                },
+                "{p:?}"
+            );
         }
         assert!(constraints(&pats(&["*"])).unwrap_err().contains("any site"));
         assert!(constraints(&pats(&["gw.example", "*:443"])).is_err());

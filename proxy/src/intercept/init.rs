@@ -68,7 +68,10 @@ pub fn init(args: &InitArgs, now: SystemTime) -> Result<Made, String> {
     let patterns = args
         .allow
         .iter()
-        .map(|p| p.parse::<HostPattern>().map_err(|e| format!("--allow: {e}")))
+        .map(|p| {
+            p.parse::<HostPattern>()
+                .map_err(|e| format!("--allow: {e}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let constraints = ca::constraints(&patterns)?;
     make_dir(&args.dir)?;
@@ -185,18 +188,32 @@ mod tests {
         };
         assert_eq!(mode(KEY_FILE), 0o600);
         assert_eq!(mode(CA_FILE), 0o644);
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let text = made.instructions();
-        for want in ["update-ca-certificates", "curl.cainfo", "REQUESTS_CA_BUNDLE", "keytool"] {
+        for want in [
+            "update-ca-certificates",
+            "curl.cainfo",
+            "REQUESTS_CA_BUNDLE",
+            "keytool",
+        ] {
             assert!(text.contains(want), "{want}: {text}");
         }
         assert!(text.contains("NODE_EXTRA_CA_CERTS"), "{text}");
         let before = std::fs::read(dir.join(KEY_FILE)).unwrap();
-        let e = init(&args(&dir, &["gw.example"], false), now).err().unwrap();
+        let e = init(&args(&dir, &["gw.example"], false), now)
+            .err()
+            .unwrap();
         assert!(e.contains("--force"), "{e}");
         assert_eq!(std::fs::read(dir.join(KEY_FILE)).unwrap(), before, "kept");
         init(&args(&dir, &["gw.example"], true), now).unwrap();
-        assert_ne!(std::fs::read(dir.join(KEY_FILE)).unwrap(), before, "replaced");
+        assert_ne!(
+            std::fs::read(dir.join(KEY_FILE)).unwrap(),
+            before,
+            "replaced"
+        );
         // What was written loads.
         ca::Ca::load(&dir).unwrap();
     }
@@ -209,13 +226,20 @@ mod tests {
         assert!(e.contains("any site"), "{e}");
         let e = init(&args(tmp.path(), &[], false), now).err().unwrap();
         assert!(e.contains("--allow"), "{e}");
-        let e = init(&args(tmp.path(), &["https://gw/"], false), now).err().unwrap();
+        let e = init(&args(tmp.path(), &["https://gw/"], false), now)
+            .err()
+            .unwrap();
         assert!(e.starts_with("--allow"), "{e}");
         let file = tmp.path().join("f");
         std::fs::write(&file, b"x").unwrap();
-        let e = init(&args(&file, &["gw.example"], false), now).err().unwrap();
+        let e = init(&args(&file, &["gw.example"], false), now)
+            .err()
+            .unwrap();
         assert!(e.contains("not a directory"), "{e}");
-        assert!(std::fs::read_dir(tmp.path()).unwrap().count() == 1, "nothing written");
+        assert!(
+            std::fs::read_dir(tmp.path()).unwrap().count() == 1,
+            "nothing written"
+        );
     }
 
     #[test]

@@ -79,7 +79,12 @@ const IDLE_WHEN_STOPPING: Duration = Duration::from_secs(1);
 
 /// Relays bytes both ways until either side closes, the tunnel has been idle for `idle`, or
 /// (after `stop`) for [`IDLE_WHEN_STOPPING`]. Returns the bytes sent up and down.
-pub async fn relay<A, U>(app: A, upstream: U, idle: Duration, stop: impl Future<Output = ()>) -> (u64, u64)
+pub async fn relay<A, U>(
+    app: A,
+    upstream: U,
+    idle: Duration,
+    stop: impl Future<Output = ()>,
+) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -207,7 +212,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(4_800)).await;
         app_peer.write_all(b"x").await.unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(!relay.is_finished(), "a byte at 4.8 s, stop at 5 s: closes at 5.8 s");
+        assert!(
+            !relay.is_finished(),
+            "a byte at 4.8 s, stop at 5 s: closes at 5.8 s"
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(relay.is_finished());
     }

@@ -347,7 +347,12 @@ impl AppConn {
         // What the connection's requests share: cloned per request, this Arc's count is this
         // connection's alone (the configuration's own count is shared by every thread).
         let slot = Slot::new(self.index, hub.waker(hub::CONN));
-        let ctx = Arc::new(Conn::new(&self.shared, Arc::clone(&self.worker), slot, inside));
+        let ctx = Arc::new(Conn::new(
+            &self.shared,
+            Arc::clone(&self.worker),
+            slot,
+            inside,
+        ));
         let limits = ctx.rt.settings.limits.clone();
         let per_request = Arc::clone(&ctx);
         let svc = hyper::service::service_fn(move |req| {
@@ -379,16 +384,18 @@ impl AppConn {
         };
         let idle = self.shared.load().settings.limits.idle_timeout;
         match next.then {
-            Then::Intercept { dest, leaf } => match intercept::accept(&leaf, upgraded, idle).await {
-                Ok(tls) => {
-                    self.http(TokioIo::new(tls), Some(dest)).await;
-                }
-                Err(e) => warn!(
-                    "CONNECT {}: the app's TLS handshake failed: {e} (does the app trust the \
+            Then::Intercept { dest, leaf } => {
+                match intercept::accept(&leaf, upgraded, idle).await {
+                    Ok(tls) => {
+                        self.http(TokioIo::new(tls), Some(dest)).await;
+                    }
+                    Err(e) => warn!(
+                        "CONNECT {}: the app's TLS handshake failed: {e} (does the app trust the \
                      interception CA?)",
-                    dest.authority
-                ),
-            },
+                        dest.authority
+                    ),
+                }
+            }
             Then::Tunnel { upstream, .. } => {
                 let mut stop = self.stop.clone();
                 let stop = async move { stopped(&mut stop).await };
