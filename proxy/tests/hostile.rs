@@ -278,3 +278,55 @@ async fn a_request_head_past_max_header_bytes_is_431_however_it_arrives() {
         );
     }
 }
+
+/// Row 4: an h2 upstream that rotates its connections with a graceful GOAWAY (nginx
+/// `keepalive_requests`) refuses the streams above the last one it takes. Those never reached
+/// it (RFC 9113 section 8.7): the proxy sends them again, and nothing is processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_an_h2_upstream_refused_with_goaway_are_sent_again_and_none_twice() {
+    for keepalive_requests in [1, 100] {
+        let nginx = NginxH2::start(keepalive_requests).await;
+        let proxy = Proxy::start(&["--allow", "localhost"]).await;
+        let client = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(proxy.url()).unwrap())
+            .build()
+            .unwrap();
+        let url = format!("http://localhost:{}/pay", nginx.port);
+        let (loops, each) = (16, 40);
+        let tasks: Vec<_> = (0..loops)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    for _ in 0..each {
+                        let r = client.post(&url).body("amount=10").send().await.unwrap();
+                        let status = r.status().as_u16();
+                        let body = r.text().await.unwrap();
+                        statuses.push((status, body));
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for t in tasks {
+            let answers = tokio::time::timeout(Duration::from_secs(120), t)
+                .await
+                .expect("640 POSTs within 2 minutes")
+                .unwrap();
+            failed.extend(answers.into_iter().filter(|(s, _)| *s != 200));
+        }
+        let sent = loops * each;
+        assert!(
+            failed.is_empty(),
+            "keepalive_requests {keepalive_requests}: {} of {sent} failed, first: {:?}",
+            failed.len(),
+            failed.first()
+        );
+        assert_eq!(
+            nginx.processed("POST"),
+            sent,
+            "keepalive_requests {keepalive_requests}: each POST processed exactly once"
+        );
+    }
+}

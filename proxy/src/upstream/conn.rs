@@ -14,7 +14,8 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
-use hyper::body::Incoming;
+use http_body_util::{Either, Full};
+use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tls_fallback::outbound::ViaConnector;
@@ -28,7 +29,11 @@ use crate::lock;
 /// The stream the fallback connector hands out.
 type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 /// An HTTP/1.1 client connection future over it.
-type H1Conn = http1::Connection<Stream, Incoming>;
+type H1Conn = http1::Connection<Stream, UpBody>;
+
+/// A request body on its way upstream: the app's, streamed, or one read whole to be sent again
+/// if an h2 upstream refuses its stream unprocessed (`exchange`).
+pub type UpBody = Either<Incoming, Full<Bytes>>;
 
 /// How an upstream connection was made, and the response headers that say so (made once per
 /// connection).
@@ -63,7 +68,7 @@ pub enum SendError {
 /// An HTTP/1.1 connection and what it was made with.
 pub struct H1 {
     /// Where requests go in.
-    pub send: http1::SendRequest<Incoming>,
+    pub send: http1::SendRequest<UpBody>,
     /// The connection's future (polled by the task of the app connection holding it).
     pub conn: Pin<Box<H1Conn>>,
     /// How it was made.
@@ -84,7 +89,7 @@ impl H1 {
 #[derive(Clone)]
 pub struct H2 {
     /// Where requests go in.
-    pub send: http2::SendRequest<Incoming>,
+    pub send: http2::SendRequest<UpBody>,
     /// How it was made.
     pub info: Option<Arc<ConnInfo>>,
     /// Tells this connection from a later one to the same upstream.

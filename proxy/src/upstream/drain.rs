@@ -24,6 +24,7 @@ use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::TrySendError;
 use hyper::{Request, Response};
 
+use super::conn::UpBody;
 use crate::lock;
 
 /// How long an abandoned exchange may take to finish (never past its request's deadline).
@@ -35,9 +36,8 @@ pub const DRAIN_BYTES: usize = 256 * 1024;
 
 /// The answer to a request handed to an HTTP/1.1 connection (boxed, so that it can outlive the
 /// request's own future).
-pub type Waiting = Pin<
-    Box<dyn Future<Output = Result<Response<Incoming>, TrySendError<Request<Incoming>>>> + Send>,
->;
+pub type Waiting =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, TrySendError<Request<UpBody>>>> + Send>>;
 
 /// What an app connection that ended mid-exchange left on its upstream connection.
 pub enum Abandoned {
@@ -87,7 +87,7 @@ pub struct Sending<'a> {
 }
 
 impl Future for Sending<'_> {
-    type Output = Result<Response<Incoming>, TrySendError<Request<Incoming>>>;
+    type Output = Result<Response<Incoming>, TrySendError<Request<UpBody>>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();

@@ -11,10 +11,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use hyper::body::Incoming;
 use hyper::Request;
 
-use super::conn::{ConnInfo, Connections, H1};
+use super::conn::{ConnInfo, Connections, UpBody, H1};
 use super::drain::{self, Handback, Sending, Waiting};
 use crate::lock;
 
@@ -166,7 +165,7 @@ impl Slot {
     pub fn send(
         &self,
         id: u64,
-        req: &mut Option<Request<Incoming>>,
+        req: &mut Option<Request<UpBody>>,
     ) -> Option<(Sending<'_>, Option<Arc<ConnInfo>>)> {
         let mut st = self.lock();
         let h = st.held.as_mut().filter(|h| h.id == id)?;

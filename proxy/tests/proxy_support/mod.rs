@@ -701,3 +701,88 @@ impl RawUpstream {
         }
     }
 }
+
+/// nginx serving `return 200` over TLS (the test kit's `localhost` certificate) with h2, closing
+/// each connection after `keepalive_requests` requests with a graceful GOAWAY; its access log
+/// tells how many requests it processed. Killed when dropped.
+pub struct NginxH2 {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NginxH2 {
+    pub async fn start(keepalive_requests: u32) -> NginxH2 {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let pki = TestPki::shared();
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            pki.localhost.cert.to_pem().unwrap(),
+        )
+        .unwrap();
+        let key = pki.localhost.key.private_key_to_pem_pkcs8().unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let port = free_port();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n\
+               access_log {d}/access.log;\n\
+               client_body_temp_path {d}/client_body;\n\
+               proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n\
+               uwsgi_temp_path {d}/uwsgi;\n\
+               scgi_temp_path {d}/scgi;\n\
+               server {{\n\
+                 listen 127.0.0.1:{port} ssl http2;\n\
+                 ssl_certificate {d}/cert.pem;\n\
+                 ssl_certificate_key {d}/key.pem;\n\
+                 keepalive_requests {keepalive_requests};\n\
+                 location / {{ return 200 \"paid\\n\"; }}\n\
+               }}\n\
+             }}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is installed (apt-get install nginx)");
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nginx starts");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return NginxH2 { child, port, dir };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nginx does not listen on {port}");
+    }
+
+    /// Requests with `method` that nginx processed (its access log lines).
+    pub fn processed(&self, method: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        let needle = format!("\"{method} ");
+        log.lines().filter(|l| l.contains(&needle)).count()
+    }
+}
+
+impl Drop for NginxH2 {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
