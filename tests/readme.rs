@@ -113,8 +113,10 @@ fn every_crate_the_quick_start_uses_is_in_its_dependency_block() {
     );
 }
 
-/// The block with tls-fallback taken by path from this checkout.
+/// The block with tls-fallback taken by path from this checkout (whatever source the README
+/// gives it: a version, a path to a clone, a git URL).
 fn with_local_crate(block: &str, root: &Path) -> String {
+    const SOURCE_KEYS: [&str; 6] = ["version", "path", "git", "branch", "tag", "rev"];
     let path = root.display().to_string().replace('\\', "/");
     let mut out = String::new();
     for line in block.lines() {
@@ -127,7 +129,10 @@ fn with_local_crate(block: &str, root: &Path) -> String {
                     .map(|inner| {
                         inner
                             .split(',')
-                            .filter(|kv| !kv.trim().starts_with("version"))
+                            .filter(|kv| {
+                                let key = kv.split('=').next().unwrap_or_default().trim();
+                                !SOURCE_KEYS.contains(&key)
+                            })
                             .map(|kv| format!(", {}", kv.trim()))
                             .collect::<String>()
                     })
