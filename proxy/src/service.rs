@@ -252,7 +252,8 @@ async fn send(
     parts.version = http::Version::HTTP_11;
     let pool = &rt.upstreams.pick(&dest.host, dest.port).pool;
     let req = Request::from_parts(parts, body);
-    let sending = std::pin::pin!(exchange::send(pool, &conn.slot, uri, dest, req));
+    let unread = conn.rt.settings.limits.idle_timeout;
+    let sending = std::pin::pin!(exchange::send(pool, &conn.slot, uri, dest, req, unread));
     let sent = conn.timer.timed(rt.settings.request_timeout, sending).await;
     let (res, info) = match sent {
         None => {

@@ -330,3 +330,62 @@ async fn streams_an_h2_upstream_refused_with_goaway_are_sent_again_and_none_twic
         );
     }
 }
+
+/// A client of the proxy that asks for `url` (absolute form) and then reads nothing, with a
+/// small receive buffer so that the kernel holds little of the answer for it.
+async fn stalled_reader(proxy: &Proxy, url: &str) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = sock.connect(proxy.addr).await.unwrap();
+    let host = url.split('/').nth(2).unwrap();
+    let head = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Row 1: apps that stop reading large responses from an h2 upstream. Each of their streams
+/// holds at most its window (256 KiB) of the shared connection's (16 MiB), so the other apps'
+/// responses on that connection keep coming (with hyper's defaults, 2 MiB of 5 MiB, every
+/// other app waited until the stalled ones hung up); and a stream its app reads nothing of for
+/// the idle timeout is reset, its response cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_that_stop_reading_h2_responses_neither_stall_the_others_nor_hold_their_stream() {
+    let nginx = NginxH2::start(1000).await;
+    let small = format!("http://localhost:{}/pay", nginx.port);
+    let big = format!("http://localhost:{}/big", nginx.port);
+    // The default idle timeout (60 s): the windows alone keep the others going.
+    let proxy = Proxy::start(&["--allow", "localhost"]).await;
+    let (status, _, _) = curl_via(&proxy, &[], &small).await;
+    assert_eq!(status, 200, "the shared h2 connection is open");
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        stalled.push(stalled_reader(&proxy, &big).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let (status, _, body) = curl_via(&proxy, &["--max-time", "10"], &small).await;
+        assert_eq!((status, body.as_str()), (200, "paid\n"));
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!("the slowest of 10 small requests beside 6 stalled readers: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "another app waited {slowest:?} behind the stalled readers"
+    );
+    drop(stalled);
+    // A short idle timeout: a reader that read nothing for it finds its response cut.
+    let config = "allow = [\"localhost\"]\n[limits]\nidle_timeout_ms = 2000\n";
+    let (proxy, _) = Proxy::with_config(config).await;
+    let mut tcp = stalled_reader(&proxy, &big).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the cut response ends within 20 s");
+    assert!(
+        got.len() < NginxH2::BIG,
+        "a stalled reader's response was cut ({} bytes)",
+        got.len()
+    );
+}

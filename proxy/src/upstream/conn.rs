@@ -102,6 +102,15 @@ struct SharedH2 {
     used: Instant,
 }
 
+/// What one stream of a shared h2 connection may hold unread: an app that stops reading holds
+/// at most this much of the connection's window (hyper's default, 2 MiB of a 5 MiB connection
+/// window, let three such apps stall every other response on the connection).
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+
+/// What a shared h2 connection may hold unread in all: 64 stalled streams' worth, until the
+/// idle timeout resets them (`drain::Relay::shared`).
+pub const H2_CONNECTION_WINDOW: u32 = 64 * H2_STREAM_WINDOW;
+
 /// Ids for h2 connections.
 static H2_IDS: AtomicU64 = AtomicU64::new(0);
 
@@ -208,6 +217,8 @@ impl Connections {
         if info.as_ref().and_then(|i| i.tls.alpn) == Some("h2") {
             let (send, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .handshake(stream)
                 .await
                 .map_err(|e| SendError::NotSent(Some(e)))?;

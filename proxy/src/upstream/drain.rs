@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -109,11 +110,56 @@ impl Drop for Sending<'_> {
 }
 
 /// A response body from the upstream on its way to the app. One from a held HTTP/1.1
-/// connection, dropped before its end, hands the rest back.
+/// connection, dropped before its end, hands the rest back. One from a shared h2 connection is
+/// watched ([`Watch`]): an app that takes nothing of it for the idle timeout loses it.
 pub struct Relay {
     body: Option<Incoming>,
     back: Option<(Arc<Handback>, u64)>,
     ended: bool,
+    watch: Option<Arc<Watch>>,
+}
+
+/// A body from a shared h2 connection, and when its app last asked for more. An app that
+/// stops reading stops hyper from polling the body; its stream keeps up to its window of the
+/// connection's, and a few such streams would stall every other app's responses on that
+/// connection. So a watchdog task resets the stream (drops the body: RST_STREAM, its window
+/// comes back) once the app has asked for nothing for `idle`; the app's connection then ends
+/// with the response cut.
+struct Watch {
+    body: Mutex<Option<Incoming>>,
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` to the last poll of the body.
+    polled: AtomicU64,
+    /// Woken when the relay ends first.
+    over: tokio::sync::Notify,
+}
+
+impl Watch {
+    fn polled_now(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.polled.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resets the stream when the body has not been polled for `idle` (or the relay ended).
+    async fn guard(self: Arc<Self>, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.polled.load(Ordering::Relaxed));
+            if last.elapsed() >= idle {
+                break;
+            }
+            tokio::select! {
+                () = self.over.notified() => return,
+                () = tokio::time::sleep_until(last + idle) => {}
+            }
+        }
+        if lock(&self.body).take().is_some() {
+            tracing::info!(
+                "an app read nothing of its response from a shared h2 connection for {} ms: \
+                 its stream was reset",
+                idle.as_millis()
+            );
+        }
+    }
 }
 
 impl Relay {
@@ -123,52 +169,113 @@ impl Relay {
             body: Some(body),
             back: Some((Arc::clone(back), id)),
             ended: false,
+            watch: None,
         }
     }
 
-    /// A body from a shared h2 connection (dropping it resets only its stream).
-    pub fn shared(body: Incoming) -> Relay {
+    /// A body from a shared h2 connection (dropping it resets only its stream), reset if its
+    /// app asks for nothing of it for `idle` ([`Watch`]). Spawns the watchdog on the current
+    /// runtime; an empty body needs none.
+    pub fn shared(body: Incoming, idle: Duration) -> Relay {
+        if body.is_end_stream() {
+            return Relay {
+                body: Some(body),
+                back: None,
+                ended: false,
+                watch: None,
+            };
+        }
+        let watch = Arc::new(Watch {
+            body: Mutex::new(Some(body)),
+            start: tokio::time::Instant::now(),
+            polled: AtomicU64::new(0),
+            over: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(Arc::clone(&watch).guard(idle));
         Relay {
-            body: Some(body),
+            body: None,
             back: None,
             ended: false,
+            watch: Some(watch),
         }
     }
 }
 
+/// Why a shared body ended early: the app read nothing of it for the idle timeout.
+#[derive(Debug)]
+pub struct Unread;
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the app read nothing of the response for the idle timeout: its stream was reset",
+        )
+    }
+}
+
+impl std::error::Error for Unread {}
+
+/// A frame of a body, or how it ended.
+type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
+fn poll_body(body: &mut Incoming, ended: &mut bool, cx: &mut Context<'_>) -> Polled {
+    let out = std::task::ready!(Pin::new(body).poll_frame(cx));
+    if !matches!(out, Some(Ok(_))) {
+        // The end, or an error (the connection is broken then: nothing to hand back).
+        *ended = true;
+    }
+    Poll::Ready(out)
+}
+
 impl Body for Relay {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let Some(body) = this.body.as_mut() else {
-            return Poll::Ready(None);
+        let out = match (&this.watch, this.body.as_mut()) {
+            (Some(w), _) => {
+                w.polled_now();
+                match lock(&w.body).as_mut() {
+                    Some(body) => poll_body(body, &mut this.ended, cx),
+                    None if this.ended => return Poll::Ready(None),
+                    None => return Poll::Ready(Some(Err(Box::new(Unread)))),
+                }
+            }
+            (None, Some(body)) => poll_body(body, &mut this.ended, cx),
+            (None, None) => return Poll::Ready(None),
         };
-        let out = std::task::ready!(Pin::new(body).poll_frame(cx));
-        if !matches!(out, Some(Ok(_))) {
-            // The end, or an error (the connection is broken then: nothing to hand back).
-            this.ended = true;
-        }
-        Poll::Ready(out)
+        out.map(|o| o.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(Body::is_end_stream)
+        match &self.watch {
+            Some(w) => lock(&w.body).as_ref().is_some_and(Body::is_end_stream),
+            None => self.body.as_ref().is_none_or(Body::is_end_stream),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        let hint =
+            |b: Option<&Incoming>| b.map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        match &self.watch {
+            Some(w) => hint(lock(&w.body).as_ref()),
+            None => hint(self.body.as_ref()),
+        }
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        if let Some(w) = self.watch.take() {
+            // The stream is reset (or was over) here, not when the watchdog wakes.
+            drop(lock(&w.body).take());
+            w.over.notify_one();
+            return;
+        }
         if self.ended {
             return;
         }

@@ -10,6 +10,7 @@
 //! a known length is read whole before it goes to an h2 connection, to be sent again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, Method, Uri};
 use http_body_util::{BodyExt, Either, Full};
@@ -98,13 +99,15 @@ enum Checkout {
 
 /// Sends one request to `dest` through `pool`, holding the HTTP/1.1 connection in the app
 /// connection's `slot`; the answer says how the connection was made. `req` is HTTP/1.1 with
-/// its `Host`; `uri` the absolute `https://` one.
+/// its `Host`; `uri` the absolute `https://` one. A response from a shared h2 connection is
+/// reset if the app reads nothing of it for `unread`.
 pub async fn send(
     pool: &Arc<Connections>,
     slot: &Slot,
     uri: http::Uri,
     dest: &Dest,
     req: Request<Incoming>,
+    unread: Duration,
 ) -> Result<Answer, Failed> {
     let authority = dest.authority.as_str();
     let mut resends = 0;
@@ -122,7 +125,7 @@ pub async fn send(
                 if replay.is_none() {
                     replay = keep_for_replay(&mut req).await.map_err(|e| (e, None))?;
                 }
-                let sent = send_h2(pool, h2, &uri, authority, req, replay.as_ref()).await;
+                let sent = send_h2(pool, h2, &uri, authority, req, replay.as_ref(), unread).await;
                 (sent, true, info)
             }
             Checkout::H1(id, reused) => {
@@ -284,6 +287,7 @@ async fn send_h2(
     authority: &str,
     mut req: Request<UpBody>,
     replay: Option<&Replay>,
+    unread: Duration,
 ) -> Outcome {
     *req.uri_mut() = uri.clone();
     *req.version_mut() = http::Version::HTTP_2;
@@ -293,7 +297,7 @@ async fn send_h2(
         return Outcome::Unsent(req, Back::Unsent, SendError::NotSent(Some(e)));
     }
     match h2.send.try_send_request(req).await {
-        Ok(res) => Outcome::Done(res.map(Relay::shared)),
+        Ok(res) => Outcome::Done(res.map(|b| Relay::shared(b, unread))),
         Err(mut e) => {
             pool.forget_h2(authority, h2.id);
             match e.take_message() {

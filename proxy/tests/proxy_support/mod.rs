@@ -703,8 +703,8 @@ impl RawUpstream {
 }
 
 /// nginx serving `return 200` over TLS (the test kit's `localhost` certificate) with h2, closing
-/// each connection after `keepalive_requests` requests with a graceful GOAWAY; its access log
-/// tells how many requests it processed. Killed when dropped.
+/// each connection after `keepalive_requests` requests with a graceful GOAWAY, and a 16 MiB
+/// file at `/big`; its access log tells how many requests it processed. Killed when dropped.
 pub struct NginxH2 {
     child: Child,
     pub port: u16,
@@ -712,6 +712,9 @@ pub struct NginxH2 {
 }
 
 impl NginxH2 {
+    /// The size of `/big`.
+    pub const BIG: usize = 16 * 1024 * 1024;
+
     pub async fn start(keepalive_requests: u32) -> NginxH2 {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
@@ -739,12 +742,14 @@ impl NginxH2 {
                  ssl_certificate {d}/cert.pem;\n\
                  ssl_certificate_key {d}/key.pem;\n\
                  keepalive_requests {keepalive_requests};\n\
+                 location = /big {{ alias {d}/big; }}\n\
                  location / {{ return 200 \"paid\\n\"; }}\n\
                }}\n\
              }}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
+        std::fs::write(dir.path().join("big"), vec![b'z'; NginxH2::BIG]).unwrap();
         let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
