@@ -27,6 +27,7 @@ pub struct FallbackLayerBuilder {
     system_roots: bool,
     ca_files: Vec<PathBuf>,
     roots: Vec<X509>,
+    distrusted: Vec<X509>,
     ladder: Ladder,
     floor: TlsVersion,
     legacy: Vec<String>,
@@ -66,6 +67,21 @@ impl std::fmt::Debug for ClientIdentity {
     }
 }
 
+/// Parses an unencrypted PEM private key. An encrypted one is refused with what to do, never
+/// asked a passphrase for (OpenSSL's default would prompt on the terminal, and a service that
+/// reloads would wait there).
+pub fn private_key_from_pem(pem: &[u8]) -> Result<PKey<Private>, String> {
+    let encrypted = pem.windows(9).any(|w| w == b"ENCRYPTED");
+    if encrypted {
+        return Err("it is encrypted (has a passphrase); give it unencrypted \
+                    (openssl pkey -in KEY -out KEY.plain)"
+            .into());
+    }
+    // A callback that gives no passphrase: whatever OpenSSL finds, it never prompts.
+    PKey::private_key_from_pem_callback(pem, |_| Ok(0))
+        .map_err(|e| format!("not a PEM private key: {e}"))
+}
+
 impl ClientIdentity {
     fn resolve(self) -> Result<(Vec<X509>, PKey<Private>), Error> {
         let (chain, key) = match self {
@@ -74,9 +90,8 @@ impl ClientIdentity {
                 X509::stack_from_pem(&chain).map_err(|e| {
                     Error::Config(format!("the client certificate is not PEM: {e}"))
                 })?,
-                PKey::private_key_from_pem(&key).map_err(|e| {
-                    Error::Config(format!("the client key is not a PEM private key: {e}"))
-                })?,
+                private_key_from_pem(&key)
+                    .map_err(|e| Error::Config(format!("the client key: {e}")))?,
             ),
         };
         let Some(leaf) = chain.first() else {
@@ -101,6 +116,7 @@ impl Default for FallbackLayerBuilder {
             system_roots: true,
             ca_files: Vec::new(),
             roots: Vec::new(),
+            distrusted: Vec::new(),
             ladder: Ladder::default(),
             floor: TlsVersion::Tls1_2,
             legacy: Vec::new(),
@@ -132,6 +148,15 @@ impl FallbackLayerBuilder {
     /// Also trusts this root certificate.
     pub fn add_root_certificate(mut self, cert: X509) -> Self {
         self.roots.push(cert);
+        self
+    }
+
+    /// Never accepts a server chain that holds a certificate with this certificate's key,
+    /// whatever the roots say: for a local CA that must not vouch for servers to this layer
+    /// (an egress proxy's interception CA, which apps on the same host may trust through the
+    /// system store the layer also reads).
+    pub fn distrust(mut self, cert: X509) -> Self {
+        self.distrusted.push(cert);
         self
     }
 
@@ -328,8 +353,12 @@ impl FallbackLayerBuilder {
         let identity = (self.identity.take())
             .map(ClientIdentity::resolve)
             .transpose()?;
+        let distrusted = (self.distrusted.iter())
+            .filter_map(|c| c.public_key().ok())
+            .collect::<Vec<_>>();
         let common = Common {
             roots: &roots,
+            distrusted: Arc::new(distrusted),
             h2: self.h2,
             level,
             identity: identity.as_ref(),

@@ -83,7 +83,7 @@ pub mod testkit;
 mod walk;
 pub mod wire;
 
-pub use builder::FallbackLayerBuilder;
+pub use builder::{private_key_from_pem, FallbackLayerBuilder};
 #[doc(inline)]
 pub use cache::{
     Decision, DecisionStore, FileStore, FleetFlight, FleetLease, MemoryStore, SharedStats,

@@ -609,3 +609,37 @@ async fn a_client_identity_from_pem_works_and_a_mismatched_key_is_a_config_error
     let b = builder().client_identity_pem(pki.client.cert.to_pem().unwrap(), b"SECRET".to_vec());
     assert!(!format!("{b:?}").contains("SECRET"));
 }
+
+/// `distrust`: a CA the layer's roots hold (as the system store holds an egress proxy's
+/// interception CA that apps trust) still vouches for no server: the chain is refused as a
+/// certificate error, with no rung after it; without `distrust`, the same server is reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distrusted_ca_vouches_for_no_server_whatever_the_roots_hold() {
+    let server = TlsServer::builder().start().await.unwrap();
+    let url = format!("https://localhost:{}/", server.addr().port());
+    let trusting = builder().build().unwrap();
+    let (res, _) = get(&client(&trusting), &url).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let distrusting = builder()
+        .distrust(TestPki::shared().ca.cert.clone())
+        .build()
+        .unwrap();
+    let err = tls_error(&get(&client(&distrusting), &url).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err}");
+    assert_eq!(err.attempts().len(), 1, "no fallback after it: {err}");
+}
+
+/// An encrypted client key is refused with what to do; OpenSSL never asks for a passphrase.
+#[test]
+fn an_encrypted_client_key_is_refused_without_a_prompt() {
+    use openssl::symm::Cipher;
+    let key = &TestPki::shared().client.key;
+    let pem = key
+        .private_key_to_pem_pkcs8_passphrase(Cipher::aes_128_cbc(), b"secret")
+        .unwrap();
+    let e = tls_fallback::private_key_from_pem(&pem).err().unwrap();
+    assert!(e.contains("unencrypted"), "{e}");
+    let plain = key.private_key_to_pem_pkcs8().unwrap();
+    assert!(tls_fallback::private_key_from_pem(&plain).is_ok());
+    assert!(tls_fallback::private_key_from_pem(b"garbage").is_err());
+}

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::{PKey, Private, Public};
 use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::X509;
+use openssl::x509::{X509VerifyResult, X509};
 
 use crate::config::BuiltRung;
 use crate::error::Error;
@@ -23,6 +23,8 @@ const LEGACY_SERVER_CONNECT: SslOptions =
 /// What every rung's context shares.
 pub(super) struct Common<'a> {
     pub(super) roots: &'a [X509],
+    /// Keys no certificate of a server's chain may have (`FallbackLayerBuilder::distrust`).
+    pub(super) distrusted: Arc<Vec<PKey<Public>>>,
     pub(super) h2: bool,
     /// OpenSSL's default security level.
     pub(super) level: u32,
@@ -136,7 +138,21 @@ fn base_context(profile: &Profile, common: &Common<'_>) -> Result<SslContextBuil
     // and `MaybeHttpsStream` skips a read only in that state (until the socket wakes), so
     // nothing buffered in OpenSSL is left waiting for a readiness event that will not come.
     b.set_read_ahead(true);
-    b.set_verify(SslVerifyMode::PEER);
+    if common.distrusted.is_empty() {
+        b.set_verify(SslVerifyMode::PEER);
+    } else {
+        let distrusted = Arc::clone(&common.distrusted);
+        b.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
+            let refused = ctx
+                .current_cert()
+                .and_then(|c| c.public_key().ok())
+                .is_some_and(|k| distrusted.iter().any(|d| d.public_eq(&k)));
+            if refused {
+                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+            }
+            ok && !refused
+        });
+    }
     for cert in common.roots {
         b.cert_store_mut()
             .add_cert(cert.clone())
