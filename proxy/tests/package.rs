@@ -78,7 +78,7 @@ fn every_commented_setting_in_the_example_config_parses_when_uncommented() {
     let path = example();
     let text = std::fs::read_to_string(&path).expect("the example config");
     let (text, settings) = uncommented(&text);
-    assert!(settings >= 29, "only {settings} commented settings found");
+    assert!(settings >= 35, "only {settings} commented settings found");
     let dir = tempfile::tempdir().unwrap();
     let on = dir.path().join("proxy.toml");
     std::fs::write(&on, &text).unwrap();
