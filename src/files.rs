@@ -60,9 +60,26 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 /// decision file is written, for programs that write a private file the same way (the
 /// proxy's interception CA key).
 pub fn replace_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    replace(path, body, 0o600)
+}
+
+/// [`replace_private`] for a file everyone may read (mode 0644, set on the new file before the
+/// rename, never through the path: a certificate that apps trust).
+pub fn replace_public(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    replace(path, body, 0o644)
+}
+
+fn replace(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> {
     let (tmp, mut file) = create_temporary(path)?;
     let written = (|| {
         file.write_all(body)?;
+        #[cfg(unix)]
+        if mode != 0o600 {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)

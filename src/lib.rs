@@ -98,6 +98,7 @@ pub use connector::{FallbackConnector, FallbackLayer};
 pub use error::{Attempt, Attempts, Error, ErrorKind};
 pub use files::read_bounded as read_bounded_file;
 pub use files::replace_private as write_private_file;
+pub use files::replace_public as write_public_file;
 pub use find::{error_chain, ErrorChain};
 #[doc(inline)]
 pub use policy::{HostKey, HostPattern, PatternHost, Pin};

@@ -336,7 +336,14 @@ pub fn inside(
         _ => {}
     }
     if let Some(auth) = uri.authority() {
-        if !names_dest(auth) {
+        // An absolute URI without a port means its scheme's (443, 80), not the tunnel's.
+        let default = if uri.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        };
+        let port = auth.port_u16().unwrap_or(default);
+        if !names_dest(auth) || port != dest.port {
             return misdirected();
         }
         if !matches!(uri.scheme_str(), Some("https") | Some("http")) {
@@ -532,6 +539,7 @@ mod tests {
             ("POST", "/pay", Some("GW.example"), Ok("https://gw.example:8443/pay")),
             ("GET", "/pay", None, Ok("https://gw.example:8443/pay")),
             ("GET", "https://gw.example:8443/x", None, Ok("https://gw.example:8443/x")),
+            ("GET", "https://gw.example/x", None, Err(421)),
             ("GET", "/pay", Some("bank.example"), Err(421)),
             ("GET", "/pay", Some("gw.example:443"), Err(421)),
             ("GET", "https://bank.example/x", None, Err(421)),

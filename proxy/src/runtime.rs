@@ -28,12 +28,22 @@ pub fn share(rt: Runtime) -> Shared {
     Arc::new(ArcSwap::from_pointee(rt))
 }
 
-/// The interception CA the settings name, loaded (`None` without `--intercept-ca`).
-pub fn interceptor(settings: &Settings) -> Result<Option<Interceptor>, String> {
-    match &settings.intercept_ca {
-        Some(dir) => Interceptor::load(dir, &settings.routing.allow)
-            .map(Some)
-            .map_err(|e| format!("--intercept-ca: {e}")),
-        None => Ok(None),
+/// The interception CA the settings name, loaded (`None` without `--intercept-ca`); every
+/// upstream layer then distrusts its root: apps may trust it through the system store the
+/// layers read too, and it must never vouch for an upstream to the proxy.
+pub fn interceptor(settings: &mut Settings) -> Result<Option<Interceptor>, String> {
+    let Some(dir) = &settings.intercept_ca else {
+        return Ok(None);
+    };
+    let ic = Interceptor::load(dir, &settings.routing.allow)
+        .map_err(|e| format!("--intercept-ca: {e}"))?;
+    let der = ic
+        .root()
+        .to_der()
+        .map_err(|e| format!("--intercept-ca: {e}"))?;
+    settings.layer.distrust = Some(der.clone());
+    for h in &mut settings.host_layers {
+        h.layer.distrust = Some(der.clone());
     }
+    Ok(Some(ic))
 }

@@ -218,7 +218,8 @@ async fn a_tunnel_host_gets_bytes_relayed_untouched_and_interception_needs_the_f
     let port = server.addr().port();
     let dir = tempfile::tempdir().unwrap();
     let test_ca = ca_file(&dir);
-    let proxy = Proxy::start_in(dir, &["--allow", "gw.example", "--tunnel", "localhost"]).await;
+    let tunnel = format!("localhost:{port}");
+    let proxy = Proxy::start_in(dir, &["--allow", "gw.example", "--tunnel", &tunnel]).await;
     let url = format!("https://localhost:{port}/x");
     let (status, headers, body) =
         curl_via(&proxy, &["--cacert", test_ca.to_str().unwrap()], &url).await;
@@ -241,4 +242,55 @@ async fn a_tunnel_host_gets_bytes_relayed_untouched_and_interception_needs_the_f
     ])
     .await;
     assert_eq!(r.stdout, "405", "{}", r.stderr);
+}
+
+/// Apps on the host may trust the CA through the system store, which the proxy's upstream
+/// check reads too: the CA must still vouch for no upstream. A server whose certificate the
+/// interception CA issued (what a thief of its key would run on the path) is a 502
+/// certificate error, whatever the trust store holds; and `--tunnel` never opens to every host
+/// or to every port of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interception_ca_vouches_for_no_upstream_and_tunnels_name_their_port() {
+    use tls_fallback::testkit::Identity;
+    use tls_fallback_proxy::intercept::ca::{self, Ca};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = ca_init(dir.path(), &["localhost"]).await;
+    let ca = Ca::load(&ca_dir).unwrap();
+    let key = ca::new_key().unwrap();
+    let cert = ca::new_leaf(&ca.issuer, &key, "localhost", std::time::SystemTime::now()).unwrap();
+    let thief = TlsServer::builder()
+        .identity(Identity { cert, key })
+        .start()
+        .await
+        .unwrap();
+    // A trust store that holds the interception CA (root and issuer), as the system's would.
+    let bundle = dir.path().join("bundle.pem");
+    let mut pem = std::fs::read(ca_dir.join("ca.pem")).unwrap();
+    pem.extend(ca.issuer.cert.to_pem().unwrap());
+    std::fs::write(&bundle, pem).unwrap();
+    let url = format!("http://localhost:{}/pay", thief.addr().port());
+    let ca_text = ca_dir.to_str().unwrap().to_string();
+    let bundle_text = bundle.to_str().unwrap().to_string();
+    // The bundle as the upstream trust of localhost ([[host]] ca_file), without and with
+    // interception.
+    let host = format!("[[host]]\nmatch = \"localhost\"\nca_file = {bundle_text:?}\n");
+    let plain = format!("allow = [\"localhost\"]\n{host}");
+    let (without, _) = Proxy::with_config(&plain).await;
+    let (status, _, body) = curl_via(&without, &[], &url).await;
+    assert_eq!(status, 200, "the bundle is trusted without interception: {body}");
+    let intercepting = format!("allow = [\"localhost\"]\nintercept_ca = {ca_text:?}\n{host}");
+    let (with, _) = Proxy::with_config(&intercepting).await;
+    let (status, headers, body) = curl_via(&with, &[], &url).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers["x-tls-fallback-error"], "certificate", "{body}");
+    // --tunnel '*' and a tunnel without a port refuse to start.
+    for bad in [["--tunnel", "*"], ["--tunnel", "localhost"]] {
+        let (program, prefix) = proxy_command();
+        let mut args: Vec<&str> = prefix.to_vec();
+        args.extend(["--listen", "127.0.0.1:0"]);
+        args.extend(bad);
+        let r = run(program, &args, &[]).await;
+        assert_eq!(r.code, 2, "{bad:?}: {}", r.stderr);
+        assert!(r.stderr.contains("--tunnel"), "{bad:?}: {}", r.stderr);
+    }
 }

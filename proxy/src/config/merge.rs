@@ -181,7 +181,7 @@ impl<'a> Layered<'a> {
             )),
             None => None,
         };
-        let tunnel = self.patterns("tunnel", |a| &a.tunnel)?;
+        let tunnel = self.tunnels()?;
         if allow.is_empty() && upstream.is_none() && tunnel.is_empty() {
             return Err(ConfigError::NothingToProxy);
         }
@@ -192,6 +192,33 @@ impl<'a> Layered<'a> {
             tunnel,
             intercept,
         })
+    }
+
+    /// `--tunnel` patterns: a byte tunnel reaches any TCP service, so each names its port, and
+    /// `*` (an open tunnel) is refused.
+    fn tunnels(&self) -> Result<Vec<HostPattern>, ConfigError> {
+        self.list("tunnel", |a| &a.tunnel)
+            .map(|g| {
+                let p: HostPattern = g.value.parse().map_err(|e| self.fail(&g, e))?;
+                if matches!(p.host(), tls_fallback::PatternHost::Any) {
+                    return Err(self.fail(
+                        &g,
+                        "a tunnel to every host is an open proxy; name the hosts (host:443)",
+                    ));
+                }
+                if p.port().is_none() {
+                    return Err(self.fail(
+                        &g,
+                        format!(
+                            "a tunnel reaches any TCP service of its host: name the port \
+                             ({}:443)",
+                            g.value
+                        ),
+                    ));
+                }
+                Ok(p)
+            })
+            .collect()
     }
 
     /// The client certificate and key: both or neither.
@@ -246,6 +273,7 @@ impl<'a> Layered<'a> {
             .map(|g| *g.value),
             redis_tuning: self.redis_tuning()?,
             via,
+            distrust: None,
         })
     }
 

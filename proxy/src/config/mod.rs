@@ -229,6 +229,9 @@ pub struct LayerSettings {
     pub redis_tuning: RedisTuning,
     /// The outbound proxy (HTTP CONNECT or SOCKS5), if any; its Debug hides the password.
     pub via: Option<tls_fallback::outbound::ProxyUrl>,
+    /// A certificate (DER) that vouches for no upstream, whatever the roots hold: the
+    /// interception CA's root, set when it is loaded (`runtime::interceptor`).
+    pub distrust: Option<Vec<u8>>,
 }
 
 /// The Redis store's options besides its URL (`None`: the library's default).

@@ -2,6 +2,13 @@
 //! only the allowed hosts (a stolen key can impersonate the payment gateways, never a bank or a
 //! mail provider), and the short-lived leaf certificates minted from it, each checked by
 //! OpenSSL's own verification against the CA before it is used.
+//!
+//! Two levels: a root (`ca.pem`, what apps trust) whose key is thrown away once it has signed
+//! an issuing intermediate, and that intermediate (its key and certificate in `ca-key.pem`),
+//! which signs the leaves and is sent with each. Both carry the name constraints, the
+//! `serverAuth` extended key usage and an `email`/`URI` lock: Java's validation ignores a trust
+//! anchor's own constraints but enforces an intermediate's, and without the key usage and the
+//! lock the key could sign S/MIME or client certificates for any name.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -27,7 +34,7 @@ use tls_fallback::{HostPattern, PatternHost};
 
 /// The CA certificate apps trust, in the CA directory.
 pub const CA_FILE: &str = "ca.pem";
-/// The CA's private key (mode 0600), in the CA directory.
+/// The issuing key and its certificate (mode 0600), in the CA directory.
 pub const KEY_FILE: &str = "ca-key.pem";
 /// How long the CA is valid: ten years (a CA that expires unnoticed stops every payment).
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -46,7 +53,15 @@ pub enum Subtree {
     Dns(String),
     /// `iPAddress`: one address (a full mask), or every address of a family (an empty mask).
     Ip(IpAddr, bool),
+    /// `rfc822Name`: mail addresses at this host.
+    Email(String),
+    /// `uniformResourceIdentifier`: URIs whose host is this.
+    Uri(String),
 }
+
+/// The host that e-mail and URI names are locked to: `.invalid` is reserved (RFC 2606), so the
+/// CA can certify no mail address and no URI.
+const NOWHERE: &str = "invalid";
 
 /// A CA's name constraints.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -65,11 +80,19 @@ pub struct Constraints {
 /// | `*.example.com` | DNS `.example.com` (names below it, not `example.com`) |
 /// | `192.0.2.7`, `[2001:db8::7]:443` | that address |
 /// | `*` | refused: such a CA could impersonate any host |
+/// | `com`, `*.com` (one label; `localhost` excepted) | refused: a whole top-level domain |
 ///
 /// A name type with nothing permitted is excluded whole (all DNS names, all IPv4 and IPv6
-/// addresses): in RFC 5280, a type that no permitted subtree names is unconstrained.
+/// addresses): in RFC 5280, a type that no permitted subtree names is unconstrained. Mail
+/// addresses and URIs are always locked to `.invalid`.
 pub fn constraints(patterns: &[HostPattern]) -> Result<Constraints, String> {
     let mut c = Constraints::default();
+    let whole_tld = |p: &HostPattern| {
+        format!(
+            "{p} covers a whole top-level domain (a name covers every name below it): name the \
+             gateways (gw.example, *.gateway.example)"
+        )
+    };
     for p in patterns {
         let tree = match p.host() {
             PatternHost::Any => {
@@ -78,6 +101,10 @@ pub fn constraints(patterns: &[HostPattern]) -> Result<Constraints, String> {
                      gateways (gw.example, *.gateway.example)"
                 ))
             }
+            PatternHost::Exact(h) if !h.contains('.') && h != "localhost" => {
+                return Err(whole_tld(p))
+            }
+            PatternHost::Suffix(s) if !s.contains('.') => return Err(whole_tld(p)),
             PatternHost::Exact(h) => Subtree::Dns(h.to_string()),
             PatternHost::Suffix(s) => Subtree::Dns(format!(".{s}")),
             PatternHost::Ip(ip) => Subtree::Ip(ip, true),
@@ -97,6 +124,8 @@ pub fn constraints(patterns: &[HostPattern]) -> Result<Constraints, String> {
         c.excluded.push(Subtree::Ip(IpAddr::from([0u8; 4]), false));
         c.excluded.push(Subtree::Ip(IpAddr::from([0u16; 8]), false));
     }
+    c.permitted.push(Subtree::Email(NOWHERE.into()));
+    c.permitted.push(Subtree::Uri(NOWHERE.into()));
     Ok(c)
 }
 
@@ -130,6 +159,9 @@ fn subtree_der(t: &Subtree) -> Vec<u8> {
             let mask = vec![if *full { 0xff } else { 0 }; len];
             der(0x87, &[addr, mask].concat())
         }
+        // rfc822Name [1] and uniformResourceIdentifier [6], IA5String.
+        Subtree::Email(h) => der(0x81, h.as_bytes()),
+        Subtree::Uri(h) => der(0x86, h.as_bytes()),
     };
     der(0x30, &name)
 }
@@ -171,18 +203,37 @@ fn name(cn: &str) -> Result<X509Name, ErrorStack> {
     Ok(n.build())
 }
 
-/// A new CA certificate for `key`, constrained to `c`, valid from `now` for [`CA_LIFETIME`].
-pub fn new_ca(key: &PKey<Private>, c: &Constraints, now: SystemTime) -> Result<X509, ErrorStack> {
+/// A CA certificate for `key`, constrained to `c`, valid from `now` for [`CA_LIFETIME`]:
+/// self-signed (the root: `issuer` is `None`, at most one CA below it) or signed by `issuer`
+/// (the intermediate: no CA below it).
+fn new_ca_cert(
+    key: &PKey<Private>,
+    c: &Constraints,
+    now: SystemTime,
+    issuer: Option<(&X509, &PKey<Private>)>,
+) -> Result<X509, ErrorStack> {
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
     b.set_serial_number(&*serial()?)?;
-    let subject = name("tls-fallback interception CA")?;
+    let (subject, pathlen) = match issuer {
+        None => (name("tls-fallback interception CA")?, 1),
+        Some(_) => (name("tls-fallback interception issuer")?, 0),
+    };
     b.set_subject_name(&subject)?;
-    b.set_issuer_name(&subject)?;
+    match issuer {
+        None => b.set_issuer_name(&subject)?,
+        Some((cert, _)) => b.set_issuer_name(cert.subject_name())?,
+    }
     b.set_pubkey(key)?;
     b.set_not_before(&*time(now - BACKDATE)?)?;
     b.set_not_after(&*time(now + CA_LIFETIME)?)?;
-    b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
+    b.append_extension(
+        BasicConstraints::new()
+            .critical()
+            .ca()
+            .pathlen(pathlen)
+            .build()?,
+    )?;
     b.append_extension(
         KeyUsage::new()
             .critical()
@@ -190,21 +241,39 @@ pub fn new_ca(key: &PKey<Private>, c: &Constraints, now: SystemTime) -> Result<X
             .crl_sign()
             .build()?,
     )?;
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+    b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+    let ctx = b.x509v3_context(issuer.map(|(cert, _)| &**cert), None);
+    let ski = SubjectKeyIdentifier::new().build(&ctx)?;
+    let aki = match issuer {
+        Some(_) => Some(AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?),
+        None => None,
+    };
     b.append_extension(ski)?;
+    if let Some(aki) = aki {
+        b.append_extension(aki)?;
+    }
     let oid = Asn1Object::from_str("2.5.29.30")?;
     let value = Asn1OctetString::new_from_bytes(&constraints_der(c))?;
     b.append_extension(X509Extension::new_from_der(&oid, true, &value)?)?;
-    b.sign(key, MessageDigest::sha256())?;
+    b.sign(issuer.map_or(key, |(_, k)| k), MessageDigest::sha256())?;
     Ok(b.build())
+}
+
+/// A new CA constrained to `c`: the root certificate (its key is dropped here), and the
+/// issuing intermediate with its key.
+pub fn new_ca(c: &Constraints, now: SystemTime) -> Result<(X509, Issuer), ErrorStack> {
+    let root_key = new_key()?;
+    let root = new_ca_cert(&root_key, c, now, None)?;
+    let key = new_key()?;
+    let cert = new_ca_cert(&key, c, now, Some((&root, &root_key)))?;
+    Ok((root, Issuer { cert, key }))
 }
 
 /// A leaf for `host` (a name or an IP address), signed by the CA, valid from `now` for
 /// [`LEAF_LIFETIME`]. Its subject names no host (a common name that looked like one would be
 /// checked against the constraints as one): the host is in the subject alternative name.
 pub fn new_leaf(
-    ca: &X509,
-    ca_key: &PKey<Private>,
+    issuer: &Issuer,
     leaf_key: &PKey<Private>,
     host: &str,
     now: SystemTime,
@@ -213,7 +282,7 @@ pub fn new_leaf(
     b.set_version(2)?;
     b.set_serial_number(&*serial()?)?;
     b.set_subject_name(&*name("tls-fallback interception")?)?;
-    b.set_issuer_name(ca.subject_name())?;
+    b.set_issuer_name(issuer.cert.subject_name())?;
     b.set_pubkey(leaf_key)?;
     b.set_not_before(&*time(now - BACKDATE)?)?;
     b.set_not_after(&*time(now + LEAF_LIFETIME)?)?;
@@ -226,23 +295,27 @@ pub fn new_leaf(
     } else {
         san.dns(host);
     }
-    let ctx = b.x509v3_context(Some(ca), None);
+    let ctx = b.x509v3_context(Some(&issuer.cert), None);
     let san = san.build(&ctx)?;
     let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
     b.append_extension(san)?;
     b.append_extension(aki)?;
-    b.sign(ca_key, MessageDigest::sha256())?;
+    b.sign(&issuer.key, MessageDigest::sha256())?;
     Ok(b.build())
 }
 
-/// Verifies `leaf` against `ca` alone, as an app's OpenSSL would (name constraints included):
-/// the reason when it does not verify.
-pub fn verify(ca: &X509, leaf: &X509) -> Result<(), String> {
+/// Verifies `leaf` with the chain `issuer` against `root` alone, as an app's OpenSSL would
+/// (name constraints and key usage included): the reason when it does not verify.
+pub fn verify(root: &X509, issuer: &X509, leaf: &X509) -> Result<(), String> {
     let fail = |e: ErrorStack| e.to_string();
     let mut store = X509StoreBuilder::new().map_err(fail)?;
-    store.add_cert(ca.clone()).map_err(fail)?;
+    store.add_cert(root.clone()).map_err(fail)?;
+    store
+        .set_purpose(openssl::x509::X509PurposeId::SSL_SERVER)
+        .map_err(fail)?;
     let store = store.build();
-    let chain = Stack::new().map_err(fail)?;
+    let mut chain = Stack::new().map_err(fail)?;
+    chain.push(issuer.clone()).map_err(fail)?;
     let mut ctx = X509StoreContext::new().map_err(fail)?;
     let (ok, why) = ctx
         .init(&store, leaf, &chain, |c| {
@@ -257,68 +330,145 @@ pub fn verify(ca: &X509, leaf: &X509) -> Result<(), String> {
     }
 }
 
-/// A CA loaded from its directory.
-pub struct Ca {
-    /// The certificate.
+/// The issuing intermediate: its certificate and key.
+pub struct Issuer {
+    /// The certificate (sent with every leaf).
     pub cert: X509,
     /// Its key.
     pub key: PKey<Private>,
 }
 
+/// A CA loaded from its directory.
+pub struct Ca {
+    /// The root apps trust.
+    pub root: X509,
+    /// What signs the leaves.
+    pub issuer: Issuer,
+}
+
 /// The largest CA file read (a certificate or a key is about 1 KB).
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
-impl Ca {
-    /// Reads `DIR/ca.pem` and `DIR/ca-key.pem`: regular files, bounded; the key readable by
-    /// its owner alone; the key the certificate's; the certificate not expired.
-    pub fn load(dir: &Path) -> Result<Ca, String> {
-        let read = |f: &str| {
-            let path = dir.join(f);
-            tls_fallback::read_bounded_file(&path, MAX_FILE_BYTES)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
-        let key_path = dir.join(KEY_FILE);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::symlink_metadata(&key_path)
-                .map_err(|e| format!("cannot read {}: {e}", key_path.display()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "{} is readable by others (mode {:o}): it can impersonate the allowed \
-                     hosts; chmod 600 it",
-                    key_path.display(),
-                    mode & 0o777
-                ));
-            }
+/// Refuses a CA directory that another user could write to (and so swap `ca.pem` apps trust by
+/// path, or plant links): it must be the effective user's, writable by it alone.
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        if !m.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
         }
-        let cert = X509::from_pem(&read(CA_FILE)?).map_err(|e| {
-            format!(
-                "{}: not a PEM certificate: {e}",
-                dir.join(CA_FILE).display()
-            )
-        })?;
-        let key = PKey::private_key_from_pem(&read(KEY_FILE)?)
-            .map_err(|e| format!("{}: not a PEM private key: {e}", key_path.display()))?;
-        let matches = cert.public_key().is_ok_and(|p| p.public_eq(&key));
-        if !matches {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if m.uid() != me || m.mode() & 0o022 != 0 {
             return Err(format!(
-                "{} is not the key of {}",
+                "{} is writable by other users or not owned by this one (uid {}, mode {:o}): \
+                 another user could replace the CA there; use a directory of this user's, mode \
+                 0700",
+                dir.display(),
+                m.uid(),
+                m.mode() & 0o777
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the key file: opened without following a link, then checked on the open descriptor
+/// (a regular file of this user's that nobody else may read), bounded, never blocking.
+fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = options.open(path).map_err(fail)?;
+    let m = file.metadata().map_err(fail)?;
+    if !m.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if m.mode() & 0o077 != 0 || m.uid() != me {
+            return Err(format!(
+                "{} is readable by others or not this user's (mode {:o}, uid {}): it can \
+                 impersonate the allowed hosts; chmod 600 it, owned by the proxy's user",
+                path.display(),
+                m.mode() & 0o777,
+                m.uid()
+            ));
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("{} is too large for a key", path.display()));
+    }
+    Ok(bytes)
+}
+
+impl Ca {
+    /// Reads `DIR/ca.pem` (the root) and `DIR/ca-key.pem` (the issuing key and certificate):
+    /// the directory the user's alone, the key file readable by its owner alone, unencrypted;
+    /// the certificate the key's and issued by the root; neither expired.
+    pub fn load(dir: &Path) -> Result<Ca, String> {
+        check_dir(dir)?;
+        let root_path = dir.join(CA_FILE);
+        let key_path = dir.join(KEY_FILE);
+        let root_pem = tls_fallback::read_bounded_file(&root_path, MAX_FILE_BYTES)
+            .map_err(|e| format!("cannot read {}: {e}", root_path.display()))?;
+        let root = X509::from_pem(&root_pem)
+            .map_err(|e| format!("{}: not a PEM certificate: {e}", root_path.display()))?;
+        let key_pem = read_key_file(&key_path)?;
+        let key = tls_fallback::private_key_from_pem(&key_pem)
+            .map_err(|e| format!("{}: {e}", key_path.display()))?;
+        let cert = X509::stack_from_pem(&key_pem)
+            .ok()
+            .and_then(|certs| certs.into_iter().next())
+            .ok_or_else(|| {
+                format!(
+                    "{} holds no issuing certificate after its key: make the CA again with \
+                     `ca init --force`",
+                    key_path.display()
+                )
+            })?;
+        if !cert.public_key().is_ok_and(|p| p.public_eq(&key)) {
+            return Err(format!(
+                "{}: the key is not its certificate's",
+                key_path.display()
+            ));
+        }
+        let signed = root.public_key().and_then(|k| cert.verify(&k));
+        if !signed.unwrap_or(false) {
+            return Err(format!(
+                "{} was not issued by {}: the two files are of different CAs",
                 key_path.display(),
-                dir.join(CA_FILE).display()
+                root_path.display()
             ));
         }
         let now = Asn1Time::days_from_now(0).map_err(|e| e.to_string())?;
-        if cert.not_after() < now {
+        if root.not_after() < now || cert.not_after() < now {
             return Err(format!(
                 "the interception CA {} expired on {}: make a new one with `ca init --force`",
-                dir.join(CA_FILE).display(),
-                cert.not_after()
+                root_path.display(),
+                root.not_after()
             ));
         }
-        Ok(Ca { cert, key })
+        Ok(Ca {
+            root,
+            issuer: Issuer { cert, key },
+        })
     }
 }
 
@@ -338,7 +488,15 @@ mod tests {
             Subtree::Ip(IpAddr::from([0u8; 4]), false),
             Subtree::Ip(IpAddr::from([0u16; 8]), false),
         ];
-        // (patterns, permitted, excluded)
+        let lock = [
+            Subtree::Email("invalid".into()),
+            Subtree::Uri("invalid".into()),
+        ];
+        let with_lock = |mut v: Vec<Subtree>| {
+            v.extend(lock.clone());
+            v
+        };
+        // (patterns, permitted before the e-mail/URI lock, excluded)
         let rows: Vec<(&[&str], Vec<Subtree>, Vec<Subtree>)> = vec![
             (&["gw.example"], vec![dns("gw.example")], no_ip.to_vec()),
             (
@@ -351,6 +509,7 @@ mod tests {
                 vec![dns(".pay.example")],
                 no_ip.to_vec(),
             ),
+            (&["localhost"], vec![dns("localhost")], no_ip.to_vec()),
             (&["127.0.0.1"], vec![v4([127, 0, 0, 1])], vec![dns("")]),
             (
                 &["[::1]:443", "gw.example"],
@@ -360,18 +519,19 @@ mod tests {
         ];
         for (p, permitted, excluded) in rows {
             let c = constraints(&pats(p)).unwrap();
-            assert_eq!(
-                c,
-                Constraints {
-                    permitted,
-                    excluded
-                },
-                "{p:?}"
-            );
+            let want = Constraints {
+                permitted: with_lock(permitted),
+                excluded,
+            };
+            assert_eq!(c, want, "{p:?}");
         }
         assert!(constraints(&pats(&["*"])).unwrap_err().contains("any site"));
         assert!(constraints(&pats(&["gw.example", "*:443"])).is_err());
         assert!(constraints(&[]).unwrap_err().contains("--allow"));
+        for tld in ["com", "*.com", "intranet"] {
+            let e = constraints(&pats(&[tld])).unwrap_err();
+            assert!(e.contains("top-level domain"), "{tld}: {e}");
+        }
     }
 
     #[test]
@@ -383,16 +543,52 @@ mod tests {
         assert_eq!(&longer[..4], &[0x04, 0x82, 1, 44]);
     }
 
-    /// OpenSSL's own verification enforces the constraints the CA carries: leaves for the
-    /// allowed names verify, any other name or address is refused.
+    /// A leaf signed by the issuer with these SANs and extended key usage, as a thief of the
+    /// issuing key could make (not what `new_leaf` makes).
+    fn stolen(issuer: &Issuer, san: &str, client: bool) -> X509 {
+        let key = new_key().unwrap();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&*serial().unwrap()).unwrap();
+        b.set_subject_name(&*name("thief").unwrap()).unwrap();
+        b.set_issuer_name(issuer.cert.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let now = SystemTime::now();
+        b.set_not_before(&*time(now - BACKDATE).unwrap()).unwrap();
+        b.set_not_after(&*time(now + LEAF_LIFETIME).unwrap())
+            .unwrap();
+        let mut eku = ExtendedKeyUsage::new();
+        if client {
+            eku.client_auth().email_protection();
+        } else {
+            eku.server_auth();
+        }
+        b.append_extension(eku.build().unwrap()).unwrap();
+        let ctx = b.x509v3_context(Some(&issuer.cert), None);
+        let mut alt = SubjectAlternativeName::new();
+        match san.split_once(':') {
+            Some(("email", e)) => alt.email(e),
+            _ => alt.dns(san),
+        };
+        let alt = alt.build(&ctx).unwrap();
+        b.append_extension(alt).unwrap();
+        b.sign(&issuer.key, MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    /// OpenSSL's own verification enforces what the CA carries: leaves for the allowed names
+    /// verify, any other name or address is refused, and the issuing key signs no mail or
+    /// client certificate.
     #[test]
     fn openssl_refuses_leaves_outside_the_constraints() {
         let now = SystemTime::now();
-        let key = new_key().unwrap();
         let leaf_key = new_key().unwrap();
         let c = constraints(&pats(&["gw.example", "*.pay.example", "127.0.0.1"])).unwrap();
-        let ca = new_ca(&key, &c, now).unwrap();
-        let check = |host: &str| verify(&ca, &new_leaf(&ca, &key, &leaf_key, host, now).unwrap());
+        let (root, issuer) = new_ca(&c, now).unwrap();
+        let check = |host: &str| {
+            let leaf = new_leaf(&issuer, &leaf_key, host, now).unwrap();
+            verify(&root, &issuer.cert, &leaf)
+        };
         for ok in ["gw.example", "GW.EXAMPLE", "eu.pay.example", "127.0.0.1"] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
@@ -400,15 +596,36 @@ mod tests {
             let e = check(refused).unwrap_err();
             assert!(e.contains("violation"), "{refused}: {e}");
         }
-        // Names only: every address is excluded.
-        let c = constraints(&pats(&["gw.example"])).unwrap();
-        let ca = new_ca(&key, &c, now).unwrap();
-        let leaf = new_leaf(&ca, &key, &leaf_key, "10.0.0.1", now).unwrap();
-        assert!(verify(&ca, &leaf).unwrap_err().contains("violation"));
-        // Addresses only: every name is excluded.
-        let c = constraints(&pats(&["127.0.0.1"])).unwrap();
-        let ca = new_ca(&key, &c, now).unwrap();
-        let leaf = new_leaf(&ca, &key, &leaf_key, "localhost", now).unwrap();
-        assert!(verify(&ca, &leaf).unwrap_err().contains("violation"));
+        // What a thief of the issuing key could sign: a mail certificate, a client one.
+        use openssl::x509::X509PurposeId;
+        let rows = [
+            ("email:ceo@bank.example", X509PurposeId::SMIME_SIGN),
+            ("gw.example", X509PurposeId::SSL_CLIENT),
+        ];
+        for (san, purpose) in rows {
+            let mut store = X509StoreBuilder::new().unwrap();
+            store.add_cert(root.clone()).unwrap();
+            store.set_purpose(purpose).unwrap();
+            let store = store.build();
+            let leaf = stolen(&issuer, san, true);
+            let mut chain = Stack::new().unwrap();
+            chain.push(issuer.cert.clone()).unwrap();
+            let mut ctx = X509StoreContext::new().unwrap();
+            let ok = ctx
+                .init(&store, &leaf, &chain, |c| c.verify_cert())
+                .unwrap();
+            assert!(!ok, "{san}: the issuing key signs only server certificates");
+        }
+        // Names only: every address is excluded; addresses only: every name.
+        let (root, issuer) = new_ca(&constraints(&pats(&["gw.example"])).unwrap(), now).unwrap();
+        let leaf = new_leaf(&issuer, &leaf_key, "10.0.0.1", now).unwrap();
+        assert!(verify(&root, &issuer.cert, &leaf)
+            .unwrap_err()
+            .contains("violation"));
+        let (root, issuer) = new_ca(&constraints(&pats(&["127.0.0.1"])).unwrap(), now).unwrap();
+        let leaf = new_leaf(&issuer, &leaf_key, "localhost", now).unwrap();
+        assert!(verify(&root, &issuer.cert, &leaf)
+            .unwrap_err()
+            .contains("violation"));
     }
 }

@@ -28,7 +28,8 @@ pub enum CaCommand {
 /// `ca init`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct InitArgs {
-    /// Where to write ca.pem (apps trust it) and ca-key.pem (mode 0600); made 0700 if missing.
+    /// Where to write ca.pem (apps trust it) and ca-key.pem (the issuing key, mode 0600); made
+    /// 0700 if missing, else it must be this user's and writable by it alone.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
     /// A host the CA may certify: host, *.suffix or an IP address (ports are ignored: a
@@ -77,7 +78,11 @@ pub fn init(args: &InitArgs, now: SystemTime) -> Result<Made, String> {
     make_dir(&args.dir)?;
     let (cert_path, key_path) = (args.dir.join(CA_FILE), args.dir.join(KEY_FILE));
     for p in [&cert_path, &key_path] {
-        if !args.force && std::fs::symlink_metadata(p).is_ok() {
+        let there = std::fs::symlink_metadata(p);
+        if there.as_ref().is_ok_and(|m| !m.is_file()) {
+            return Err(format!("{} is not a regular file", p.display()));
+        }
+        if !args.force && there.is_ok() {
             return Err(format!(
                 "{} exists: {} already holds a CA; --force makes a new one (apps must then \
                  trust the new {CA_FILE})",
@@ -87,33 +92,45 @@ pub fn init(args: &InitArgs, now: SystemTime) -> Result<Made, String> {
         }
     }
     let fail = |e: openssl::error::ErrorStack| format!("cannot make the CA: {e}");
-    let key = ca::new_key().map_err(fail)?;
-    let cert = ca::new_ca(&key, &constraints, now).map_err(fail)?;
-    let key_pem = key.private_key_to_pem_pkcs8().map_err(fail)?;
-    let cert_pem = cert.to_pem().map_err(fail)?;
-    let write = |path: &Path, bytes: &[u8]| {
-        tls_fallback::write_private_file(path, bytes)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let (root, issuer) = ca::new_ca(&constraints, now).map_err(fail)?;
+    let mut key_pem = issuer.key.private_key_to_pem_pkcs8().map_err(fail)?;
+    key_pem.extend(issuer.cert.to_pem().map_err(fail)?);
+    let root_pem = root.to_pem().map_err(fail)?;
+    // Both files are written under new names first, then renamed: a failure before the
+    // renames leaves the old CA whole (a key and a certificate that belong together).
+    let staged = |p: &Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".new");
+        std::path::PathBuf::from(s)
     };
-    write(&key_path, &key_pem)?;
-    write(&cert_path, &cert_pem)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // The certificate is public: every app user reads it.
-        std::fs::set_permissions(&cert_path, std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| format!("cannot make {} readable: {e}", cert_path.display()))?;
+    let (key_new, cert_new) = (staged(&key_path), staged(&cert_path));
+    let written = tls_fallback::write_private_file(&key_new, &key_pem)
+        .map_err(|e| format!("cannot write {}: {e}", key_new.display()))
+        .and_then(|()| {
+            // The certificate is public: every app's user reads it.
+            tls_fallback::write_public_file(&cert_new, &root_pem)
+                .map_err(|e| format!("cannot write {}: {e}", cert_new.display()))
+        })
+        .and_then(|()| {
+            std::fs::rename(&key_new, &key_path)
+                .and_then(|()| std::fs::rename(&cert_new, &cert_path))
+                .map_err(|e| format!("cannot put the CA in place in {}: {e}", args.dir.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&key_new);
+        let _ = std::fs::remove_file(&cert_new);
     }
+    written?;
     Ok(Made {
         dir: args.dir.clone(),
         allow: args.allow.clone(),
     })
 }
 
-/// Creates `dir` (mode 0700, parents as needed) unless it exists as a directory.
+/// Creates `dir` (mode 0700, parents as needed), or checks the one there ([`ca::check_dir`]).
 fn make_dir(dir: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.is_dir() => return ca::check_dir(dir),
         Ok(_) => return Err(format!("{} exists and is not a directory", dir.display())),
         Err(_) => {}
     }
@@ -136,9 +153,12 @@ impl Made {
         format!(
             "Made an interception CA in {dir}:\n\
              \x20 {ca}  the certificate apps trust\n\
-             \x20 {dir}/{KEY_FILE}  its key (mode 0600; the proxy's user must own it)\n\
-             It can certify only: {list} (X.509 name constraints: a stolen key cannot \
-             impersonate any other site). For other hosts, make a new CA with --force.\n\
+             \x20 {dir}/{KEY_FILE}  the key that signs (mode 0600; the proxy's user must own it)\n\
+             It can certify only: {list} (X.509 name constraints, in the certificate that \
+             signs too, so Java enforces them; and only TLS servers: no mail or client \
+             certificates). A stolen key cannot impersonate any other site to apps that check \
+             names in the certificate's alternative names; a few also accept a one-label name \
+             (\"intranet\") in the common name. For other hosts, make a new CA with --force.\n\
              \n\
              Run the proxy with it:\n\
              \x20 tls-fallback-proxy --intercept-ca {dir} {allow}\n\
@@ -239,6 +259,39 @@ mod tests {
         assert!(
             std::fs::read_dir(tmp.path()).unwrap().count() == 1,
             "nothing written"
+        );
+    }
+
+    #[test]
+    fn a_directory_other_users_can_write_is_refused_and_a_failed_force_keeps_the_old_ca() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = init(&args(&shared, &["gw.example"], false), SystemTime::now())
+            .err()
+            .unwrap();
+        assert!(e.contains("writable by other users"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(&shared).unwrap().count(),
+            0,
+            "nothing written"
+        );
+        // A CA, then a --force that cannot put its certificate in place: the old CA stays.
+        let dir = tmp.path().join("ca");
+        init(&args(&dir, &["gw.example"], false), SystemTime::now()).unwrap();
+        let key = std::fs::read(dir.join(KEY_FILE)).unwrap();
+        std::fs::remove_file(dir.join(CA_FILE)).unwrap();
+        std::fs::create_dir(dir.join(CA_FILE)).unwrap();
+        let e = init(&args(&dir, &["gw.example"], true), SystemTime::now())
+            .err()
+            .unwrap();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert_eq!(
+            std::fs::read(dir.join(KEY_FILE)).unwrap(),
+            key,
+            "the key is kept"
         );
     }
 

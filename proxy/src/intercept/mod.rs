@@ -69,17 +69,28 @@ pub struct Leaf {
 }
 
 /// The interception CA and the leaves minted from it (per host, renewed after
-/// [`ca::LEAF_RENEW`]).
+/// [`ca::LEAF_RENEW`]); a host the CA cannot certify is refused for [`REFUSAL_KEPT`] without
+/// minting again.
 pub struct Interceptor {
     dir: PathBuf,
     ca: Ca,
     /// One key for every leaf of this run (as mitmproxy does): minting costs a signature only.
     leaf_key: PKey<Private>,
-    leaves: quick_cache::sync::Cache<String, Arc<Leaf>>,
+    leaves: quick_cache::sync::Cache<String, Minted>,
+}
+
+/// A host's leaf, or why the CA cannot certify it, and when.
+#[derive(Clone)]
+enum Minted {
+    Leaf(Arc<Leaf>),
+    Refused(Arc<str>, Instant),
 }
 
 /// The most hosts whose leaves are kept (a `*.suffix` allow pattern has no bound of its own).
 const MAX_LEAVES: usize = 1024;
+
+/// How long a host the CA cannot certify is refused without minting again.
+pub const REFUSAL_KEPT: Duration = Duration::from_secs(60);
 
 impl Interceptor {
     /// Loads the CA in `dir` ([`Ca::load`]) and warns about allowed hosts it cannot certify
@@ -113,25 +124,43 @@ impl Interceptor {
         Ok(me)
     }
 
+    /// The root certificate (what apps trust): the upstream layers distrust it.
+    pub fn root(&self) -> &openssl::x509::X509 {
+        &self.ca.root
+    }
+
     /// The leaf for `host`: the one minted less than [`ca::LEAF_RENEW`] ago, or a new one;
-    /// an error saying how to re-create the CA when its constraints leave `host` out.
-    pub fn leaf(&self, host: &str) -> Result<Arc<Leaf>, String> {
-        if let Some(l) = self.leaves.get(host) {
-            if l.minted.elapsed() < ca::LEAF_RENEW {
-                return Ok(l);
+    /// an error saying how to re-create the CA when its constraints leave `host` out (and
+    /// whether it was just found, or kept from a refusal less than [`REFUSAL_KEPT`] ago).
+    pub fn leaf(&self, host: &str) -> Result<Arc<Leaf>, (Arc<str>, bool)> {
+        match self.leaves.get(host) {
+            Some(Minted::Leaf(l)) if l.minted.elapsed() < ca::LEAF_RENEW => return Ok(l),
+            Some(Minted::Refused(why, at)) if at.elapsed() < REFUSAL_KEPT => {
+                return Err((why, false))
+            }
+            _ => {}
+        }
+        match self.mint(host) {
+            Ok(leaf) => {
+                self.leaves
+                    .insert(host.to_string(), Minted::Leaf(Arc::clone(&leaf)));
+                Ok(leaf)
+            }
+            Err(why) => {
+                let why: Arc<str> = why.into();
+                let refused = Minted::Refused(Arc::clone(&why), Instant::now());
+                self.leaves.insert(host.to_string(), refused);
+                Err((why, true))
             }
         }
-        let leaf = self.mint(host)?;
-        self.leaves.insert(host.to_string(), Arc::clone(&leaf));
-        Ok(leaf)
     }
 
     fn mint(&self, host: &str) -> Result<Arc<Leaf>, String> {
         let fail = |e: openssl::error::ErrorStack| format!("cannot mint a certificate: {e}");
         let ca = &self.ca;
-        let cert = ca::new_leaf(&ca.cert, &ca.key, &self.leaf_key, host, SystemTime::now())
-            .map_err(fail)?;
-        ca::verify(&ca.cert, &cert).map_err(|why| {
+        let cert =
+            ca::new_leaf(&ca.issuer, &self.leaf_key, host, SystemTime::now()).map_err(fail)?;
+        ca::verify(&ca.root, &ca.issuer.cert, &cert).map_err(|why| {
             format!(
                 "the interception CA ({}) cannot certify {host} ({why}): it was made for other \
                  hosts; make a new one that names it (tls-fallback proxy ca init --dir {} \
@@ -144,6 +173,8 @@ impl Interceptor {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(fail)?;
         b.set_private_key(&self.leaf_key).map_err(fail)?;
         b.set_certificate(&cert).map_err(fail)?;
+        b.add_extra_chain_cert(ca.issuer.cert.clone())
+            .map_err(fail)?;
         b.check_private_key().map_err(fail)?;
         // HTTP/1.1 only: an app that offers only h2 gets no ALPN answer and speaks HTTP/1.1.
         b.set_alpn_select_callback(|_, offered| {
@@ -182,8 +213,10 @@ pub fn open(
             });
             established()
         }
-        Err(why) => {
-            warn!("CONNECT {}: {why}", dest.authority);
+        Err((why, fresh)) => {
+            if fresh {
+                warn!("CONNECT {}: {why}", dest.authority);
+            }
             refusal(StatusCode::FORBIDDEN, &why)
         }
     }

@@ -108,8 +108,9 @@ pub struct Running {
 /// listener and the upkeep task (those two in the calling tokio runtime). The caller installs
 /// the `tracing` subscriber it wants; the Prometheus recorder is installed once per process.
 pub async fn start(settings: config::Settings) -> Result<Running, StartError> {
+    let mut settings = settings;
+    let intercept = runtime::interceptor(&mut settings).map_err(StartError::Config)?;
     let upstreams = Upstreams::build(&settings, None).map_err(StartError::Config)?;
-    let intercept = runtime::interceptor(&settings).map_err(StartError::Config)?;
     let fail = StartError::Start;
     let metrics = meters::install_recorder().map_err(fail)?;
     let listeners = workers::bind(settings.listen, settings.workers).map_err(fail)?;
@@ -192,8 +193,9 @@ impl Running {
 /// change (and what they learned); warns about what only a restart changes.
 fn prepare(shared: &Shared, settings: config::Settings) -> Result<Runtime, String> {
     let current = shared.load_full();
+    let mut settings = settings;
+    let intercept = runtime::interceptor(&mut settings)?;
     let upstreams = Upstreams::build(&settings, Some(&current.upstreams))?;
-    let intercept = runtime::interceptor(&settings)?;
     let was = &current.settings;
     if settings.listen != was.listen
         || settings.admin != was.admin

@@ -389,9 +389,13 @@ impl AppConn {
                     Ok(tls) => {
                         self.http(TokioIo::new(tls), Some(dest)).await;
                     }
-                    Err(e) => warn!(
+                    Err(e) if warn_now() => warn!(
                         "CONNECT {}: the app's TLS handshake failed: {e} (does the app trust the \
-                     interception CA?)",
+                         interception CA?)",
+                        dest.authority
+                    ),
+                    Err(e) => debug!(
+                        "CONNECT {}: the app's TLS handshake failed: {e}",
                         dest.authority
                     ),
                 }
@@ -434,6 +438,22 @@ where
         .await;
     out
 }
+
+/// Whether a warning about apps' failed TLS handshakes may be logged now: at most one every
+/// [`WARN_EVERY`] in the process (the rest at DEBUG): an app that does not trust the CA fails
+/// on every connection, and each line would be the same.
+fn warn_now() -> bool {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = crate::lock(&LAST);
+    if last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+        return false;
+    }
+    *last = Some(std::time::Instant::now());
+    true
+}
+
+/// The least time between two warnings about apps' failed TLS handshakes.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Waits until the flag is set (or its sender is gone).
 async fn stopped(flag: &mut watch::Receiver<bool>) {

@@ -157,6 +157,11 @@ fn build_one(
     if let Some(ca) = &ls.ca_file {
         b = b.ca_file(ca);
     }
+    if let Some(der) = &ls.distrust {
+        let cert = openssl::x509::X509::from_der(der)
+            .map_err(|e| format!("the interception CA's certificate: {e}"))?;
+        b = b.distrust(cert);
+    }
     if let Some((cert, key)) = &ls.client_identity {
         let read = |what: &str, p: &std::path::Path| {
             crate::config::read_bytes(p)
