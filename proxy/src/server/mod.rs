@@ -40,6 +40,15 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         }
     };
     observe::init_tracing(settings.log_format, "info");
+    // Watched before anything starts: a reload or stop sent while the proxy starts (systemd's,
+    // right after the listener is up) waits for it instead of killing it.
+    let signals = match Signals::watch() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     let mut settings = settings;
     fds::fit_connections(&mut settings.limits.max_connections, settings.workers);
     let running = match start(settings).await {
@@ -49,7 +58,7 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    match wait_for_signals(&args, &running).await {
+    match wait_for_signals(&args, &running, signals).await {
         Ok(()) => {}
         Err(e) => {
             error!("{}", config::shown(&e));
@@ -238,13 +247,34 @@ async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Waits for SIGTERM or SIGINT, reloading on SIGHUP meanwhile.
-async fn wait_for_signals(args: &ProxyArgs, running: &Running) -> Result<(), String> {
-    let sig = |k: SignalKind| signal(k).map_err(|e| format!("cannot watch signals: {e}"));
-    let (mut term, mut int, mut hup) = (
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-        sig(SignalKind::hangup())?,
-    );
+/// SIGTERM, SIGINT and SIGHUP, watched (from then on they no longer end the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> Result<Signals, String> {
+        let sig = |k: SignalKind| signal(k).map_err(|e| format!("cannot watch signals: {e}"));
+        Ok(Signals {
+            term: sig(SignalKind::terminate())?,
+            int: sig(SignalKind::interrupt())?,
+            hup: sig(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn wait_for_signals(
+    args: &ProxyArgs,
+    running: &Running,
+    signals: Signals,
+) -> Result<(), String> {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     // A reload runs beside the signals (SIGTERM is not held up by a slow one), one at a time.
     let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
     loop {
