@@ -12,6 +12,7 @@
 //! connection slot.
 
 pub mod ca;
+pub mod constraints;
 pub mod init;
 pub mod tunnel;
 
