@@ -277,7 +277,10 @@ async fn the_interception_ca_vouches_for_no_upstream_and_tunnels_name_their_port
     let plain = format!("allow = [\"localhost\"]\n{host}");
     let (without, _) = Proxy::with_config(&plain).await;
     let (status, _, body) = curl_via(&without, &[], &url).await;
-    assert_eq!(status, 200, "the bundle is trusted without interception: {body}");
+    assert_eq!(
+        status, 200,
+        "the bundle is trusted without interception: {body}"
+    );
     let intercepting = format!("allow = [\"localhost\"]\nintercept_ca = {ca_text:?}\n{host}");
     let (with, _) = Proxy::with_config(&intercepting).await;
     let (status, headers, body) = curl_via(&with, &[], &url).await;

@@ -353,13 +353,13 @@ mod tests {
         let key = new_key().unwrap();
         let mut b = X509Builder::new().unwrap();
         b.set_version(2).unwrap();
-        b.set_serial_number(&*serial().unwrap()).unwrap();
-        b.set_subject_name(&*name("thief").unwrap()).unwrap();
+        b.set_serial_number(&serial().unwrap()).unwrap();
+        b.set_subject_name(&name("thief").unwrap()).unwrap();
         b.set_issuer_name(issuer.cert.subject_name()).unwrap();
         b.set_pubkey(&key).unwrap();
         let now = SystemTime::now();
-        b.set_not_before(&*time(now - BACKDATE).unwrap()).unwrap();
-        b.set_not_after(&*time(now + LEAF_LIFETIME).unwrap())
+        b.set_not_before(&time(now - BACKDATE).unwrap()).unwrap();
+        b.set_not_after(&time(now + LEAF_LIFETIME).unwrap())
             .unwrap();
         let mut eku = ExtendedKeyUsage::new();
         if client {
