@@ -75,7 +75,7 @@ pub async fn open(
 }
 
 /// How long a tunnel may stay idle once the proxy is stopping.
-const IDLE_WHEN_STOPPING: Duration = Duration::from_secs(1);
+pub const IDLE_WHEN_STOPPING: Duration = Duration::from_secs(1);
 
 /// Relays bytes both ways until either side closes, the tunnel has been idle for `idle`, or
 /// (after `stop`) for [`IDLE_WHEN_STOPPING`]. Returns the bytes sent up and down.

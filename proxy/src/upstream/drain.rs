@@ -111,7 +111,7 @@ impl Drop for Sending<'_> {
 
 /// A response body from the upstream on its way to the app. One from a held HTTP/1.1
 /// connection, dropped before its end, hands the rest back. One from a shared h2 connection is
-/// watched ([`Watch`]): an app that takes nothing of it for the idle timeout loses it.
+/// watched (a watchdog): an app that takes nothing of it for the idle timeout loses it.
 pub struct Relay {
     body: Option<Incoming>,
     back: Option<(Arc<Handback>, u64)>,
@@ -174,7 +174,7 @@ impl Relay {
     }
 
     /// A body from a shared h2 connection (dropping it resets only its stream), reset if its
-    /// app asks for nothing of it for `idle` ([`Watch`]). Spawns the watchdog on the current
+    /// app asks for nothing of it for `idle` (its watchdog). Spawns the watchdog on the current
     /// runtime; an empty body needs none.
     pub fn shared(body: Incoming, idle: Duration) -> Relay {
         if body.is_end_stream() {
