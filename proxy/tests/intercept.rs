@@ -184,26 +184,10 @@ async fn connect_outside_the_allow_list_is_403_and_a_host_outside_the_ca_is_refu
             .is_some(),
         "the start warns about an allowed host the CA cannot certify"
     );
-    let connect = |target: String| {
-        let proxy_url = proxy.url();
-        async move {
-            let r = curl(&[
-                "-sS",
-                "-p",
-                "-x",
-                &proxy_url,
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_connect}",
-                &target,
-            ])
-            .await;
-            r.stdout
-        }
-    };
-    assert_eq!(connect(format!("https://127.0.0.1:{port}/")).await, "403");
-    assert_eq!(connect(format!("https://localhost:{port}/")).await, "403");
+    let outside = format!("https://127.0.0.1:{port}/");
+    assert_eq!(connect_status(&proxy, &outside).await, "403");
+    let uncovered = format!("https://localhost:{port}/");
+    assert_eq!(connect_status(&proxy, &uncovered).await, "403");
     assert_eq!(em.count(), 0, "nothing connected for a refused CONNECT");
     let line = wait_line(&proxy.stderr, "cannot certify localhost")
         .await
@@ -229,19 +213,8 @@ async fn a_tunnel_host_gets_bytes_relayed_untouched_and_interception_needs_the_f
         "a tunnel is not intercepted: {headers:?}"
     );
     // An allowed host without --intercept-ca: 405, and the body says what to do.
-    let r = curl(&[
-        "-sS",
-        "-p",
-        "-x",
-        &proxy.url(),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_connect}",
-        "https://gw.example/",
-    ])
-    .await;
-    assert_eq!(r.stdout, "405", "{}", r.stderr);
+    let status = connect_status(&proxy, "https://gw.example/").await;
+    assert_eq!(status, "405");
 }
 
 /// Apps on the host may trust the CA through the system store, which the proxy's upstream

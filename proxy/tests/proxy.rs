@@ -86,19 +86,8 @@ async fn refusals_connect_and_outside_allow_list_403_origin_form_400_and_nothing
     let proxy = Proxy::start(&["--allow", "gw.example"]).await;
     // curl -p sends CONNECT to a host outside the allow-list: 403 (the proxy is never an open
     // tunnel).
-    let r = curl(&[
-        "-sS",
-        "-p",
-        "-x",
-        &proxy.url(),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_connect}",
-        &format!("http://localhost:{port}/"),
-    ])
-    .await;
-    assert_eq!(r.stdout, "403", "{}", r.stderr);
+    let status = connect_status(&proxy, &format!("http://localhost:{port}/")).await;
+    assert_eq!(status, "403");
     // (target, status, a word of the reason)
     let rows = [
         (format!("http://localhost:{port}/"), 403, "allow-list"),

@@ -281,6 +281,24 @@ pub async fn curl_via(
     (status, headers, r.stdout)
 }
 
+/// The status the proxy answers to curl's `CONNECT` for `url` (`curl -p`: a tunnel only), as
+/// curl reports it (`000` when there was none).
+pub async fn connect_status(proxy: &Proxy, url: &str) -> String {
+    let proxy_url = proxy.url();
+    let args = [
+        "-sS",
+        "-p",
+        "-x",
+        &proxy_url,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_connect}",
+        url,
+    ];
+    curl(&args).await.stdout
+}
+
 /// Python `requests` through the proxy: runs `code` with `proxies` and `url` defined; it prints
 /// what the test checks.
 pub async fn python(code: &str, proxy: &str, url: &str) -> Run {
