@@ -48,6 +48,34 @@ pub struct Decision {
     /// from the top ends on the same rung.
     #[serde(default)]
     pub provisional: bool,
+    /// Where this copy came from (this process's own walk, the decision file, Redis): for
+    /// operators only, never stored or shared (a copy read back is dated by where it is read).
+    #[serde(skip)]
+    pub source: DecisionSource,
+}
+
+/// Where a decision in a store came from ([`Decision::source`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionSource {
+    /// Learned by a walk of this process.
+    #[default]
+    Walk,
+    /// Read from the decision file when the store opened.
+    File,
+    /// Learned by another instance, read from or announced through Redis.
+    Redis,
+}
+
+impl DecisionSource {
+    /// `walk`, `file` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionSource::Walk => "walk",
+            DecisionSource::File => "file",
+            DecisionSource::Redis => "redis",
+        }
+    }
 }
 
 impl Decision {
@@ -60,6 +88,7 @@ impl Decision {
             learned_at_ms: unix_ms(),
             uses: AtomicU64::new(0),
             provisional: false,
+            source: DecisionSource::Walk,
         }
     }
 

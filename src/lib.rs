@@ -86,7 +86,8 @@ pub mod wire;
 pub use builder::{private_key_from_pem, FallbackLayerBuilder};
 #[doc(inline)]
 pub use cache::{
-    Decision, DecisionStore, FileStore, FleetFlight, FleetLease, MemoryStore, SharedStats,
+    Decision, DecisionSource, DecisionStore, FileStore, FleetFlight, FleetLease, MemoryStore,
+    SharedStats,
 };
 #[cfg(feature = "redis")]
 pub use cache::{RedisOptions, RedisStore};

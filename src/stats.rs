@@ -204,10 +204,26 @@ pub struct HostStats {
     /// failed above it), learned only when the next walk from the top needs it too
     /// ([`crate::Decision::provisional`]).
     pub provisional: bool,
+    /// The highest TLS version the rung offers (`"1.0"`..`"1.3"`); the server may have chosen
+    /// less, which is not recorded.
+    pub max_version: Option<&'static str>,
+    /// Where this process got it: `walk` (its own), `file` (the decision file) or `redis`.
+    pub source: crate::cache::DecisionSource,
+    /// When it expires (ms since the Unix epoch): `learned_at_ms` plus the layer's TTL; the
+    /// next connection after it walks from the top.
+    pub expires_at_ms: u64,
 }
 
 /// The snapshot of a layer: its counters and the fallbacks its store holds (unexpired).
-pub(crate) fn snapshot(c: &Counters, store: &dyn DecisionStore, ttl: std::time::Duration) -> Stats {
+///
+/// `max_version` names the version cap of a rung by its index.
+pub(crate) fn snapshot(
+    c: &Counters,
+    store: &dyn DecisionStore,
+    ttl: std::time::Duration,
+    max_version: &dyn Fn(u8) -> Option<crate::TlsVersion>,
+) -> Stats {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     let mut hosts: Vec<HostStats> = store
         .snapshot()
         .into_iter()
@@ -219,6 +235,9 @@ pub(crate) fn snapshot(c: &Counters, store: &dyn DecisionStore, ttl: std::time::
             learned_at_ms: d.learned_at_ms,
             uses: d.uses.load(Ordering::Relaxed),
             provisional: d.provisional,
+            max_version: max_version(d.rung).map(|v| v.as_str()),
+            source: d.source,
+            expires_at_ms: d.learned_at_ms.saturating_add(ttl_ms),
         })
         .collect();
     hosts.sort_by(|a, b| a.host.cmp(&b.host));

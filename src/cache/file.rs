@@ -146,7 +146,11 @@ fn load(path: &Path, ttl: Duration, memory: &MemoryStore) {
         // The same gate as a decision from Redis (the ladder is checked at lookup).
         match super::check::entry(&key, &e.decision, ttl, now) {
             Ok(()) => {
-                memory.put(key, Arc::new(e.decision));
+                let decision = Decision {
+                    source: super::DecisionSource::File,
+                    ..e.decision
+                };
+                memory.put(key, Arc::new(decision));
                 loaded += 1;
             }
             Err(why) if why.is_suspicious() => tracing::warn!(path = %path.display(),
@@ -227,6 +231,7 @@ impl FileShared {
                     learned_at_ms: d.learned_at_ms,
                     uses: AtomicU64::new(d.uses.load(Ordering::Relaxed)),
                     provisional: false,
+                    source: d.source,
                 },
             })
             .collect();
@@ -347,6 +352,13 @@ mod tests {
             .get(&HostKey::new("pay.example", 443))
             .expect("written on drop");
         assert_eq!(got.rung, 3);
+        assert_eq!(
+            got.source,
+            crate::cache::DecisionSource::File,
+            "read back: from the file"
+        );
+        let learned = Decision::new(2, "tls12".into(), "x");
+        assert_eq!(learned.source, crate::cache::DecisionSource::Walk);
     }
 
     #[test]

@@ -87,7 +87,14 @@ impl Shared {
 
     /// Counters and learned hosts.
     pub(crate) fn stats(&self) -> Stats {
-        stats::snapshot(&self.stats, &*self.config.store, self.config.ttl)
+        let rungs = &self.config.rungs;
+        let max_version = |i: u8| rungs.get(usize::from(i)).map(|r| r.profile.max_version());
+        stats::snapshot(
+            &self.stats,
+            &*self.config.store,
+            self.config.ttl,
+            &max_version,
+        )
     }
 
     /// What the walk's planner needs to know about the ladder, for this host.

@@ -396,7 +396,8 @@ impl Link {
     /// reshapes the hello (SCSV cannot vouch for it, and a Redis writer could use it to take
     /// HTTP/2 or the post-quantum key share from a healthy host) is provisional here, so this
     /// instance's next walk starts from the top and confirms it, or finds the rung above works.
-    fn as_local(&self, d: Decision) -> Decision {
+    fn as_local(&self, mut d: Decision) -> Decision {
+        d.source = crate::cache::DecisionSource::Redis;
         if self.rules().reshapes(d.rung) && !d.provisional {
             d.into_provisional()
         } else {
@@ -531,5 +532,6 @@ fn copy(d: &Decision) -> Decision {
         learned_at_ms: d.learned_at_ms,
         uses: AtomicU64::new(0),
         provisional: false,
+        source: d.source,
     }
 }
