@@ -1,6 +1,7 @@
 //! The admin listener (never the proxy port): `GET /healthz`, `GET /metrics` (Prometheus text
 //! format from the `metrics` facade: the library's counters and the proxy's per-request ones)
-//! and `GET /decisions` (the layers' stats as JSON).
+//! and `GET /decisions` (the layers' stats as JSON); `GET /`, the status page, and
+//! `POST /decisions/forget` are the [`crate::console`]'s.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::console;
 use crate::observe::meters;
 use crate::runtime::{Runtime, Shared};
 
@@ -26,16 +28,24 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one admin connection may last.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
 
-/// Answers one admin request.
+/// Answers one admin request, received on `local` (the connection's local address).
 pub fn answer(
     req: &Request<Incoming>,
     rt: &Shared,
     metrics: &PrometheusHandle,
+    local: std::net::SocketAddr,
 ) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/decisions/forget" {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n", "text/plain");
+        }
+        return console::forget(req.headers(), req.uri().query(), local, &rt.load());
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n", "text/plain");
     }
     match req.uri().path() {
+        "/" => console::page(),
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/metrics" => {
             let rt = rt.load();
@@ -70,7 +80,7 @@ pub fn answer(
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /metrics or /decisions\n",
+            "not found: try /, /healthz, /metrics or /decisions\n",
             "text/plain",
         ),
     }
@@ -138,9 +148,12 @@ pub async fn serve(listener: tokio::net::TcpListener, rt: Shared, metrics: Prome
             continue;
         };
         let (rt, metrics) = (rt.clone(), metrics.clone());
+        let Ok(local) = tcp.local_addr() else {
+            continue;
+        };
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let res = answer(&req, &rt, &metrics);
+                let res = answer(&req, &rt, &metrics, local);
                 async move { Ok::<_, Infallible>(res) }
             });
             let conn = hyper::server::conn::http1::Builder::new()

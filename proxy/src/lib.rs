@@ -16,9 +16,11 @@
 //! | [`runtime`] | the running configuration, swapped whole on reload |
 //! | [`observe`] | the `tracing` subscriber, the access log, the metrics |
 //! | [`admin`] | `/healthz`, `/metrics`, `/decisions` on the admin listener |
+//! | [`console`] | the admin listener's status page (`/`) and `POST /decisions/forget` |
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod headers;
 pub mod intercept;
 pub mod observe;
