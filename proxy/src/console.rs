@@ -68,8 +68,12 @@ pub fn forget(
     for built in rt.upstreams.all() {
         let layer = &built.layer;
         held += usize::from(layer.stats().hosts.iter().any(|h| h.host == name));
-        // The store forgets (a Redis store publishes the forget) and the TLS sessions go.
+        // The store forgets (a Redis store publishes the forget), the TLS sessions go, and so
+        // do idle connections on the old rung.
         layer.forget(key.host(), key.port());
+        built
+            .pool
+            .close_to(&crate::route::authority(key.host(), key.port()));
     }
     tracing::info!(host = %name, layers = held, "forgotten on the admin listener's request");
     reply(

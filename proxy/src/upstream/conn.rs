@@ -184,6 +184,15 @@ impl Connections {
         lock(&self.h2).clear();
     }
 
+    /// Closes what waits for `authority` (parked, or a shared h2 connection): after a forget,
+    /// the next request makes a connection, and walks the ladder, again. A connection an app
+    /// holds now stays until that app is done with it.
+    pub fn close_to(&self, authority: &str) {
+        // Nothing is alive: `take` drops every one on its way, and finds none.
+        let _ = self.parked.take(authority, 0, Instant::now(), |_| false);
+        lock(&self.h2).remove(authority);
+    }
+
     /// The shared h2 connection to `authority`, if one is open.
     pub fn shared_h2(&self, authority: &str) -> Option<H2> {
         let mut map = lock(&self.h2);
