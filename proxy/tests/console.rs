@@ -32,6 +32,17 @@ async fn listed(proxy: &Proxy, host: &str) -> bool {
     on(&v) || (v["host_layers"].as_object().into_iter().flatten()).any(|(_, layer)| on(layer))
 }
 
+/// The `source` of `host`'s decision on the proxy's shared layer.
+async fn source(proxy: &Proxy, host: &str) -> String {
+    let (_, body) = proxy.admin_get("/decisions").await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+    let h = hosts.iter().find(|h| h["host"] == host);
+    h.and_then(|h| h["source"].as_str())
+        .unwrap_or("none")
+        .to_string()
+}
+
 /// `curl -X METHOD` on the admin listener with these headers: (status, body).
 async fn admin(proxy: &Proxy, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
     let url = format!("http://{}{path}", proxy.admin);
@@ -181,6 +192,8 @@ async fn a_forget_on_one_proxy_reaches_another_sharing_redis() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(source(&a, &host).await, "walk", "A learned it");
+    assert_eq!(source(&b, &host).await, "redis", "B got it from A");
 
     let (status, body) = admin(&a, "POST", &format!("/decisions/forget?host={host}"), &[]).await;
     assert_eq!(status, 200, "{body}");
