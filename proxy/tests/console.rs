@@ -310,6 +310,8 @@ async fn in_chromium_the_page_shows_the_legacy_host_fits_a_phone_loads_nothing_e
     let png = std::fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     if let Ok(keep) = std::env::var("STATUS_PAGE_SCREENSHOT") {
-        std::fs::copy(&shot, keep).expect("copy the screenshot");
+        std::fs::copy(&shot, &keep).expect("copy the screenshot");
+        let phone = proxy.dir.path().join("status-page-390.png");
+        std::fs::copy(phone, keep.replace(".png", "-390.png")).expect("copy the phone's");
     }
 }

@@ -117,6 +117,8 @@ class Browser:
         self.resize(width, height)
 
     def resize(self, width, height):
+        # Headless scrollbars take width from the picture, not from the layout.
+        self.send("Emulation.setScrollbarsHidden", {"hidden": True})
         self.send(
             "Emulation.setDeviceMetricsOverride",
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
@@ -177,6 +179,9 @@ def run(b, url, host, shot):
     b.send("Page.reload")
     b.wait_for(card + " !== null")
     b.wait_for("document.querySelectorAll('#counters table').length >= 4")
+    png = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    with open(shot[: -len(".png")] + "-390.png", "wb") as f:
+        f.write(base64.b64decode(png["data"]))
     out["width_390"] = {
         "scroll": b.eval("document.documentElement.scrollWidth"),
         "body_scroll": b.eval("document.body.scrollWidth"),
