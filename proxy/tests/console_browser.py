@@ -16,6 +16,7 @@ import base64
 import fcntl
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -68,7 +69,8 @@ class Browser:
                 "about:blank",
             ],
             preexec_fn=fds,
-            pass_fds=(3, 4),
+            # Python's own descriptors are close-on-exec (PEP 446); the two dup2 made are not.
+            close_fds=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -97,8 +99,12 @@ class Browser:
                 self.events.append(m)
         raise RuntimeError(f"{method}: no answer in 20 s")
 
-    def read(self):
+    def read(self, secs=20):
+        deadline = time.time() + secs
         while b"\0" not in self.buf:
+            left = deadline - time.time()
+            if left <= 0 or not select.select([self.from_chrome], [], [], left)[0]:
+                raise RuntimeError(f"chromium said nothing for {secs} s")
             chunk = os.read(self.from_chrome, 1 << 16)
             if not chunk:
                 raise RuntimeError("chromium closed the pipe")
