@@ -266,6 +266,15 @@ mod tests {
         for needle in ["http://", "https://", "//cdn", "@import", "url("] {
             assert!(!PAGE.contains(needle), "the page mentions {needle:?}");
         }
+        // Host names come from apps: the script sets them as text, never as markup.
+        for markup in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(!PAGE.contains(markup), "the page uses {markup}");
+        }
         let res = page();
         let csp = res.headers()["content-security-policy"].to_str().unwrap();
         assert!(csp.starts_with("default-src 'none'"), "{csp}");
