@@ -314,7 +314,8 @@ impl Profile {
         self.alpn
     }
 
-    pub(crate) fn cipher_list_opt(&self) -> Option<&str> {
+    /// The OpenSSL cipher list for TLS 1.2 and below, if the profile sets one (exports use it).
+    pub fn cipher_list_opt(&self) -> Option<&str> {
         self.cipher_list.as_deref()
     }
     pub(crate) fn ciphersuites_opt(&self) -> Option<&str> {

@@ -78,12 +78,35 @@ pub fn answer(
                 "application/json",
             )
         }
+        "/decisions/export" => export(req.uri().query(), &rt.load()),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /, /healthz, /metrics or /decisions\n",
             "text/plain",
         ),
     }
+}
+
+/// `GET /decisions/export?format=F`: every layer's decisions as config ([`crate::export`]).
+fn export(query: Option<&str>, rt: &Runtime) -> Response<Full<Bytes>> {
+    let format = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("format="))
+        .and_then(crate::export::Format::parse);
+    let Some(format) = format else {
+        let msg = format!("format must be one of: {}\n", crate::export::Format::NAMES);
+        return text(StatusCode::BAD_REQUEST, &msg, "text/plain");
+    };
+    let entries: Vec<_> = rt
+        .upstreams
+        .all()
+        .iter()
+        .flat_map(|b| b.layer.stats().hosts)
+        .filter_map(|h| crate::export::Entry::from_stats(&h))
+        .collect();
+    let body = crate::export::export(&entries, format, &Default::default());
+    text(StatusCode::OK, &body, "text/plain; charset=utf-8")
 }
 
 /// The shared layer's stats, with the per-host layers' under `host_layers`.

@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod config;
 pub mod console;
+pub mod export;
 pub mod headers;
 pub mod intercept;
 pub mod observe;
