@@ -8,6 +8,7 @@
 //!
 //! Exit codes: 0 success, 1 the connection or probe failed, 2 bad input.
 
+mod decisions;
 mod demo;
 mod get;
 mod output;
@@ -51,6 +52,10 @@ enum Command {
     /// The same as the `tls-fallback-proxy` binary. The command, the config file, a systemd
     /// unit and client snippets: docs/PROXY.md.
     Proxy(Box<tls_fallback_proxy::ProxyArgs>),
+    /// List, export (nginx, HAProxy, Envoy, JSON) or forget learned decisions, read from a
+    /// decision file, Redis or a running proxy.
+    #[command(subcommand)]
+    Decisions(decisions::DecisionsCommand),
 }
 
 /// `get`'s arguments.
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Demo(args) => demo::run(args).await,
+            Command::Decisions(cmd) => decisions::run(cmd).await,
             Command::Proxy(_) => ExitCode::from(EXIT_FAILED),
         }
     })

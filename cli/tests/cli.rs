@@ -241,7 +241,12 @@ async fn help_and_the_readme_list_every_subcommand_the_proxy_with_its_docs() {
         .filter(|(name, _)| *name != "help")
         .collect();
     let names: Vec<&str> = commands.iter().map(|c| c.0).collect();
-    assert_eq!(names, ["get", "probe", "demo", "proxy"], "{}", r.stdout);
+    assert_eq!(
+        names,
+        ["get", "probe", "demo", "proxy", "decisions"],
+        "{}",
+        r.stdout
+    );
     let proxy = commands[3].1.trim();
     assert!(
         proxy.contains("egress proxy") && proxy.ends_with("(docs/PROXY.md)"),

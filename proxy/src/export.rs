@@ -402,7 +402,11 @@ fn envoy(out: &mut String, e: &Entry, r: &Range, opts: &Options) {
     );
     if let Some(c) = &r.legacy_ciphers {
         let _ = writeln!(out, "          cipher_suites:");
-        for s in c.split(':').filter(|s| !s.is_empty()) {
+        // Envoy's BoringSSL refuses a list with a suite it lacks: no DHE, no OpenSSL keywords.
+        let boring = c
+            .split(':')
+            .filter(|s| s.contains('-') && !s.starts_with("DHE-") && !s.starts_with('!'));
+        for s in boring {
             let _ = writeln!(out, "          - \"{s}\"");
         }
     }

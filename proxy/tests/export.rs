@@ -155,7 +155,7 @@ for c in clusters:
     assert set(tp) <= {"tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites"}, tp
     assert tp["tls_minimum_protocol_version"] in versions
     assert tp["tls_maximum_protocol_version"] in versions
-    assert all(isinstance(s, str) for s in tp.get("cipher_suites", []))
+    assert all(isinstance(s, str) and "-" in s and not s.startswith("DHE-") for s in tp.get("cipher_suites", []))
     assert isinstance(ctx["validation_context"]["trusted_ca"]["filename"], str)
 legacy = [c for c in clusters if c["name"] == "tlsfb_localhost_1443"][0]
 tp = legacy["transport_socket"]["typed_config"]["common_tls_context"]["tls_params"]
