@@ -484,6 +484,26 @@ mod tests {
         assert!(!out.contains("cipher_suites"), "{out}");
     }
 
+    /// A decision file or Redis is untrusted: a reason cannot end the comment and add
+    /// directives, and a profile the library does not know is not guessed at.
+    #[test]
+    fn hostile_reason_or_profile_adds_no_directive() {
+        let mut e = entry("ok.example", "tls12", false);
+        e.reason = "x\n}\nserver { listen 80; }\n".into();
+        let mut unknown = entry("u.example", "evil\nssl_verify off", false);
+        unknown.reason = String::new();
+        for format in [Format::Nginx, Format::Haproxy, Format::Envoy] {
+            let out = export(&[e.clone(), unknown.clone()], format, &Options::default());
+            for line in out.lines() {
+                assert!(
+                    !line.starts_with("server { listen 80") && !line.starts_with("ssl_verify"),
+                    "{out}"
+                );
+            }
+            assert!(out.contains("left out (unknown profile"), "{out}");
+        }
+    }
+
     #[test]
     fn unsafe_host_is_never_written() {
         let out = export(
