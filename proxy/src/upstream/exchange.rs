@@ -294,7 +294,7 @@ async fn send_h2(
     req.headers_mut().remove(http::header::HOST);
     if let Err(e) = h2.send.ready().await {
         pool.forget_h2(authority, h2.id);
-        return Outcome::Unsent(req, Back::Unsent, SendError::NotSent(Some(e)));
+        return Outcome::Unsent(req, Back::Refused, SendError::NotSent(Some(e)));
     }
     match h2.send.try_send_request(req).await {
         Ok(res) => Outcome::Done(res.map(|b| Relay::shared(b, unread))),
@@ -302,7 +302,7 @@ async fn send_h2(
             pool.forget_h2(authority, h2.id);
             match e.take_message() {
                 Some(back) => {
-                    Outcome::Unsent(back, Back::Unsent, SendError::NotSent(Some(e.into_error())))
+                    Outcome::Unsent(back, Back::Refused, SendError::NotSent(Some(e.into_error())))
                 }
                 None => {
                     let e = e.into_error();
