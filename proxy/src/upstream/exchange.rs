@@ -301,9 +301,11 @@ async fn send_h2(
         Err(mut e) => {
             pool.forget_h2(authority, h2.id);
             match e.take_message() {
-                Some(back) => {
-                    Outcome::Unsent(back, Back::Refused, SendError::NotSent(Some(e.into_error())))
-                }
+                Some(back) => Outcome::Unsent(
+                    back,
+                    Back::Refused,
+                    SendError::NotSent(Some(e.into_error())),
+                ),
                 None => {
                     let e = e.into_error();
                     match replay.filter(|_| never_processed(&e)) {
