@@ -98,6 +98,14 @@ pub enum TestId {
     CiphersMany,
     /// `extension_unknown`: one unknown extension.
     ExtensionUnknown,
+    /// `long_hello`: the TLS 1.3 baseline padded to about 1,550 bytes, the size a post-quantum
+    /// key share gives (in one write; two TCP segments on a 1,500-byte MTU path).
+    LongHello,
+    /// `split_hello`: the short TLS 1.3 baseline written in two TCP segments (a reassembly
+    /// test, told apart from a size limit).
+    SplitHello,
+    /// `pq_key_share`: a TLS 1.3 hello offering an X25519MLKEM768 key share (and x25519).
+    PqKeyShare,
     /// `fallback_scsv`: one version below the best, with TLS_FALLBACK_SCSV.
     FallbackScsv,
     /// `fallback_connector`: a full handshake through the fallback connector.
@@ -105,6 +113,34 @@ pub enum TestId {
 }
 
 impl TestId {
+    /// Every test, in plan order.
+    pub const ALL: [TestId; 19] = [
+        TestId::Version10,
+        TestId::Version11,
+        TestId::Version12,
+        TestId::Version13Only,
+        TestId::Version13,
+        TestId::Future0304,
+        TestId::Future0398,
+        TestId::Future0498,
+        TestId::LongShort,
+        TestId::Long300,
+        TestId::Long512,
+        TestId::BaselinePadded,
+        TestId::CiphersMany,
+        TestId::ExtensionUnknown,
+        TestId::LongHello,
+        TestId::SplitHello,
+        TestId::PqKeyShare,
+        TestId::FallbackScsv,
+        TestId::FallbackConnector,
+    ];
+
+    /// The test with this short name (`version_1.2`, `long_hello`, ...).
+    pub fn from_name(name: &str) -> Option<TestId> {
+        TestId::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     /// The short name used in reports and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -122,6 +158,9 @@ impl TestId {
             TestId::BaselinePadded => "baseline_padded",
             TestId::CiphersMany => "ciphers_many",
             TestId::ExtensionUnknown => "extension_unknown",
+            TestId::LongHello => "long_hello",
+            TestId::SplitHello => "split_hello",
+            TestId::PqKeyShare => "pq_key_share",
             TestId::FallbackScsv => "fallback_scsv",
             TestId::FallbackConnector => "fallback_connector",
         }

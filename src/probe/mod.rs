@@ -30,6 +30,7 @@
 //! ```
 
 mod analysis;
+pub mod capture;
 mod findings;
 pub mod hello;
 mod plan;
