@@ -1,12 +1,22 @@
 //! Parsing of a ClientHello, for the test kit's emulator and for tests: what a hello offers
-//! (version, SCSV, length, suites, SNI, extensions). Pure, bounded, never panics.
+//! (version, SCSV, length, suites, SNI, extensions, groups and key shares). Pure, bounded,
+//! never panics.
 
 use serde::Serialize;
 
 use super::{
-    is_grease, Reader, CT_HANDSHAKE, EXT_SERVER_NAME, EXT_SUPPORTED_VERSIONS, FALLBACK_SCSV,
-    HS_CLIENT_HELLO, MAX_HELLO, MAX_RECORD,
+    is_grease, Reader, CT_HANDSHAKE, EXT_KEY_SHARE, EXT_SERVER_NAME, EXT_SUPPORTED_GROUPS,
+    EXT_SUPPORTED_VERSIONS, FALLBACK_SCSV, HS_CLIENT_HELLO, MAX_HELLO, MAX_RECORD,
 };
+
+/// One entry of a ClientHello's `key_share` extension: the group and the size of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeyShareEntry {
+    /// The named group (0x001d x25519, 0x11ec X25519MLKEM768, GREASE as sent).
+    pub group: u16,
+    /// Length of the key exchange data in bytes (32 for x25519, 1216 for X25519MLKEM768).
+    pub key_len: usize,
+}
 
 /// What a ClientHello offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,6 +40,17 @@ pub struct ClientHelloInfo {
     pub sni: Option<String>,
     /// Extension types, in order.
     pub extensions: Vec<u16>,
+    /// The `supported_groups` list, in order (GREASE included, as sent); empty if absent.
+    pub supported_groups: Vec<u16>,
+    /// The `key_share` entries, in order (GREASE included, as sent); empty if absent.
+    pub key_shares: Vec<KeyShareEntry>,
+}
+
+impl ClientHelloInfo {
+    /// Whether the hello carries a key share of `group`.
+    pub fn has_key_share(&self, group: u16) -> bool {
+        self.key_shares.iter().any(|k| k.group == group)
+    }
 }
 
 /// Why bytes are not a ClientHello.
@@ -116,6 +137,8 @@ pub fn parse_handshake(msg: &[u8], record_version: u16) -> Result<ClientHelloInf
     let mut extensions = Vec::new();
     let mut sni = None;
     let mut supported_versions = None;
+    let mut supported_groups = Vec::new();
+    let mut key_shares = Vec::new();
     if !r.is_empty() {
         let mut ext = Reader::new(r.vec16().ok_or(OVERRUN)?);
         while !ext.is_empty() {
@@ -131,6 +154,12 @@ pub fn parse_handshake(msg: &[u8], record_version: u16) -> Result<ClientHelloInf
                             .ok_or(HelloError::Invalid("odd supported_versions length"))?,
                     );
                 }
+                EXT_SUPPORTED_GROUPS => {
+                    let list = Reader::new(data).vec16().ok_or(OVERRUN)?;
+                    supported_groups = Reader::u16_list(list)
+                        .ok_or(HelloError::Invalid("odd supported_groups length"))?;
+                }
+                EXT_KEY_SHARE => key_shares = parse_key_shares(data)?,
                 _ => {}
             }
         }
@@ -149,7 +178,29 @@ pub fn parse_handshake(msg: &[u8], record_version: u16) -> Result<ClientHelloInf
         cipher_count: suites.len(),
         sni,
         extensions,
+        supported_groups,
+        key_shares,
     })
+}
+
+/// The entries of a ClientHello's `key_share` extension data (`KeyShareClientHello`: a 16-bit
+/// length, then group, 16-bit key length and key, repeated to fill it exactly).
+fn parse_key_shares(data: &[u8]) -> Result<Vec<KeyShareEntry>, HelloError> {
+    let mut outer = Reader::new(data);
+    let mut list = Reader::new(outer.vec16().ok_or(OVERRUN)?);
+    if !outer.is_empty() {
+        return Err(HelloError::Invalid("bytes after the key_share list"));
+    }
+    let mut shares = Vec::new();
+    while !list.is_empty() {
+        let group = list.u16().ok_or(TRUNCATED)?;
+        let key = list.vec16().ok_or(OVERRUN)?;
+        shares.push(KeyShareEntry {
+            group,
+            key_len: key.len(),
+        });
+    }
+    Ok(shares)
 }
 
 fn parse_sni(data: &[u8]) -> Option<String> {
@@ -211,6 +262,112 @@ mod tests {
         assert_eq!(h.sni.as_deref(), Some("pay.example"));
         assert_eq!(h.hello_len, rec.len() - 5);
         assert_eq!(h.extensions, vec![0, 43]);
+    }
+
+    /// `sample()` with three more extensions: supported_groups [GREASE, 0x11ec, x25519] and a
+    /// key_share of [GREASE (1 byte), 0x11ec (1216 bytes), x25519 (32 bytes)], then
+    /// `extra` as the key_share's last bytes (inside the extension, outside its list).
+    fn sample_with_shares(extra: &[u8]) -> Vec<u8> {
+        let mut groups = vec![0, 6, 0x2a, 0x2a, 0x11, 0xec, 0x00, 0x1d];
+        let mut shares = Vec::new();
+        for (group, len) in [(0x2a2au16, 1usize), (0x11ec, 1216), (0x001d, 32)] {
+            shares.extend_from_slice(&group.to_be_bytes());
+            shares.extend_from_slice(&(len as u16).to_be_bytes());
+            shares.extend(std::iter::repeat_n(0x42, len));
+        }
+        let mut ks = (shares.len() as u16).to_be_bytes().to_vec();
+        ks.extend_from_slice(&shares);
+        ks.extend_from_slice(extra);
+        let mut exts = Vec::new();
+        exts.extend_from_slice(&10u16.to_be_bytes());
+        exts.extend_from_slice(&(groups.len() as u16).to_be_bytes());
+        exts.append(&mut groups);
+        exts.extend_from_slice(&51u16.to_be_bytes());
+        exts.extend_from_slice(&(ks.len() as u16).to_be_bytes());
+        exts.extend_from_slice(&ks);
+        // Splice the new extensions after sample()'s: fix the extensions, handshake and
+        // record lengths.
+        let mut rec = sample();
+        // Record and handshake headers, version, random, session id, suites, compression.
+        let ext_len_at = 5 + 4 + 2 + 32 + 1 + (2 + 4) + 2;
+        let old = u16::from_be_bytes([rec[ext_len_at], rec[ext_len_at + 1]]) as usize;
+        rec[ext_len_at..ext_len_at + 2].copy_from_slice(&((old + exts.len()) as u16).to_be_bytes());
+        rec.extend_from_slice(&exts);
+        let hs_len = rec.len() - 9;
+        rec[6..9].copy_from_slice(&(hs_len as u32).to_be_bytes()[1..]);
+        let rec_len = rec.len() - 5;
+        rec[3..5].copy_from_slice(&(rec_len as u16).to_be_bytes());
+        rec
+    }
+
+    #[test]
+    fn records_supported_groups_and_key_shares_in_order_with_grease() {
+        let rec = sample_with_shares(&[]);
+        let h = parse_client_hello(&rec).unwrap();
+        assert_eq!(h.extensions, vec![0, 43, 10, 51]);
+        assert_eq!(h.supported_groups, vec![0x2a2a, 0x11ec, 0x001d]);
+        let shares: Vec<(u16, usize)> = h.key_shares.iter().map(|k| (k.group, k.key_len)).collect();
+        assert_eq!(shares, vec![(0x2a2a, 1), (0x11ec, 1216), (0x001d, 32)]);
+        assert!(h.has_key_share(super::super::GROUP_X25519MLKEM768));
+        assert!(!h.has_key_share(0x0017));
+        assert_eq!(h.hello_len, rec.len() - 5);
+        assert!(h.hello_len > 1216 + 32);
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json["key_shares"][1]["group"], 0x11ec);
+        assert_eq!(json["key_shares"][1]["key_len"], 1216);
+        assert_eq!(json["supported_groups"][2], 0x001d);
+    }
+
+    #[test]
+    fn a_hello_without_groups_has_empty_lists() {
+        let h = parse_client_hello(&sample()).unwrap();
+        assert!(h.supported_groups.is_empty());
+        assert!(h.key_shares.is_empty());
+    }
+
+    #[test]
+    fn a_malformed_key_share_or_group_list_is_an_error() {
+        assert_eq!(
+            parse_client_hello(&sample_with_shares(&[0])),
+            Err(HelloError::Invalid("bytes after the key_share list"))
+        );
+        // The x25519 entry announces 33 bytes, 32 follow: it overruns its list.
+        let mut rec = sample_with_shares(&[]);
+        let at = rec.len() - 32 - 2;
+        rec[at..at + 2].copy_from_slice(&33u16.to_be_bytes());
+        assert_eq!(parse_client_hello(&rec), Err(OVERRUN));
+        // supported_groups of 5 bytes: odd.
+        let mut rec = sample_with_shares(&[]);
+        let groups = rec.windows(4).position(|w| w == [0, 10, 0, 8]).unwrap();
+        rec[groups + 4..groups + 6].copy_from_slice(&5u16.to_be_bytes());
+        assert_eq!(
+            parse_client_hello(&rec),
+            Err(HelloError::Invalid("odd supported_groups length"))
+        );
+    }
+
+    #[test]
+    fn every_prefix_and_corruption_of_a_hello_with_key_shares_is_an_error_not_a_panic() {
+        let rec = sample_with_shares(&[]);
+        for n in 0..rec.len() {
+            assert!(parse_client_hello(&rec[..n]).is_err(), "prefix {n}");
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..5_000 {
+            let mut bytes = rec.clone();
+            for _ in 0..3 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Corrupt the last 1,300 bytes: groups and key shares.
+                let i = bytes.len() - 1 - (seed as usize) % 1300;
+                bytes[i] = (seed >> 32) as u8;
+            }
+            if let Ok(h) = parse_client_hello(&bytes) {
+                let keys: usize = h.key_shares.iter().map(|k| k.key_len + 4).sum();
+                assert!(keys <= h.hello_len);
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod server_hello;
 
 pub use client_hello::{
     parse_client_hello, parse_handshake, reassemble_handshake, ClientHelloInfo, HelloError,
+    KeyShareEntry,
 };
 pub use reader::Reader;
 pub use server_hello::{is_server_hello, parse_server_answer, server_hello_version, ServerAnswer};
@@ -58,6 +59,12 @@ pub const EXT_SUPPORTED_VERSIONS: u16 = 43;
 pub const EXT_PSK_KEY_EXCHANGE_MODES: u16 = 45;
 /// The `key_share` extension (RFC 8446).
 pub const EXT_KEY_SHARE: u16 = 51;
+
+/// The x25519 named group (RFC 8446).
+pub const GROUP_X25519: u16 = 0x001d;
+/// The X25519MLKEM768 hybrid post-quantum group (draft-ietf-tls-ecdhe-mlkem): its client key
+/// share is an ML-KEM-768 encapsulation key (1184 bytes) followed by an x25519 key (32 bytes).
+pub const GROUP_X25519MLKEM768: u16 = 0x11ec;
 
 /// The `random` of a HelloRetryRequest: SHA-256("HelloRetryRequest") (RFC 8446 section 4.1.3).
 pub const HRR_RANDOM: [u8; 32] = [
