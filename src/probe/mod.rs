@@ -33,6 +33,7 @@ mod analysis;
 pub mod capture;
 mod findings;
 pub mod hello;
+pub mod pcap;
 mod plan;
 mod report;
 mod runner;
