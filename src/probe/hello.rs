@@ -6,11 +6,18 @@
 //! and RSA suites for the offered versions, x25519/P-256/P-384, the usual signature algorithms,
 //! extended_master_secret and the renegotiation SCSV; TLS 1.3 suites and extensions appear only
 //! when `supported_versions` offers TLS 1.3.
+//!
+//! A hello may also offer an X25519MLKEM768 key share ([`HelloSpec::pq_key_share`]), the
+//! post-quantum hybrid that OpenSSL 3.5+, Chrome, Firefox and Go send by default: its
+//! encapsulation key is a fixed one ([`MLKEM768_ENCAPSULATION_KEY`]) that passes FIPS 203's
+//! modulus check, so a real server picks the group and answers; nobody holds its decapsulation
+//! key, which is fine since the probe reads only the server's first answer.
 
+pub use crate::wire::GROUP_X25519MLKEM768;
 use crate::wire::{
     CT_HANDSHAKE, EXT_EC_POINT_FORMATS, EXT_EXTENDED_MASTER_SECRET, EXT_KEY_SHARE,
     EXT_PSK_KEY_EXCHANGE_MODES, EXT_SERVER_NAME, EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_GROUPS,
-    HS_CLIENT_HELLO,
+    GROUP_X25519, HS_CLIENT_HELLO,
 };
 pub use crate::wire::{EXT_PADDING, EXT_SUPPORTED_VERSIONS};
 pub use crate::wire::{FALLBACK_SCSV, RENEGOTIATION_SCSV, TLS10, TLS11, TLS12, TLS13};
@@ -28,9 +35,56 @@ pub const X25519_PUBLIC: [u8; 32] = [
     0x85, 0x20, 0xf0, 0x09, 0x89, 0x30, 0xa7, 0x54, 0x74, 0x8b, 0x7d, 0xdc, 0xb4, 0x3e, 0xf7, 0x5a,
     0x0d, 0xbf, 0x3a, 0x0d, 0x26, 0x38, 0x1a, 0xf4, 0xeb, 0xa4, 0xa9, 0x8e, 0xaa, 0x9b, 0x4e, 0x6a,
 ];
+/// x25519 public key of the X25519MLKEM768 share (RFC 7748 section 6.1, Bob's key): another
+/// key than the plain x25519 share's, as a real client's two shares would be.
+pub const X25519_PUBLIC_PQ: [u8; 32] = [
+    0xde, 0x9e, 0xdb, 0x7d, 0x7b, 0x7d, 0xc1, 0xb4, 0xd3, 0x5b, 0x61, 0xc2, 0xec, 0xe4, 0x35, 0x37,
+    0x3f, 0x83, 0x43, 0xc8, 0x5b, 0x78, 0x67, 0x4d, 0xad, 0xfc, 0x7e, 0x14, 0x6f, 0x88, 0x2b, 0x4f,
+];
 
-const GROUP_X25519: u16 = 0x001d;
 const GROUPS: [u16; 3] = [GROUP_X25519, 0x0017, 0x0018];
+/// [`GROUPS`] with X25519MLKEM768 first, as a post-quantum client sends them.
+const PQ_GROUPS: [u16; 4] = [GROUP_X25519MLKEM768, GROUP_X25519, 0x0017, 0x0018];
+
+/// ML-KEM-768 encapsulation key length (FIPS 203: 384 * k + 32 bytes, k = 3).
+pub const MLKEM768_ENCAPSULATION_KEY_LEN: usize = 1184;
+/// Length of an X25519MLKEM768 client key share: the ML-KEM-768 encapsulation key, then the
+/// x25519 public key (draft-ietf-tls-ecdhe-mlkem; ML-KEM first for this group).
+pub const X25519MLKEM768_SHARE_LEN: usize = MLKEM768_ENCAPSULATION_KEY_LEN + 32;
+/// How many bytes [`HelloSpec::pq_key_share`] adds to a hello that has `ecc` and `key_share`:
+/// the share's entry (group, length, 1216 bytes) and the group in supported_groups.
+pub const PQ_KEY_SHARE_EXTRA_LEN: usize = 2 + 2 + X25519MLKEM768_SHARE_LEN + 2;
+/// Length of the handshake message [`HelloSpec::post_quantum`] builds without a server name;
+/// a name of n bytes adds n + 9. With its 5-byte record header and a name longer than 30 bytes
+/// it no longer fits the 1,460-byte payload of one TCP segment on an Ethernet path (browsers,
+/// with ALPN, GREASE and a session id, send 1,500-1,800 bytes): the size that breaks
+/// middleboxes which cannot reassemble a ClientHello.
+pub const PQ_HELLO_LEN: usize = 1416;
+
+/// The fixed ML-KEM-768 encapsulation key of every post-quantum hello: 768 coefficients, each
+/// `(i * 1021 + 17) mod 3329`, packed 12 bits each little-endian (FIPS 203 ByteEncode_12,
+/// 1152 bytes), then a 32-byte rho of 0x5a. Every coefficient is below q = 3329, so it passes
+/// the modulus check a FIPS 203 implementation (OpenSSL 3.5+) runs on a peer's key.
+pub const MLKEM768_ENCAPSULATION_KEY: [u8; MLKEM768_ENCAPSULATION_KEY_LEN] = mlkem768_key();
+
+/// ML-KEM's modulus.
+const MLKEM_Q: u32 = 3329;
+
+const fn mlkem768_key() -> [u8; MLKEM768_ENCAPSULATION_KEY_LEN] {
+    let mut key = [0x5a_u8; MLKEM768_ENCAPSULATION_KEY_LEN];
+    let mut pair = 0;
+    // 768 coefficients, two per three bytes: a in the low 12 bits, b in the high 12.
+    while pair < 384 {
+        let a = ((2 * pair) as u32 * 1021 + 17) % MLKEM_Q;
+        let b = ((2 * pair + 1) as u32 * 1021 + 17) % MLKEM_Q;
+        let at = 3 * pair;
+        key[at] = (a & 0xff) as u8;
+        key[at + 1] = ((a >> 8) | ((b & 0x0f) << 4)) as u8;
+        key[at + 2] = (b >> 4) as u8;
+        pair += 1;
+    }
+    key
+}
 const SIGNATURE_ALGORITHMS: [u16; 10] = [
     0x0403, // ecdsa_secp256r1_sha256
     0x0503, // ecdsa_secp384r1_sha384
@@ -73,6 +127,9 @@ pub struct HelloSpec {
     pub extended_master_secret: bool,
     /// Send a key_share with one x25519 share and psk_key_exchange_modes (psk_dhe_ke).
     pub key_share: bool,
+    /// Offer X25519MLKEM768 (0x11ec) as a browser does: first in supported_groups (with
+    /// `ecc`), and its 1,216-byte share in front of the x25519 one (with `key_share`).
+    pub pq_key_share: bool,
     /// Append an extension of this (unassigned) type carrying 4 bytes of data.
     pub unknown_extension: Option<u16>,
     /// Pad the handshake message (4-byte header included) to at least this many bytes (RFC 7685).
@@ -104,6 +161,7 @@ impl HelloSpec {
             signature_algorithms: tls12,
             extended_master_secret: true,
             key_share: false,
+            pq_key_share: false,
             unknown_extension: None,
             pad_to: None,
             random: [0x5a; 32],
@@ -139,6 +197,7 @@ impl HelloSpec {
             signature_algorithms: true,
             extended_master_secret: has12 || has_legacy,
             key_share: has13,
+            pq_key_share: false,
             unknown_extension: None,
             pad_to: None,
             random: [0x5a; 32],
@@ -154,6 +213,15 @@ impl HelloSpec {
         } else {
             Self::legacy(max, sni)
         }
+    }
+
+    /// [`HelloSpec::up_to`] TLS 1.3 with an X25519MLKEM768 key share in front of the x25519 one
+    /// ([`HelloSpec::pq_key_share`]): the hello of OpenSSL 3.5+, Chrome, Firefox and Go, about
+    /// 1,400-1,550 bytes ([`PQ_HELLO_LEN`] without a server name).
+    pub fn post_quantum(sni: Option<String>) -> Self {
+        let mut spec = Self::up_to(TLS13, sni);
+        spec.pq_key_share = true;
+        spec
     }
 
     /// The versions this hello lets a server pick (supported_versions, else 1.0..=legacy capped at 1.2).
@@ -237,7 +305,12 @@ fn extensions(spec: &HelloSpec) -> Vec<u8> {
     }
     if spec.ecc {
         put_ext(&mut exts, EXT_EC_POINT_FORMATS, &[1, 0]);
-        put_ext(&mut exts, EXT_SUPPORTED_GROUPS, &u16_list(&GROUPS));
+        let groups: &[u16] = if spec.pq_key_share {
+            &PQ_GROUPS
+        } else {
+            &GROUPS
+        };
+        put_ext(&mut exts, EXT_SUPPORTED_GROUPS, &u16_list(groups));
     }
     if spec.signature_algorithms {
         put_ext(
@@ -259,11 +332,19 @@ fn extensions(spec: &HelloSpec) -> Vec<u8> {
     }
     if spec.key_share {
         put_ext(&mut exts, EXT_PSK_KEY_EXCHANGE_MODES, &[1, 1]); // psk_dhe_ke
-        let mut d = Vec::with_capacity(38);
-        put_u16(&mut d, 36);
-        put_u16(&mut d, GROUP_X25519);
-        put_u16(&mut d, 32);
-        d.extend_from_slice(&X25519_PUBLIC);
+        let mut shares = Vec::with_capacity(36 + 4 + X25519MLKEM768_SHARE_LEN);
+        if spec.pq_key_share {
+            put_u16(&mut shares, GROUP_X25519MLKEM768);
+            put_u16(&mut shares, len16(X25519MLKEM768_SHARE_LEN));
+            shares.extend_from_slice(&MLKEM768_ENCAPSULATION_KEY);
+            shares.extend_from_slice(&X25519_PUBLIC_PQ);
+        }
+        put_u16(&mut shares, GROUP_X25519);
+        put_u16(&mut shares, 32);
+        shares.extend_from_slice(&X25519_PUBLIC);
+        let mut d = Vec::with_capacity(shares.len() + 2);
+        put_u16(&mut d, len16(shares.len()));
+        d.extend_from_slice(&shares);
         put_ext(&mut exts, EXT_KEY_SHARE, &d);
     }
     if let Some(t) = spec.unknown_extension {
@@ -395,6 +476,153 @@ mod tests {
         spec.cipher_suites.extend(0x7a00..0x7a90);
         let (types, _) = check_structure(&build_client_hello(&spec));
         assert!(types.contains(&0x7a7a));
+    }
+
+    /// FNV-1a of a built record, to pin hellos byte for byte.
+    fn fnv(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    #[test]
+    fn existing_hellos_are_byte_identical_to_before_the_post_quantum_option() {
+        // (length, FNV-1a) of each record as built before `pq_key_share` existed.
+        let sni = Some("localhost".to_string());
+        let pinned = [
+            (
+                HelloSpec::legacy(TLS10, sni.clone()),
+                106,
+                0xa09f_ffa3_c0fa_3fe3,
+            ),
+            (
+                HelloSpec::legacy(TLS12, sni.clone()),
+                150,
+                0x8e75_5dc3_ec22_232c,
+            ),
+            (HelloSpec::legacy(0x0398, None), 132, 0xd9c0_bbb6_241b_6aa7),
+            (
+                HelloSpec::with_supported_versions(vec![TLS13], sni.clone()),
+                173,
+                0xe7da_b441_469e_3523,
+            ),
+            (
+                HelloSpec::up_to(TLS13, sni.clone()),
+                217,
+                0xa6d7_3082_b51d_4926,
+            ),
+            (HelloSpec::up_to(TLS13, None), 199, 0xb604_d1bc_6f45_12be),
+        ];
+        for (spec, len, hash) in pinned {
+            assert!(!spec.pq_key_share);
+            let record = build_client_hello(&spec);
+            assert_eq!((record.len(), fnv(&record)), (len, hash), "{spec:?}");
+        }
+    }
+
+    /// FIPS 203 section 7.2's modulus check on an encapsulation key: ByteEncode_12 of
+    /// ByteDecode_12 of its first 384 * k bytes gives them back (every 12-bit coefficient is
+    /// below q), and the length is 384 * k + 32.
+    fn passes_modulus_check(ek: &[u8], k: usize) -> bool {
+        if ek.len() != 384 * k + 32 {
+            return false;
+        }
+        let mut coefficients = Vec::with_capacity(256 * k);
+        for c in ek[..384 * k].chunks_exact(3) {
+            let (b0, b1, b2) = (u32::from(c[0]), u32::from(c[1]), u32::from(c[2]));
+            coefficients.push(b0 | (b1 & 0x0f) << 8);
+            coefficients.push(b1 >> 4 | b2 << 4);
+        }
+        // ByteDecode_12 reduces mod q; ByteEncode_12 writes the reduced values back.
+        let mut again = Vec::with_capacity(384 * k);
+        for pair in coefficients.chunks_exact(2) {
+            let (a, b) = (pair[0] % MLKEM_Q, pair[1] % MLKEM_Q);
+            again.extend_from_slice(&[a as u8, (a >> 8 | (b & 0x0f) << 4) as u8, (b >> 4) as u8]);
+        }
+        coefficients.iter().all(|&c| c < MLKEM_Q) && again == ek[..384 * k]
+    }
+
+    #[test]
+    fn the_mlkem768_key_passes_the_fips203_modulus_check() {
+        assert!(passes_modulus_check(&MLKEM768_ENCAPSULATION_KEY, 3));
+        assert_eq!(MLKEM768_ENCAPSULATION_KEY[1152..], [0x5a; 32], "rho");
+        // The first coefficients are the pattern, unpacked little-endian.
+        let k = &MLKEM768_ENCAPSULATION_KEY;
+        let a = u32::from(k[0]) | (u32::from(k[1]) & 0x0f) << 8;
+        let b = u32::from(k[1]) >> 4 | u32::from(k[2]) << 4;
+        assert_eq!((a, b), (17, 1038));
+        // The check catches a coefficient of q or above, in either half of a triple.
+        for (at, patch) in [(0, [0x01, 0x0d]), (1, [0x10, 0xd0]), (1150, [0xff, 0xff])] {
+            let mut bad = MLKEM768_ENCAPSULATION_KEY;
+            bad[at..at + 2].copy_from_slice(&patch);
+            assert!(!passes_modulus_check(&bad, 3), "patch at {at}");
+        }
+        assert!(!passes_modulus_check(&MLKEM768_ENCAPSULATION_KEY[1..], 3));
+    }
+
+    #[test]
+    fn a_post_quantum_hello_offers_x25519mlkem768_first_with_a_1216_byte_share() {
+        let spec = HelloSpec::post_quantum(None);
+        let record = build_client_hello(&spec);
+        let (types, len) = check_structure(&record);
+        assert_eq!(len, PQ_HELLO_LEN);
+        assert_eq!(
+            len,
+            HelloSpec::up_to(TLS13, None).hello_len() + PQ_KEY_SHARE_EXTRA_LEN
+        );
+        assert!(types.contains(&EXT_KEY_SHARE) && types.contains(&EXT_SUPPORTED_GROUPS));
+        let hello = crate::wire::parse_client_hello(&record).unwrap();
+        assert_eq!(hello.supported_groups, PQ_GROUPS);
+        let shares: Vec<_> = hello
+            .key_shares
+            .iter()
+            .map(|k| (k.group, k.key_len))
+            .collect();
+        assert_eq!(shares, [(0x11ec, 1216), (0x001d, 32)]);
+        // The hybrid share: the ML-KEM-768 encapsulation key, then the x25519 key.
+        let group = GROUP_X25519MLKEM768.to_be_bytes();
+        let at = record
+            .windows(4)
+            .position(|w| w == [group[0], group[1], 0x04, 0xc0])
+            .unwrap()
+            + 4;
+        assert_eq!(record[at..at + 1184], MLKEM768_ENCAPSULATION_KEY);
+        assert_eq!(record[at + 1184..at + 1216], X25519_PUBLIC_PQ);
+        assert_eq!(record[at + 1216..at + 1220], [0x00, 0x1d, 0x00, 0x20]);
+        assert_eq!(record[at + 1220..at + 1252], X25519_PUBLIC);
+        // A server name of n bytes adds n + 9.
+        let named = HelloSpec::post_quantum(Some("pay.example.com".into()));
+        assert_eq!(named.hello_len(), PQ_HELLO_LEN + 15 + 9);
+    }
+
+    #[test]
+    fn the_post_quantum_option_needs_ecc_for_the_group_and_key_share_for_the_share() {
+        let mut spec = HelloSpec::legacy(TLS12, None);
+        spec.pq_key_share = true;
+        let hello = crate::wire::parse_client_hello(&build_client_hello(&spec)).unwrap();
+        assert_eq!(hello.supported_groups, PQ_GROUPS);
+        assert!(hello.key_shares.is_empty());
+        let mut spec = HelloSpec::post_quantum(None);
+        spec.ecc = false;
+        let hello = crate::wire::parse_client_hello(&build_client_hello(&spec)).unwrap();
+        assert!(hello.supported_groups.is_empty());
+        assert!(hello.has_key_share(GROUP_X25519MLKEM768));
+    }
+
+    #[test]
+    fn the_tls13_baseline_padded_to_a_post_quantum_size_builds_in_one_record() {
+        for target in [PQ_HELLO_LEN, 1550] {
+            let mut spec = HelloSpec::up_to(TLS13, Some("localhost".into()));
+            spec.pad_to = Some(target);
+            let record = build_client_hello(&spec);
+            let (types, len) = check_structure(&record);
+            assert_eq!(len, target);
+            assert_eq!(types.last(), Some(&EXT_PADDING));
+            let hello = crate::wire::parse_client_hello(&record).unwrap();
+            assert_eq!(hello.hello_len, target);
+            assert_eq!(hello.key_shares.len(), 1, "x25519 only");
+            assert_eq!(hello.supported_groups, GROUPS);
+        }
     }
 
     #[test]
