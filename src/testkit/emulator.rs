@@ -1,7 +1,9 @@
 //! The intolerance emulator: a TCP front that reads each ClientHello, records what it offered,
 //! and then closes, resets, hangs, alerts, answers garbage, or passes the connection through to
-//! a real server, by rules on the offered version, the hello's length, its suite count or the
-//! connection's number.
+//! a real server, by rules on the offered version, the hello's length, its suite count, its key
+//! shares, whether it arrived in one read, or the connection's number. Each emulator listens on
+//! its own address, so two of them on one port of two loopback addresses make a name whose
+//! addresses behave differently.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +22,9 @@ use crate::TlsVersion;
 const HANG_LIMIT: Duration = Duration::from_secs(120);
 /// How long the emulator waits for a whole ClientHello.
 const READ_LIMIT: Duration = Duration::from_secs(10);
+/// Room made for each read: a whole 16 KiB record and its header, so a hello of one record that
+/// arrived in one segment is read at once.
+const READ_ROOM: usize = wire::MAX_RECORD + 5;
 
 /// What the emulator does with a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,10 +68,18 @@ pub enum Trigger {
     LengthIn(usize, usize),
     /// The hello lists more than this many cipher suites.
     CiphersAbove(usize),
-    /// The hello is longer than this many bytes.
+    /// The hello is longer than this many bytes (handshake message, header included).
     LongerThan(usize),
     /// The first this-many connections (an attacker injecting failures).
     FirstConnections(usize),
+    /// The hello did not arrive whole in the emulator's first read: it came in two or more TCP
+    /// segments (a box that cannot reassemble a ClientHello). The first read returns whatever
+    /// the first segment brought, so a client that writes the hello in two writes with
+    /// TCP_NODELAY and a pause between them fires it; one write fires it only if the kernel
+    /// split it (on loopback, not below 64 KiB).
+    Fragmented,
+    /// The hello carries a key share of this group (0x11ec X25519MLKEM768, 0x001d x25519).
+    KeyShareGroup(u16),
 }
 
 /// A trigger and what to do when it fires; the first matching rule wins, else `Pass`.
@@ -128,6 +141,59 @@ impl Rule {
             action: Action::Close,
         }
     }
+    /// Hang when a hello is longer than `n` bytes: the most common post-quantum breakage, a box
+    /// that swallows a ClientHello spanning two TCP segments.
+    pub fn hang_if_longer_than(n: usize) -> Rule {
+        Rule {
+            trigger: Trigger::LongerThan(n),
+            action: Action::Hang,
+        }
+    }
+    /// Reset (RST) when a hello is longer than `n` bytes.
+    pub fn reset_if_longer_than(n: usize) -> Rule {
+        Rule {
+            trigger: Trigger::LongerThan(n),
+            action: Action::Reset,
+        }
+    }
+    /// Send fatal alert `alert` (e.g. 47 `illegal_parameter`, as some firewalls do) when a
+    /// hello is longer than `n` bytes.
+    pub fn alert_if_longer_than(n: usize, alert: u8) -> Rule {
+        Rule {
+            trigger: Trigger::LongerThan(n),
+            action: Action::Alert(alert),
+        }
+    }
+    /// Hang when a hello did not arrive whole in the first read ([`Trigger::Fragmented`]): a
+    /// box that cannot reassemble a ClientHello, whatever its size.
+    pub fn hang_if_fragmented() -> Rule {
+        Rule {
+            trigger: Trigger::Fragmented,
+            action: Action::Hang,
+        }
+    }
+    /// Reset (RST) when a hello did not arrive whole in the first read.
+    pub fn reset_if_fragmented() -> Rule {
+        Rule {
+            trigger: Trigger::Fragmented,
+            action: Action::Reset,
+        }
+    }
+    /// Hang when a hello carries a key share of `group` (e.g. 0x11ec, X25519MLKEM768): a box
+    /// that chokes on the post-quantum share itself rather than on the size.
+    pub fn hang_if_key_share(group: u16) -> Rule {
+        Rule {
+            trigger: Trigger::KeyShareGroup(group),
+            action: Action::Hang,
+        }
+    }
+    /// Send fatal alert `alert` when a hello carries a key share of `group`.
+    pub fn alert_if_key_share(group: u16, alert: u8) -> Rule {
+        Rule {
+            trigger: Trigger::KeyShareGroup(group),
+            action: Action::Alert(alert),
+        }
+    }
     /// Reset the first `k` connections, whatever they offer.
     pub fn reset_first(k: usize) -> Rule {
         Rule {
@@ -165,7 +231,8 @@ impl Rule {
         }
     }
 
-    fn fires(&self, hello: &ClientHelloInfo, conn: usize) -> bool {
+    /// Whether the rule applies to `hello`, which arrived in `reads` reads on connection `conn`.
+    fn fires(&self, hello: &ClientHelloInfo, conn: usize, reads: usize) -> bool {
         match self.trigger {
             Trigger::Always => true,
             Trigger::VersionAbove(v) => hello.offered_max > v.wire(),
@@ -173,6 +240,8 @@ impl Rule {
             Trigger::CiphersAbove(n) => hello.cipher_count > n,
             Trigger::LongerThan(n) => hello.hello_len > n,
             Trigger::FirstConnections(k) => conn < k,
+            Trigger::Fragmented => reads > 1,
+            Trigger::KeyShareGroup(group) => hello.has_key_share(group),
         }
     }
 }
@@ -184,6 +253,9 @@ pub struct SeenHello {
     pub conn: usize,
     /// The parsed hello (`None` when the client sent something else or nothing).
     pub hello: Option<ClientHelloInfo>,
+    /// How many reads the emulator made before it decided: 1 when the hello arrived in one TCP
+    /// segment, 2 or more when it spanned several (each read returns what has arrived).
+    pub reads: usize,
     /// What the emulator did.
     pub action: Action,
 }
@@ -207,10 +279,14 @@ impl SeenHello {
     pub fn is_empty(&self) -> bool {
         self.hello.is_none()
     }
+    /// Whether the hello arrived in more than one read ([`Trigger::Fragmented`]).
+    pub fn fragmented(&self) -> bool {
+        self.reads > 1
+    }
 }
 
 /// A running emulator on a loopback address (127.0.0.1 unless started with
-/// [`Emulator::start_on`]); stops accepting when dropped.
+/// [`Emulator::start_on`] or [`Emulator::start_at`]); stops accepting when dropped.
 #[derive(Debug)]
 pub struct Emulator {
     addr: SocketAddr,
@@ -232,7 +308,34 @@ impl Emulator {
         backend: SocketAddr,
         rules: Vec<Rule>,
     ) -> std::io::Result<Emulator> {
-        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+        Emulator::start_at(SocketAddr::new(ip, 0), backend, rules).await
+    }
+
+    /// As [`Emulator::start`], listening on exactly `addr`, port included (port 0 picks one).
+    /// Two emulators with different rules on 127.0.0.1:P and 127.0.0.2:P (Linux routes all of
+    /// 127/8 to loopback) in front of one server are a name with two addresses, one broken.
+    ///
+    /// ```no_run
+    /// use tls_fallback::testkit::{Emulator, Rule, TlsServer};
+    /// # async fn run() -> std::io::Result<()> {
+    /// let server = TlsServer::modern().await?;
+    /// let healthy = Emulator::start(server.addr(), vec![]).await?;
+    /// let port = healthy.addr().port();
+    /// let broken = Emulator::start_at(
+    ///     ([127, 0, 0, 2], port).into(),
+    ///     server.addr(),
+    ///     vec![Rule::hang_if_longer_than(1000)],
+    /// )
+    /// .await?;
+    /// assert_eq!(broken.addr().port(), healthy.addr().port());
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_at(
+        addr: SocketAddr,
+        backend: SocketAddr,
+        rules: Vec<Rule>,
+    ) -> std::io::Result<Emulator> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rules = Arc::new(Mutex::new(Arc::new(rules)));
@@ -329,9 +432,13 @@ impl Drop for Emulator {
     }
 }
 
-async fn read_hello(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<ClientHelloInfo> {
+/// Reads until `buf` holds a whole ClientHello (or cannot become one). Returns the hello, if
+/// any, and how many reads it took. Each read takes what has arrived (up to [`READ_ROOM`]
+/// bytes) without waiting for more, so the count is the number of TCP segments, or of groups
+/// of segments that arrived together.
+async fn read_hello(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> (Option<ClientHelloInfo>, usize) {
+    let mut reads = 0;
     let read = async {
-        let mut chunk = [0u8; 4096];
         loop {
             match wire::parse_client_hello(buf) {
                 Ok(h) => return Some(h),
@@ -341,13 +448,15 @@ async fn read_hello(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<ClientHell
             if buf.len() > wire::MAX_HELLO + 1024 {
                 return None;
             }
-            match tcp.read(&mut chunk).await {
+            buf.reserve(READ_ROOM);
+            match tcp.read_buf(buf).await {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => reads += 1,
             }
         }
     };
-    tokio::time::timeout(READ_LIMIT, read).await.ok().flatten()
+    let hello = tokio::time::timeout(READ_LIMIT, read).await.ok().flatten();
+    (hello, reads)
 }
 
 async fn handle(
@@ -358,18 +467,19 @@ async fn handle(
     seen: &Mutex<Vec<SeenHello>>,
 ) {
     let mut buf = Vec::new();
-    let hello = read_hello(&mut tcp, &mut buf).await;
+    let (hello, reads) = read_hello(&mut tcp, &mut buf).await;
     let action = match &hello {
         None => Action::Close,
         Some(h) => rules
             .iter()
-            .find(|r| r.fires(h, conn))
+            .find(|r| r.fires(h, conn, reads))
             .map_or(Action::Pass, |r| r.action),
     };
     if let Ok(mut s) = seen.lock() {
         s.push(SeenHello {
             conn,
             hello,
+            reads,
             action,
         });
     }
