@@ -42,6 +42,16 @@ async fn b_first_contact_with_a_host_a_learned_is_one_hello() {
     let (a, b) = (instance(&redis), instance(&redis));
     let (res, _) = get(&client(&a), &em.url()).await.unwrap();
     assert_eq!(tls(&res).handshakes(), 6, "A walks the ladder");
+    // A publishes after its handshake, off the request path: B's first contact comes once the
+    // decision is in Redis (without this wait, a loaded machine let B read before A wrote).
+    assert!(
+        eventually(Duration::from_secs(2), || a
+            .stats()
+            .shared
+            .is_some_and(|s| s.published >= 1))
+        .await,
+        "A published its decision"
+    );
     em.clear();
     let (res, _) = get(&client(&b), &em.url()).await.unwrap();
     assert_eq!(
