@@ -255,6 +255,17 @@ impl VersionKey {
         VersionKey::Future,
     ];
 
+    /// The version a key tests (`None` for the future values).
+    pub fn version(self) -> Option<u16> {
+        match self {
+            VersionKey::Tls10 => Some(TLS10),
+            VersionKey::Tls11 => Some(TLS11),
+            VersionKey::Tls12 => Some(TLS12),
+            VersionKey::Tls13 => Some(TLS13),
+            VersionKey::Future => None,
+        }
+    }
+
     /// The key for a known version.
     pub fn of(v: u16) -> Option<VersionKey> {
         match v {
@@ -319,6 +330,10 @@ pub enum ScsvUnknown {
     SingleVersion,
     /// The SCSV hello got neither a ServerHello nor `inappropriate_fallback`.
     Inconclusive,
+    /// A higher version failed, and the SCSV hello at the best version that got through was
+    /// accepted: either the server speaks nothing higher (the failures above come from the
+    /// server itself) or it ignores the SCSV; the probe cannot tell which.
+    AcceptedAtBest,
 }
 
 impl ScsvUnknown {
@@ -332,6 +347,14 @@ impl ScsvUnknown {
                  to offer with the SCSV",
                 supported.first().map_or("?", |v| v.as_str())
             ),
+            ScsvUnknown::AcceptedAtBest => format!(
+                "the SCSV hello at TLS {} was accepted although a higher version failed: either \
+                 the server speaks nothing higher (then the failures above are its own) or it \
+                 ignores the SCSV",
+                scsv_test
+                    .and_then(|t| t.negotiated)
+                    .map_or("?".to_string(), |v| v.to_string())
+            ),
             ScsvUnknown::Inconclusive => format!(
                 "the fallback hello got {}, neither a ServerHello nor alert {} \
                  (inappropriate_fallback)",
@@ -343,9 +366,11 @@ impl ScsvUnknown {
 }
 
 /// The verdict on TLS_FALLBACK_SCSV from the SCSV test's outcome (`None`: it did not run).
-pub fn scsv_verdict(test: Option<&TestOutcome>) -> ScsvSupport {
+/// `at_best`: the hello offered the best version that got through (a higher one failed), so a
+/// ServerHello proves nothing about the SCSV.
+pub fn scsv_verdict(test: Option<&TestOutcome>, at_best: bool) -> ScsvSupport {
     match test {
-        Some(TestOutcome::ServerHello(_)) => ScsvSupport::NotSupported,
+        Some(TestOutcome::ServerHello(_)) if !at_best => ScsvSupport::NotSupported,
         Some(TestOutcome::Alert(alert::INAPPROPRIATE_FALLBACK)) => ScsvSupport::Supported,
         _ => ScsvSupport::Unknown,
     }
@@ -410,18 +435,15 @@ impl NoTlsAnswer {
 impl ProbeTest {
     /// A row for tests: `name` ended with `outcome`.
     pub(crate) fn sample(name: TestId, outcome: TestOutcome) -> Self {
-        ProbeTest {
-            name,
-            description: String::new(),
-            hello_len: 100,
-            negotiated: match outcome {
-                TestOutcome::ServerHello(v) => Some(v),
-                _ => None,
-            },
-            outcome,
-            ms: 1,
-            detail: None,
-        }
+        let mut t = ProbeTest::skipped(name, "");
+        t.hello_len = 100;
+        t.negotiated = match outcome {
+            TestOutcome::ServerHello(v) => Some(v),
+            _ => None,
+        };
+        t.outcome = outcome;
+        t.ms = 1;
+        t
     }
 }
 
@@ -489,18 +511,20 @@ mod tests {
 
     #[test]
     fn the_scsv_verdict_follows_the_answer() {
+        let hello = Some(TestOutcome::ServerHello(WireVersion(TLS12)));
+        // (outcome, offered at the best version that got through, verdict)
         let rows = [
-            (
-                Some(TestOutcome::ServerHello(WireVersion(TLS12))),
-                ScsvSupport::NotSupported,
-            ),
-            (Some(TestOutcome::Alert(86)), ScsvSupport::Supported),
-            (Some(TestOutcome::Alert(70)), ScsvSupport::Unknown),
-            (Some(TestOutcome::Timeout), ScsvSupport::Unknown),
-            (None, ScsvSupport::Unknown),
+            (hello.clone(), false, ScsvSupport::NotSupported),
+            (hello, true, ScsvSupport::Unknown),
+            (Some(TestOutcome::Alert(86)), false, ScsvSupport::Supported),
+            (Some(TestOutcome::Alert(86)), true, ScsvSupport::Supported),
+            (Some(TestOutcome::Alert(70)), false, ScsvSupport::Unknown),
+            (Some(TestOutcome::Timeout), true, ScsvSupport::Unknown),
+            (None, false, ScsvSupport::Unknown),
         ];
-        for (outcome, verdict) in rows {
-            assert_eq!(scsv_verdict(outcome.as_ref()), verdict, "{outcome:?}");
+        for (outcome, at_best, verdict) in rows {
+            let got = scsv_verdict(outcome.as_ref(), at_best);
+            assert_eq!(got, verdict, "{outcome:?} {at_best}");
         }
     }
 

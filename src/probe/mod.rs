@@ -29,9 +29,11 @@
 //! # }
 //! ```
 
+mod advice;
 mod analysis;
 pub mod capture;
 mod findings;
+mod handshake;
 pub mod hello;
 pub mod pcap;
 mod plan;
@@ -40,19 +42,25 @@ mod runner;
 mod target;
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use analysis::ShapeFindings;
+/// Told when each test starts: the address and the test (for a progress line).
+pub type Progress = Arc<dyn Fn(SocketAddr, TestId) + Send + Sync>;
+
+pub use advice::Finding;
+pub use analysis::{ShapeFindings, SizeFindings};
 pub use findings::{
     NoTlsAnswer, ScsvSupport, ScsvUnknown, TestId, TestOutcome, VersionKey, WireVersion,
 };
-pub use report::{ProbeReport, ProbeTest};
+pub use report::{HelloOffer, ProbeReport, ProbeTest, ToolInfo};
 pub use runner::probe;
 pub use target::{Target, TargetError};
 
 /// What to probe and how long each test may take.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProbeConfig {
     /// `HOST[:PORT]`, `[v6][:PORT]` or `https://HOST[:PORT]/` (see [`Target`]).
     pub target: String,
@@ -66,6 +74,32 @@ pub struct ProbeConfig {
     pub ca_file: Option<PathBuf>,
     /// Run the last test, a full handshake through the fallback connector (default: true).
     pub full_handshake: bool,
+    /// The addresses to probe, as curl's `--resolve` chooses them (a backend behind a VIP, a
+    /// host DNS does not list); empty: every address the name resolves to (A and AAAA).
+    pub resolve: Vec<IpAddr>,
+    /// Run this one test alone (a reproduction), on `baseline`.
+    pub only: Option<TestId>,
+    /// With `only`: the highest version the test's hello offers (TLS 1.3 when `None`), as the
+    /// full probe would have chosen it.
+    pub baseline: Option<u16>,
+    /// Told when each test starts.
+    pub progress: Option<Progress>,
+}
+
+impl fmt::Debug for ProbeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeConfig")
+            .field("target", &self.target)
+            .field("sni", &self.sni)
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .field("full_handshake", &self.full_handshake)
+            .field("resolve", &self.resolve)
+            .field("only", &self.only)
+            .field("baseline", &self.baseline)
+            .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .finish()
+    }
 }
 
 impl ProbeConfig {
@@ -79,6 +113,10 @@ impl ProbeConfig {
             timeout: Duration::from_secs(5),
             ca_file: None,
             full_handshake: true,
+            resolve: Vec::new(),
+            only: None,
+            baseline: None,
+            progress: None,
         }
     }
 }

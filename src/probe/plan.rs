@@ -4,7 +4,8 @@
 //! offers one version below the best. Every hello outside the length test stays out of the F5
 //! window, so that bug is never mistaken for another.
 
-use super::findings::{TestId, VersionKey};
+use super::analysis::VersionFindings;
+use super::findings::{ScsvUnknown, TestId, VersionKey};
 use super::hello::{HelloSpec, FALLBACK_SCSV, RENEGOTIATION_SCSV, TLS10, TLS11, TLS12, TLS13};
 use super::version_name;
 
@@ -16,6 +17,8 @@ pub(crate) const LONG_LEN: usize = 300;
 pub(crate) const PAST_F5: usize = 512;
 /// Cipher suites offered by the "many suites" hello.
 pub(crate) const MANY_SUITES: usize = 150;
+/// Length of the long-hello test: the size of a TLS 1.3 hello with an X25519MLKEM768 key share.
+pub(crate) const LONG_HELLO_LEN: usize = 1_550;
 /// Unknown extension type sent by the extension test (a reserved GREASE value, RFC 8701).
 pub(crate) const UNKNOWN_EXTENSION: u16 = 0x7a7a;
 
@@ -236,17 +239,136 @@ pub fn shape_plan(best: u16, sni: &Option<String>) -> [Step; 3] {
     ]
 }
 
-/// The TLS_FALLBACK_SCSV test: a hello offering one version below `highest`, with the SCSV.
-pub fn scsv_step(highest: u16, sni: &Option<String>) -> Step {
-    let below = highest.saturating_sub(1).max(TLS10);
-    let mut spec = HelloSpec::up_to(below, sni.clone());
+/// The TLS_FALLBACK_SCSV test: a hello offering up to `offered`, with the SCSV.
+pub fn scsv_step(offered: u16, sni: &Option<String>) -> Step {
+    let mut spec = HelloSpec::up_to(offered, sni.clone());
     spec.cipher_suites.push(FALLBACK_SCSV);
     avoid_f5_window(&mut spec);
     Step::run(
         TestId::FallbackScsv,
-        format!("max TLS {} plus TLS_FALLBACK_SCSV", version_name(below)),
+        format!("max TLS {} plus TLS_FALLBACK_SCSV", version_name(offered)),
         spec,
     )
+}
+
+/// The SCSV step the version findings call for (see [`ScsvPlan::of`]), or a skipped row
+/// saying why it cannot tell anything.
+pub fn scsv_plan(versions: &VersionFindings, answered: bool, sni: &Option<String>) -> Step {
+    match ScsvPlan::of(versions, answered) {
+        Ok(plan) => scsv_step(plan.offered, sni),
+        Err(why) => Step::skip(
+            TestId::FallbackScsv,
+            format!("TLS_FALLBACK_SCSV: {}", why.explain(&[], None)),
+        ),
+    }
+}
+
+/// Which version the SCSV hello offers, and what an answer can prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScsvPlan {
+    /// The highest version the SCSV hello offers.
+    pub offered: u16,
+    /// The offer is the best version that got through while a higher one failed: an
+    /// `inappropriate_fallback` answer then proves the server speaks a version the path blocks.
+    pub at_best: bool,
+}
+
+impl ScsvPlan {
+    /// The rule, as a table on the version findings:
+    ///
+    /// | nothing answered in TLS | no version | a version above the best failed | versions |  SCSV hello offers |
+    /// |---|---|---|---|---|
+    /// | yes | - | - | - | not sent (`no_tls_answer`) |
+    /// | no | yes | - | - | not sent (`no_version`) |
+    /// | no | no | yes | any | up to the best version that got through (`at_best`) |
+    /// | no | no | no | two or more | one below the highest |
+    /// | no | no | no | one | not sent (`single_version`) |
+    pub fn of(versions: &VersionFindings, answered: bool) -> Result<ScsvPlan, ScsvUnknown> {
+        let blocked_above = versions
+            .intolerance
+            .iter()
+            .any(|(k, &bad)| bad && k.version().is_some_and(|v| v > versions.best));
+        match (answered, versions.supported.as_slice()) {
+            (false, _) => Err(ScsvUnknown::NoTlsAnswer),
+            (true, []) => Err(ScsvUnknown::NoVersion),
+            _ if blocked_above => Ok(ScsvPlan {
+                offered: versions.best,
+                at_best: true,
+            }),
+            (true, [_]) => Err(ScsvUnknown::SingleVersion),
+            (true, [.., highest]) => Ok(ScsvPlan {
+                offered: highest.saturating_sub(1).max(TLS10),
+                at_best: false,
+            }),
+        }
+    }
+}
+
+/// The hello-size tests on the baseline offering up to `best`: the same hello padded to
+/// about 1,550 bytes (one write: two TCP segments on a 1,500-byte MTU path), the short
+/// baseline written in two TCP segments (reassembly, not size), and a TLS 1.3 hello with an
+/// X25519MLKEM768 key share (only when TLS 1.3 is the best version).
+pub fn size_plan(best: u16, sni: &Option<String>) -> [Step; 3] {
+    let base = HelloSpec::up_to(best, sni.clone());
+    let best_name = version_name(best);
+    let mut long = base.clone();
+    long.pad_to = Some(LONG_HELLO_LEN.max(base.natural_len() + 4));
+    let mut split = base.clone();
+    avoid_f5_window(&mut split);
+    let pq = if best >= TLS13 {
+        let mut pq = base;
+        pq.pq_key_share = true;
+        avoid_f5_window(&mut pq);
+        Step::run(
+            TestId::PqKeyShare,
+            format!(
+                "TLS 1.3 hello with an X25519MLKEM768 key share ({} bytes)",
+                pq.hello_len()
+            ),
+            pq,
+        )
+    } else {
+        Step::skip(
+            TestId::PqKeyShare,
+            format!("not sent: the best version that got through is TLS {best_name}, and key shares are TLS 1.3's"),
+        )
+    };
+    [
+        Step::run(
+            TestId::LongHello,
+            format!(
+                "TLS {best_name} hello padded to {} bytes, the size of a post-quantum key share",
+                long.hello_len()
+            ),
+            long,
+        ),
+        Step::run(
+            TestId::SplitHello,
+            format!(
+                "TLS {best_name} hello of {} bytes written in two TCP segments",
+                split.hello_len()
+            ),
+            split,
+        ),
+        pq,
+    ]
+}
+
+/// One test alone (`probe --only`), on the baseline `baseline` (TLS 1.3 when `None`); `None`
+/// for the connector test, which sends no hand-built hello.
+pub fn single(id: TestId, baseline: Option<u16>, sni: &Option<String>) -> Option<Step> {
+    let best = baseline.unwrap_or(TLS13);
+    if let Some(v) = version_plan(sni).into_iter().find(|s| s.id == id) {
+        return Some(Step::run(id, v.description, v.spec));
+    }
+    if id == TestId::FallbackScsv {
+        return Some(scsv_step(best, sni));
+    }
+    long_plan(best, sni)
+        .into_iter()
+        .chain(shape_plan(best, sni))
+        .chain(size_plan(best, sni))
+        .find(|s| s.id == id)
 }
 
 /// Pads a hello that would fall into 256..=511 bytes to 512, so F5 is not mistaken for the cause.
@@ -332,9 +454,9 @@ mod tests {
     }
 
     #[test]
-    fn the_scsv_hello_offers_one_version_below_with_the_scsv() {
-        for (highest, offered) in [(TLS13, TLS12), (TLS12, TLS11), (TLS10, TLS10)] {
-            let step = scsv_step(highest, &None);
+    fn the_scsv_hello_offers_the_version_asked_with_the_scsv() {
+        for offered in [TLS12, TLS11, TLS10] {
+            let step = scsv_step(offered, &None);
             assert!(spec(&step).cipher_suites.contains(&FALLBACK_SCSV));
             assert_eq!(spec(&step).offered_versions().last(), Some(&offered));
         }

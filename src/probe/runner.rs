@@ -1,161 +1,168 @@
-//! The probe's I/O: resolves the target once, sends each planned hello on its own TCP
-//! connection to the same address and reads only the server's first answer, then runs one full
+//! The probe's I/O: resolves the target (A and AAAA, or the addresses given by hand), and for
+//! each address sends each planned hello on its own TCP connection and reads only the server's
+//! first answer, recording what the socket wrote and read ([`Exchange`]), then runs one full
 //! handshake through the fallback connector against that same address. The decisions (which
-//! hellos, what they show) are in the plan and findings modules.
+//! hellos, what they show) are in the plan, analysis and findings modules.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::Uri;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower_layer::Layer;
 
-use super::analysis::{ShapeFindings, VersionFindings};
-use super::findings::{
-    scsv_verdict, NoTlsAnswer, ScsvSupport, ScsvUnknown, TestId, TestOutcome, WireVersion,
-};
+use super::analysis::VersionFindings;
+use super::capture::{now_us, utc_millis, EventKind, Exchange};
+use super::findings::{NoTlsAnswer, TestId, TestOutcome, WireVersion};
 use super::hello::{self, HelloSpec};
 use super::plan::{self, Step, VersionStep};
-use super::report::{recommend, ProbeReport, ProbeTest};
-use super::{ProbeConfig, ProbeError, Target};
-use crate::classify::Outcome;
+use super::report::{ProbeReport, ProbeTest};
+use super::{handshake, ProbeConfig, ProbeError, Target};
 use crate::wire::{parse_server_answer, ServerAnswer};
-use crate::{Error, FallbackLayer, TlsVersion};
 
 /// Most bytes read from the server for one test before giving up on deciding.
 const MAX_READ: usize = 16 * 1024;
+/// The pause between the two writes of the split hello, so that they leave as two segments
+/// and a box that reads the first one alone sees half a hello.
+const SPLIT_PAUSE: Duration = Duration::from_millis(40);
 
-/// Runs every test against `cfg.target`, sequentially, one TCP connection each.
+/// Runs every test against every address of `cfg.target`, one address after the other, one
+/// TCP connection per test. Fails only when the target is invalid, does not resolve, or no
+/// address accepts a TCP connection.
 pub async fn probe(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     let target = Target::parse(&cfg.target).map_err(|e| ProbeError::BadTarget(e.to_string()))?;
-    let mut runner = Runner::resolve(cfg, &target).await?;
+    let addrs = addresses(cfg, &target).await?;
+    let started_us = now_us();
+    let mut reports = Vec::with_capacity(addrs.len());
+    let mut first_error = None;
+    for addr in addrs {
+        match probe_address(cfg, &target, addr).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                let report = ProbeReport::unreachable(cfg, &target, addr, &e);
+                first_error.get_or_insert(e);
+                reports.push(report);
+            }
+        }
+    }
+    let reached = reports.iter().any(|r| r.unreachable.is_none());
+    match (ProbeReport::combine(reports, started_us), first_error) {
+        (Some(report), _) if reached => Ok(report),
+        (_, source) => Err(ProbeError::Connect {
+            target: cfg.target.clone(),
+            source: source.unwrap_or_else(|| timed_out("connect")),
+        }),
+    }
+}
+
+/// The addresses to probe: `cfg.resolve` when given, else every address the name resolves to
+/// (A and AAAA), in the resolver's order, each once.
+async fn addresses(cfg: &ProbeConfig, target: &Target) -> Result<Vec<SocketAddr>, ProbeError> {
+    let connect_err = |source| ProbeError::Connect {
+        target: cfg.target.clone(),
+        source,
+    };
+    let found: Vec<SocketAddr> = if cfg.resolve.is_empty() {
+        let lookup = tokio::net::lookup_host((target.host(), target.port()));
+        match tokio::time::timeout(cfg.timeout, lookup).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => return Err(connect_err(e)),
+            Err(_) => return Err(connect_err(timed_out("name resolution"))),
+        }
+    } else {
+        cfg.resolve
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, target.port()))
+            .collect()
+    };
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(found.len());
+    for a in found {
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
+    if addrs.is_empty() {
+        let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no address for host");
+        return Err(connect_err(e));
+    }
+    Ok(addrs)
+}
+
+/// Every test against one address. Fails only if the first connection to it fails.
+async fn probe_address(
+    cfg: &ProbeConfig,
+    target: &Target,
+    addr: SocketAddr,
+) -> Result<ProbeReport, std::io::Error> {
+    let mut runner = Runner::new(cfg, addr);
     let sni = cfg.sni.clone();
+    if let Some(only) = cfg.only {
+        let tests = runner.only(only, cfg).await?;
+        return Ok(ProbeReport::of_address(cfg, target, addr, runner.source, tests));
+    }
     let plan = plan::version_plan(&sni);
     let mut tests = runner.version_tests(&plan).await?;
     let versions = VersionFindings::of(&plan, &tests);
-    let no_tls_answer = NoTlsAnswer::of(&tests);
-    let answered = no_tls_answer.is_none();
+    let answered = NoTlsAnswer::of(&tests).is_none();
     for steps in [
-        plan::long_plan(versions.best, &sni),
-        plan::shape_plan(versions.best, &sni),
+        plan::long_plan(versions.best, &sni).to_vec(),
+        plan::shape_plan(versions.best, &sni).to_vec(),
+        plan::size_plan(versions.best, &sni).to_vec(),
     ] {
         tests.extend(runner.steps(&steps, answered).await);
     }
-    let shapes = ShapeFindings::of(&tests);
-
-    let (fallback_scsv, fallback_scsv_unknown) =
-        scsv_test(&mut runner, &versions, no_tls_answer, &sni, &mut tests).await;
+    let scsv = plan::scsv_plan(&versions, answered, &sni);
+    tests.extend(runner.steps(&[scsv], true).await);
     if cfg.full_handshake {
-        tests.push(match no_tls_answer {
-            None => runner.full_handshake(cfg).await,
-            Some(_) => ProbeTest::skipped(
+        tests.push(match answered {
+            true => runner.full_handshake(cfg).await,
+            false => ProbeTest::skipped(
                 TestId::FallbackConnector,
                 "a full handshake through the fallback connector: skipped, nothing answered in TLS",
             ),
         });
     }
-    let mut report = ProbeReport {
-        target: cfg.target.clone(),
-        supported: versions
-            .supported
-            .iter()
-            .filter_map(|&v| TlsVersion::from_wire(v))
-            .collect(),
-        version_intolerance: versions.intolerance,
-        long_handshake_intolerance: shapes.long_handshake,
-        cipher_count_intolerance: shapes.cipher_count,
-        extension_intolerance: shapes.extension,
-        fallback_scsv,
-        recommendation: String::new(),
-        tests,
-        fallback_scsv_unknown,
-        no_tls_answer,
-    };
-    report.recommendation = recommend(&report, target.host());
-    Ok(report)
+    Ok(ProbeReport::of_address(cfg, target, addr, runner.source, tests))
 }
 
-/// The TLS_FALLBACK_SCSV test, when the server negotiates two versions or more (one below its
-/// best must exist); its verdict, and why it is unknown when it is.
-async fn scsv_test(
-    runner: &mut Runner,
-    versions: &VersionFindings,
-    no_tls_answer: Option<NoTlsAnswer>,
-    sni: &Option<String>,
-    tests: &mut Vec<ProbeTest>,
-) -> (ScsvSupport, Option<ScsvUnknown>) {
-    let why = match (no_tls_answer, versions.supported.as_slice()) {
-        (Some(_), _) => ScsvUnknown::NoTlsAnswer,
-        (None, []) => ScsvUnknown::NoVersion,
-        (None, [_]) => ScsvUnknown::SingleVersion,
-        (None, [.., highest]) => {
-            let tests_before = tests.len();
-            tests.extend(runner.steps(&[plan::scsv_step(*highest, sni)], true).await);
-            let verdict = scsv_verdict(tests.get(tests_before).map(|t| &t.outcome));
-            if verdict != ScsvSupport::Unknown {
-                return (verdict, None);
-            }
-            ScsvUnknown::Inconclusive
-        }
-    };
-    (ScsvSupport::Unknown, Some(why))
-}
-
-/// Where the tests connect: the resolved addresses, then the one that answered first.
-struct Runner {
-    target: String,
-    addrs: Vec<SocketAddr>,
-    chosen: Option<SocketAddr>,
-    /// Why the very first connection failed (the probe then returns [`ProbeError::Connect`]).
+/// Sends hellos to one address and records what came back.
+pub(super) struct Runner {
+    addr: SocketAddr,
+    /// The probe's own address of the last connection (the source the vendor looks for).
+    pub(super) source: Option<SocketAddr>,
+    /// Whether a connection to `addr` was ever made.
+    connected: bool,
+    /// Why the first connection failed.
     first_error: Option<std::io::Error>,
     timeout: Duration,
     seed: u64,
+    progress: Option<super::Progress>,
 }
 
 impl Runner {
-    /// Resolves the host once, so that every test reaches the same address.
-    async fn resolve(cfg: &ProbeConfig, target: &Target) -> Result<Runner, ProbeError> {
-        let connect_err = |source| ProbeError::Connect {
-            target: cfg.target.clone(),
-            source,
-        };
-        let lookup = tokio::net::lookup_host((target.host(), target.port()));
-        let addrs: Vec<SocketAddr> = match tokio::time::timeout(cfg.timeout, lookup).await {
-            Ok(Ok(a)) => a.collect(),
-            Ok(Err(e)) => return Err(connect_err(e)),
-            Err(_) => return Err(connect_err(timed_out("name resolution"))),
-        };
-        if addrs.is_empty() {
-            let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no address for host");
-            return Err(connect_err(e));
-        }
-        Ok(Runner {
-            target: cfg.target.clone(),
-            addrs,
-            chosen: None,
+    fn new(cfg: &ProbeConfig, addr: SocketAddr) -> Runner {
+        Runner {
+            addr,
+            source: None,
+            connected: false,
             first_error: None,
             timeout: cfg.timeout,
-            seed: seed(),
-        })
+            seed: seed() ^ u64::from(addr.port()),
+            progress: cfg.progress.clone(),
+        }
     }
 
-    /// The error to return if the first connection of the probe failed.
-    fn take_first_error(&mut self) -> Option<ProbeError> {
-        self.first_error.take().map(|source| ProbeError::Connect {
-            target: self.target.clone(),
-            source,
-        })
+    /// The error to return if the first connection to this address failed.
+    fn take_first_error(&mut self) -> Option<std::io::Error> {
+        if self.connected {
+            return None;
+        }
+        self.first_error.take()
     }
 
     /// The version hellos, in plan order. The support hellos come first; when none of them got
     /// a TLS answer, the others cannot show intolerance (no version is known to be supported),
     /// so they are skipped rather than waited for. Fails if the first connection fails.
-    async fn version_tests(&mut self, plan: &[VersionStep]) -> Result<Vec<ProbeTest>, ProbeError> {
+    async fn version_tests(&mut self, plan: &[VersionStep]) -> std::io::Result<Vec<ProbeTest>> {
         let mut tests = Vec::with_capacity(plan.len());
         for step in plan {
             if step.support.is_none() && NoTlsAnswer::of(&tests).is_some() {
@@ -163,12 +170,32 @@ impl Runner {
                 tests.push(ProbeTest::skipped(step.id, why));
                 continue;
             }
-            tests.push(self.run(step.id, step.description, &step.spec).await);
+            let done = self.run(step.id, step.description, &step.spec, false).await;
+            tests.push(done);
             if let Some(e) = self.take_first_error() {
                 return Err(e);
             }
         }
         Ok(tests)
+    }
+
+    /// `--only`: the one test, built on `cfg.baseline` (TLS 1.3 unless given).
+    async fn only(&mut self, id: TestId, cfg: &ProbeConfig) -> std::io::Result<Vec<ProbeTest>> {
+        let test = match plan::single(id, cfg.baseline, &cfg.sni) {
+            Some(step) => match &step.spec {
+                Some(spec) => {
+                    let split = id == TestId::SplitHello;
+                    self.run(id, &step.description, spec, split).await
+                }
+                None => ProbeTest::skipped(id, step.description),
+            },
+            None if id == TestId::FallbackConnector => self.full_handshake(cfg).await,
+            None => ProbeTest::skipped(id, "not a test of this probe"),
+        };
+        match self.take_first_error() {
+            Some(e) => Err(e),
+            None => Ok(vec![test]),
+        }
     }
 
     /// Runs planned steps in order; when `go` is false (nothing answered in TLS) or a step
@@ -177,7 +204,10 @@ impl Runner {
         let mut out = Vec::with_capacity(steps.len());
         for step in steps {
             out.push(match (&step.spec, go) {
-                (Some(spec), true) => self.run(step.id, &step.description, spec).await,
+                (Some(spec), true) => {
+                    let split = step.id == TestId::SplitHello;
+                    self.run(step.id, &step.description, spec, split).await
+                }
                 (None, _) => ProbeTest::skipped(step.id, step.description.clone()),
                 (Some(_), false) => ProbeTest::skipped(
                     step.id,
@@ -188,113 +218,80 @@ impl Runner {
         out
     }
 
-    /// Connects to the chosen address, or on the first call to the first address that answers.
-    async fn open(&mut self, deadline: tokio::time::Instant) -> Option<TcpStream> {
-        if let Some(addr) = self.chosen {
-            return match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => Some(s),
-                _ => None,
-            };
+    /// One hello on a new connection; `split` writes it in two segments.
+    async fn run(
+        &mut self,
+        id: TestId,
+        description: &str,
+        spec: &HelloSpec,
+        split: bool,
+    ) -> ProbeTest {
+        if let Some(progress) = &self.progress {
+            progress(self.addr, id);
         }
-        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-        for &addr in &self.addrs {
-            match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    self.chosen = Some(addr);
-                    return Some(s);
-                }
-                Ok(Err(e)) => last = e,
-                Err(_) => {
-                    last = timed_out("connect");
-                    break;
-                }
-            }
-        }
-        self.first_error = Some(last);
-        None
-    }
-
-    async fn run(&mut self, id: TestId, description: &str, spec: &HelloSpec) -> ProbeTest {
         let mut spec = spec.clone();
         spec.random = self.next_random();
         let record = hello::build_client_hello(&spec);
+        let started_us = now_us();
         let start = Instant::now();
-        let outcome = self.exchange(&record).await;
+        let (outcome, exchange) = self.exchange(&record, split).await;
+        let ms = elapsed_ms(start);
         let negotiated = match outcome {
             TestOutcome::ServerHello(v) => Some(v),
             _ => None,
         };
-        ProbeTest {
-            name: id,
-            description: description.to_string(),
-            hello_len: record.len().saturating_sub(5),
-            outcome,
-            negotiated,
-            ms: elapsed_ms(start),
-            detail: None,
-        }
+        let mut test = ProbeTest::skipped(id, description);
+        test.hello_len = record.len().saturating_sub(5);
+        test.outcome = outcome;
+        test.negotiated = negotiated;
+        test.ms = ms;
+        test.started = Some(utc_millis(started_us));
+        test.how = Some(how(&test.outcome, ms, self.timeout));
+        test.offer = super::report::HelloOffer::of(&record);
+        test.segments = exchange
+            .as_ref()
+            .map(Exchange::segments)
+            .unwrap_or_default();
+        test.hello_hex = hex(&record);
+        test.record = record;
+        test.exchange = exchange;
+        test
     }
 
-    /// Connects, writes `record`, reads until the first answer can be decided.
-    async fn exchange(&mut self, record: &[u8]) -> TestOutcome {
+    /// Connects, writes `record` (in two segments if `split`), reads until the first answer can
+    /// be decided; records every write and read.
+    async fn exchange(&mut self, record: &[u8], split: bool) -> (TestOutcome, Option<Exchange>) {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let Some(mut stream) = self.open(deadline).await else {
-            return TestOutcome::ConnectError;
+        let started_us = now_us();
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.connect_failed(e),
+            Err(_) => return self.connect_failed(timed_out("connect")),
         };
-        let _ = stream.set_nodelay(true);
-        let talk = async {
-            if let Err(e) = stream.write_all(record).await {
-                return from_io(&e);
-            }
-            let mut buf: Vec<u8> = Vec::with_capacity(2048);
-            let mut chunk = [0u8; 4096];
-            loop {
-                match stream.read(&mut chunk).await {
-                    Ok(0) => {
-                        return match parse_server_answer(&buf) {
-                            ServerAnswer::Garbage => TestOutcome::Garbage,
-                            _ => TestOutcome::Closed,
-                        }
-                    }
-                    Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or(&[])),
-                    Err(e) => return from_io(&e),
-                }
-                match parse_server_answer(&buf) {
-                    ServerAnswer::Incomplete if buf.len() < MAX_READ => {}
-                    answer => return from_answer(answer),
-                }
-            }
-        };
-        tokio::time::timeout_at(deadline, talk)
-            .await
-            .unwrap_or(TestOutcome::Timeout)
+        self.connected = true;
+        let local = stream.local_addr().unwrap_or(self.addr);
+        self.source = Some(local);
+        let mut x = Exchange::new(local, self.addr, started_us);
+        x.push(EventKind::Connected);
+        let outcome = talk(stream, record, split, deadline, &mut x).await;
+        (outcome, Some(x))
     }
 
-    /// One real handshake through the connector (legacy allowed: this is a diagnosis), with
-    /// certificate checks against the SNI name, to the address the raw tests reached.
-    async fn full_handshake(&self, cfg: &ProbeConfig) -> ProbeTest {
-        let started = Instant::now();
-        let mut test = ProbeTest::skipped(
-            TestId::FallbackConnector,
-            "a full handshake through the fallback connector, certificates checked",
-        );
-        let Some(addr) = self.chosen else {
-            test.outcome = TestOutcome::ConnectError;
-            return test;
-        };
-        let result = connector_handshake(cfg, addr).await;
-        test.ms = elapsed_ms(started);
-        match result {
-            Ok(Some((version, profile))) => {
-                test.outcome = TestOutcome::Connected(profile);
-                test.negotiated = Some(WireVersion(version.wire()));
-            }
-            Ok(None) => test.outcome = TestOutcome::ConnectedPlain,
-            Err(e) => {
-                test.outcome = TestOutcome::Failed(e.kind());
-                test.detail = Some(certificate_detail(&e).unwrap_or_else(|| e.to_string()));
-            }
+    fn connect_failed(&mut self, e: std::io::Error) -> (TestOutcome, Option<Exchange>) {
+        if !self.connected && self.first_error.is_none() {
+            self.first_error = Some(e);
         }
+        (TestOutcome::ConnectError, None)
+    }
+
+    /// One real handshake through the connector, to this address.
+    async fn full_handshake(&self, cfg: &ProbeConfig) -> ProbeTest {
+        if let Some(progress) = &self.progress {
+            progress(self.addr, TestId::FallbackConnector);
+        }
+        let started_us = now_us();
+        let mut test = handshake::full_handshake(cfg, self.addr).await;
+        test.started = Some(utc_millis(started_us));
         test
     }
 
@@ -313,66 +310,103 @@ impl Runner {
     }
 }
 
-/// Connects through a fallback layer whose TCP connector always dials `addr`: the URI (and so
-/// the SNI and the name the certificate is checked against) carries the SNI name, the socket
-/// goes to the target. Returns the negotiated version and profile.
-async fn connector_handshake(
-    cfg: &ProbeConfig,
-    addr: SocketAddr,
-) -> Result<Option<(TlsVersion, String)>, Error> {
-    let host = match &cfg.sni {
-        Some(name) => name.clone(),
-        None if addr.is_ipv6() => format!("[{}]", addr.ip()),
-        None => addr.ip().to_string(),
+/// Writes the hello and reads the first answer, recording both; the outcome is decided on the
+/// bytes read (a ServerHello, an alert, garbage) or on how the connection ended.
+async fn talk(
+    mut stream: TcpStream,
+    record: &[u8],
+    split: bool,
+    deadline: tokio::time::Instant,
+    x: &mut Exchange,
+) -> TestOutcome {
+    let _ = stream.set_nodelay(true);
+    let conversation = async {
+        let cut = if split {
+            record.len() / 2
+        } else {
+            record.len()
+        };
+        let (first, second) = record.split_at(cut.min(record.len()));
+        for (i, part) in [first, second].into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            if i == 1 {
+                tokio::time::sleep(SPLIT_PAUSE).await;
+            }
+            if let Err(e) = stream.write_all(part).await {
+                return from_io(&e, x);
+            }
+            x.push(EventKind::Sent(part.to_vec()));
+        }
+        read_answer(&mut stream, x).await
     };
-    let uri: Uri = format!("https://{host}:{}/", addr.port()).parse().map_err(
-        |e: http::uri::InvalidUri| Error::InvalidUri {
-            uri: host.clone(),
-            reason: e.to_string(),
-        },
-    )?;
-    let mut b = FallbackLayer::builder()
-        .handshake_timeout(cfg.timeout)
-        .allow_legacy("*");
-    if let Some(ca) = &cfg.ca_file {
-        b = b.ca_file(ca);
+    let outcome = match tokio::time::timeout_at(deadline, conversation).await {
+        Ok(o) => o,
+        Err(_) => {
+            x.push(EventKind::TimedOut);
+            TestOutcome::Timeout
+        }
+    };
+    if matches!(
+        outcome,
+        TestOutcome::ServerHello(_) | TestOutcome::Alert(_) | TestOutcome::Garbage
+    ) && !x.events.iter().any(|e| e.kind == EventKind::PeerClosed)
+    {
+        x.push(EventKind::ClientClosed);
     }
-    let mut connector = b.build()?.layer(DialAddr(addr));
-    let stream = tower_service::Service::call(&mut connector, uri).await?;
-    Ok(stream
-        .tls_info()
-        .map(|info| (info.version, info.profile.to_string())))
+    outcome
 }
 
-/// The certificate verification message of the first attempt that failed on it.
-fn certificate_detail(e: &Error) -> Option<String> {
-    e.attempts().iter().find_map(|a| match &a.outcome {
-        Outcome::Certificate { detail } => Some(detail.clone()),
-        _ => None,
-    })
+/// Reads until the first answer can be decided.
+async fn read_answer(stream: &mut TcpStream, x: &mut Exchange) -> TestOutcome {
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => {
+                x.push(EventKind::PeerClosed);
+                return match parse_server_answer(&buf) {
+                    ServerAnswer::Garbage => TestOutcome::Garbage,
+                    _ => TestOutcome::Closed,
+                };
+            }
+            Ok(n) => {
+                let got = chunk.get(..n).unwrap_or(&[]);
+                buf.extend_from_slice(got);
+                x.push(EventKind::Received(got.to_vec()));
+            }
+            Err(e) => return from_io(&e, x),
+        }
+        match parse_server_answer(&buf) {
+            ServerAnswer::Incomplete if buf.len() < MAX_READ => {}
+            answer => return from_answer(answer),
+        }
+    }
 }
 
-/// A TCP connector that dials one address whatever the URI says.
-#[derive(Debug, Clone, Copy)]
-struct DialAddr(SocketAddr);
-
-impl tower_service::Service<Uri> for DialAddr {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+/// How a test ended, in words a network team can match with its device's log.
+fn how(outcome: &TestOutcome, ms: u64, timeout: Duration) -> String {
+    use crate::wire::alert;
+    match outcome {
+        TestOutcome::ServerHello(v) => format!("ServerHello for TLS {v} after {ms} ms"),
+        TestOutcome::Alert(n) => format!("fatal alert {n} ({}) after {ms} ms", alert::name(*n)),
+        TestOutcome::Closed => format!("closed (FIN) without an answer after {ms} ms"),
+        TestOutcome::Reset => format!("reset (RST) after {ms} ms"),
+        TestOutcome::Timeout => format!("no answer: timed out after {} ms", timeout.as_millis()),
+        TestOutcome::Garbage => format!("answered with bytes that are not TLS after {ms} ms"),
+        TestOutcome::ConnectError => "the TCP connection could not be made".into(),
+        TestOutcome::IoError => format!("I/O error after {ms} ms"),
+        other => other.to_string(),
     }
+}
 
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let addr = self.0;
-        Box::pin(async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            Ok(TokioIo::new(tcp))
-        })
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
     }
+    s
 }
 
 fn from_answer(answer: ServerAnswer) -> TestOutcome {
@@ -383,15 +417,18 @@ fn from_answer(answer: ServerAnswer) -> TestOutcome {
     }
 }
 
-fn from_io(e: &std::io::Error) -> TestOutcome {
+fn from_io(e: &std::io::Error, x: &mut Exchange) -> TestOutcome {
     use std::io::ErrorKind::*;
     match e.kind() {
-        ConnectionReset | ConnectionAborted | BrokenPipe => TestOutcome::Reset,
+        ConnectionReset | ConnectionAborted | BrokenPipe => {
+            x.push(EventKind::PeerReset);
+            TestOutcome::Reset
+        }
         _ => TestOutcome::IoError,
     }
 }
 
-fn elapsed_ms(start: Instant) -> u64 {
+pub(super) fn elapsed_ms(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
