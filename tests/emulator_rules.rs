@@ -25,7 +25,6 @@ const PAUSE: Duration = Duration::from_millis(40);
 const PQ_SERVER_SHARE_LEN: usize = 1120;
 
 /// What a raw client saw after sending a hello.
-#[derive(Debug)]
 enum Seen {
     /// The server's first answer, decided, and every byte read.
     Answer(ServerAnswer, Vec<u8>),
@@ -35,6 +34,17 @@ enum Seen {
     Rst,
     /// Nothing within [`WAIT`].
     Silence,
+}
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seen::Answer(answer, bytes) => write!(f, "{answer:?} ({} bytes)", bytes.len()),
+            Seen::Fin => f.write_str("FIN"),
+            Seen::Rst => f.write_str("RST"),
+            Seen::Silence => write!(f, "silence for {WAIT:?}"),
+        }
+    }
 }
 
 impl Seen {
@@ -384,6 +394,10 @@ async fn a_real_openssl_server_answers_the_post_quantum_hello_in_tls13_with_the_
     };
     assert_eq!((*version, *hello_retry), (wire::TLS13, false));
     let share = server_key_share(bytes);
+    eprintln!(
+        "{}: ServerHello key_share {share:x?}",
+        openssl::version::version()
+    );
     if openssl_has_mlkem() {
         // OpenSSL 3.5+ accepted the ML-KEM-768 key (it passed the modulus check) and
         // encapsulated to it.
@@ -412,6 +426,44 @@ async fn a_real_openssl_server_answers_the_post_quantum_hello_in_tls13_with_the_
     assert!(only(&gateway)
         .hello
         .is_some_and(|h| h.has_key_share(GROUP_X25519MLKEM768)));
+}
+
+#[tokio::test]
+async fn an_mlkem_key_failing_the_modulus_check_is_refused_by_openssl_35_and_ignored_by_30() {
+    // The first coefficient of the encapsulation key set to 4095 (>= q = 3329).
+    let mut hello = pq_hello();
+    let group = GROUP_X25519MLKEM768.to_be_bytes();
+    let at = hello
+        .windows(4)
+        .position(|w| w == [group[0], group[1], 0x04, 0xc0])
+        .expect("the 1216-byte share")
+        + 4;
+    hello[at] = 0xff;
+    hello[at + 1] |= 0x0f;
+    let server = TlsServer::modern().await.unwrap();
+    let seen = send(server.addr(), &[&hello]).await;
+    eprintln!("{}: {seen:?}", openssl::version::version());
+    if openssl_has_mlkem() {
+        assert!(
+            matches!(
+                seen,
+                Seen::Answer(
+                    ServerAnswer::Alert {
+                        level: 2,
+                        description: 47
+                    },
+                    _
+                )
+            ),
+            "{seen:?}"
+        );
+    } else {
+        assert_eq!(seen.server_hello_version(), Some(wire::TLS13), "{seen:?}");
+        let Seen::Answer(_, bytes) = &seen else {
+            unreachable!()
+        };
+        assert_eq!(server_key_share(bytes), Some((GROUP_X25519, 32)));
+    }
 }
 
 #[tokio::test]
