@@ -87,7 +87,13 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
     let bad = a.intolerant_versions();
     if !bad.is_empty() {
         let ids: Vec<TestId> = bad.iter().flat_map(|k| tests_of(*k).iter().copied()).collect();
-        let names: Vec<&str> = bad.iter().map(|k| k.as_str()).collect();
+        let names: Vec<&str> = bad
+            .iter()
+            .map(|k| match k {
+                VersionKey::Future => "versions from the future (0x0304, 0x0398, 0x0498)",
+                k => k.as_str(),
+            })
+            .collect();
         out.push(Finding {
             id: "version_intolerance",
             verdict: format!(
