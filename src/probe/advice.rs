@@ -72,10 +72,13 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
     if let Some(none) = a.no_tls_answer {
         out.push(Finding {
             id: "no_tls_answer",
-            verdict: format!("No TLS answer from {host}: {}.", none.explain()),
+            verdict: format!(
+                "No TLS answer from {host} ({}). Is this a TLS port?",
+                none.explain()
+            ),
             evidence: evidence(r, &[TestId::Version10, TestId::Version12, TestId::Version13], any),
-            advice: "Check the port, and whether a firewall or proxy in between swallows the \
-                     hello, before blaming intolerance."
+            advice: "Check the port number, and whether a firewall or proxy in between \
+                     swallows the hello, before blaming intolerance."
                 .into(),
             tests: vec![TestId::Version10, TestId::Version12, TestId::Version13],
         });
