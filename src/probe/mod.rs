@@ -32,6 +32,7 @@
 mod advice;
 mod analysis;
 pub mod capture;
+pub mod evidence;
 mod findings;
 mod handshake;
 pub mod hello;
