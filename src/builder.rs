@@ -366,6 +366,13 @@ impl FallbackLayerBuilder {
         };
         let mut pins = Vec::new();
         for (i, (pattern, pin)) in self.pins.iter().enumerate() {
+            // A pin is a decision someone made: it is in the log, with what it gives up.
+            tracing::warn!(
+                pattern = ?pattern,
+                rung = %pin.profile().name(),
+                version = %pin.profile().max_version().as_str(),
+                "pinned: these hosts get this one rung, with no fallback and no downgrade check"
+            );
             let id = ContextId::Pin(i as u16);
             pins.push(PinnedRung {
                 pattern: parse(pattern)?,

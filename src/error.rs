@@ -274,8 +274,13 @@ impl fmt::Display for Error {
                 "downgrade detected talking to {host}: the server signalled that it supports a \
                  newer TLS than the fallback offered (inappropriate_fallback or the RFC 8446 \
                  sentinel); refusing to continue, and forgetting what was learned about this \
-                 host. Earlier failures were likely injected by the network path or by one box \
-                 of a mixed pool; do not pin this host lower, investigate the path.{attempts}"
+                 host. Two readings, which RFC 7507 cannot tell apart: an attacker on the path \
+                 forces a downgrade, or a box in front of the server (a firewall, a load \
+                 balancer, one box of a mixed pool) blocks the newer version. Investigate the \
+                 path: `tls-fallback probe {host}` writes the report to send the vendor. Only if \
+                 you trust this path, pin {host} to the version that gets through, as an \
+                 explicit decision (it is logged, and it gives up the newer version and this \
+                 downgrade check for the host).{attempts}"
             ),
             Error::BelowFloor {
                 host,

@@ -56,7 +56,7 @@ async fn attacker_killing_tls13_hellos(rule: Rule, killed: &str) {
                 (Some(Tls1_2), true)
             ]
         );
-        assert!(err.to_string().contains("investigate the path"), "{err}");
+        assert!(err.to_string().contains("Investigate the path"), "{err}");
         let stats = layer.stats();
         assert!(stats.hosts.is_empty(), "learned {:?}", stats.hosts);
         assert_eq!(stats.downgrades, round);
