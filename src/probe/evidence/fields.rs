@@ -150,9 +150,7 @@ type Step<T = ()> = Result<T, String>;
 
 impl<'a> Cutter<'a> {
     fn hello(&mut self) -> Step {
-        let header = self.field("record header", FieldKind::RecordHeader, 5, 5, |b| {
-            record_note(b)
-        })?;
+        let header = self.field("record header", FieldKind::RecordHeader, 5, 5, record_note)?;
         if header.first() != Some(&CT_HANDSHAKE) {
             return Err("the record is not a handshake record".into());
         }
@@ -162,7 +160,7 @@ impl<'a> Cutter<'a> {
             FieldKind::HandshakeHeader,
             4,
             record_end,
-            |b| handshake_note(b),
+            handshake_note,
         )?;
         if msg.first() != Some(&HS_CLIENT_HELLO) {
             return Err("the handshake message is not a ClientHello".into());
