@@ -76,7 +76,11 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
                 "No TLS answer from {host} ({}). Is this a TLS port?",
                 none.explain()
             ),
-            evidence: evidence(r, &[TestId::Version10, TestId::Version12, TestId::Version13], any),
+            evidence: evidence(
+                r,
+                &[TestId::Version10, TestId::Version12, TestId::Version13],
+                any,
+            ),
             advice: "Check the port number, and whether a firewall or proxy in between \
                      swallows the hello, before blaming intolerance."
                 .into(),
@@ -89,7 +93,10 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
     }
     let bad = a.intolerant_versions();
     if !bad.is_empty() {
-        let ids: Vec<TestId> = bad.iter().flat_map(|k| tests_of(*k).iter().copied()).collect();
+        let ids: Vec<TestId> = bad
+            .iter()
+            .flat_map(|k| tests_of(*k).iter().copied())
+            .collect();
         let names: Vec<&str> = bad
             .iter()
             .map(|k| match k {
@@ -249,16 +256,16 @@ fn shape_findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
 /// needed", and the connector keeps TLS 1.3 through its compact rung.
 fn size_findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
     let s = a.sizes;
-    let limit = s.largest_passing.map_or(String::new(), |n| format!(" longer than {n} bytes"));
+    let limit = s
+        .largest_passing
+        .map_or(String::new(), |n| format!(" longer than {n} bytes"));
     let keep = if a.versions.best >= TLS13 {
         "Meanwhile the connector stays on TLS 1.3 through its compact rung (modern-compact: a \
          hello under 256 bytes, one x25519 key share): no version loss."
     } else {
         "Meanwhile the connector's compact rungs keep the hello short."
     };
-    let advice = |what: &str| {
-        format!("Ask the vendor to fix {what} (see tldr.fail). {keep}")
-    };
+    let advice = |what: &str| format!("Ask the vendor to fix {what} (see tldr.fail). {keep}");
     let mut out = Vec::new();
     if s.split_hello {
         let size = if s.long_hello {
@@ -273,7 +280,11 @@ fn size_findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
                  same hello in one segment works: the box in front of {host} does not \
                  reassemble a ClientHello that spans two TCP segments."
             ),
-            evidence: evidence(r, &[TestId::LongShort, TestId::SplitHello, TestId::LongHello], any),
+            evidence: evidence(
+                r,
+                &[TestId::LongShort, TestId::SplitHello, TestId::LongHello],
+                any,
+            ),
             advice: advice("TCP reassembly of the ClientHello"),
             tests: vec![TestId::LongShort, TestId::SplitHello, TestId::LongHello],
         });
@@ -329,16 +340,20 @@ pub fn connector(r: &ProbeReport, a: &Analysis, host: &str) -> String {
                 )
             }
             (TestOutcome::Failed(kind), _) => {
-                return format!("fails with {} ({})", kind.as_str(), t.detail.as_deref().unwrap_or(""))
+                return format!(
+                    "fails with {} ({})",
+                    kind.as_str(),
+                    t.detail.as_deref().unwrap_or("")
+                )
             }
             _ => {}
         }
     }
     match (a.no_tls_answer, a.versions.supported.last()) {
         (Some(_), _) | (None, None) => "cannot connect: nothing negotiated".into(),
-        (None, Some(_)) if a.higher_version_blocked => format!(
-            "refuses {host} (downgrade_detected) unless it is pinned"
-        ),
+        (None, Some(_)) if a.higher_version_blocked => {
+            format!("refuses {host} (downgrade_detected) unless it is pinned")
+        }
         (None, Some(&v)) if v < TLS12 => format!(
             "reaches it only with legacy TLS allowed for {host}, on TLS {}",
             version_name(a.versions.best)
@@ -355,7 +370,14 @@ pub fn recommend(r: &ProbeReport, a: &Analysis, host: &str) -> String {
         Some(_) => {
             let parts: Vec<String> = found
                 .iter()
-                .map(|f| format!("{} Evidence: {}. {}", f.verdict, f.evidence.join(", "), f.advice))
+                .map(|f| {
+                    format!(
+                        "{} Evidence: {}. {}",
+                        f.verdict,
+                        f.evidence.join(", "),
+                        f.advice
+                    )
+                })
                 .collect();
             parts.join(" ")
         }
@@ -388,14 +410,20 @@ fn clean_advice(r: &ProbeReport, a: &Analysis, host: &str) -> String {
             "No TLS version could be negotiated with {host} (every hello failed, see the \
              tests): check that the target speaks TLS on this port before blaming intolerance."
         ),
-        Some(&v) if v < TLS12 => format!("Allow legacy TLS for this host ({host} only speaks TLS {supported})."),
+        Some(&v) if v < TLS12 => {
+            format!("Allow legacy TLS for this host ({host} only speaks TLS {supported}).")
+        }
         Some(&TLS13) => {
             let pq = r
                 .test(TestId::PqKeyShare)
                 .is_some_and(ProbeTest::server_hello);
             format!(
                 "Nothing needed: {host} negotiates TLS {supported} without any intolerance{}.",
-                if pq { ", long and post-quantum hellos included" } else { "" }
+                if pq {
+                    ", long and post-quantum hellos included"
+                } else {
+                    ""
+                }
             )
         }
         Some(&v) => format!(
@@ -457,7 +485,10 @@ pub fn addresses_differ(reports: &[ProbeReport]) -> Option<String> {
             format!("{ip} is {s}")
         })
         .collect();
-    Some(format!("{}: the addresses behave differently.", parts.join(", ")))
+    Some(format!(
+        "{}: the addresses behave differently.",
+        parts.join(", ")
+    ))
 }
 
 /// A command that repeats one failed test against one address: this tool's `--only` with the

@@ -111,4 +111,3 @@ impl tower_service::Service<Uri> for DialAddr {
         })
     }
 }
-

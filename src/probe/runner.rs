@@ -97,7 +97,13 @@ async fn probe_address(
     let sni = cfg.sni.clone();
     if let Some(only) = cfg.only {
         let tests = runner.only(only, cfg).await?;
-        return Ok(ProbeReport::of_address(cfg, target, addr, runner.source, tests));
+        return Ok(ProbeReport::of_address(
+            cfg,
+            target,
+            addr,
+            runner.source,
+            tests,
+        ));
     }
     let plan = plan::version_plan(&sni);
     let mut tests = runner.version_tests(&plan).await?;
@@ -121,7 +127,13 @@ async fn probe_address(
             ),
         });
     }
-    Ok(ProbeReport::of_address(cfg, target, addr, runner.source, tests))
+    Ok(ProbeReport::of_address(
+        cfg,
+        target,
+        addr,
+        runner.source,
+        tests,
+    ))
 }
 
 /// Sends hellos to one address and records what came back.
