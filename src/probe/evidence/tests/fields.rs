@@ -178,7 +178,10 @@ fn garbage_and_truncated_input_end_in_one_unparsed_field_saying_why() {
         .find(|f| f.kind == FieldKind::ExtensionsLength)
         .map_or(0, |f| f.start);
     short_ext_len[at + 1] -= 5;
-    let rows: [(&str, &[u8], &str); 8] = [
+    // The last extension (key_share, 42 bytes) left out of the extensions length.
+    let mut ext_len_short_by_one_extension = good.clone();
+    ext_len_short_by_one_extension[at + 1] -= 42;
+    let rows: [(&str, &[u8], &str); 9] = [
         ("empty", &[], "record header needs 5 bytes, 0 left"),
         (
             "alert record",
@@ -209,6 +212,11 @@ fn garbage_and_truncated_input_end_in_one_unparsed_field_saying_why() {
             "short ext len",
             &short_ext_len,
             "key_share (51) needs 42 bytes, 37 left",
+        ),
+        (
+            "extensions length short by one extension",
+            &ext_len_short_by_one_extension,
+            "42 bytes: the extensions length is shorter than the message",
         ),
         (
             "cut at a boundary",
