@@ -38,6 +38,7 @@ mod handshake;
 pub mod hello;
 pub mod pcap;
 mod plan;
+mod render;
 mod report;
 mod runner;
 mod target;
