@@ -491,8 +491,10 @@ pub fn addresses_differ(reports: &[ProbeReport]) -> Option<String> {
     ))
 }
 
-/// A command that repeats one failed test against one address: this tool's `--only` with the
-/// same baseline version and `--resolve` to the same address.
+/// A command that repeats one failed test against one address: `openssl s_client` where
+/// OpenSSL can send that kind of hello, else this tool's `--only` with `--resolve` to the same
+/// address and, for a test built on the best version, `--baseline` at that version (what the
+/// full probe chose), with the evidence module's caveat after it.
 pub fn reproduce(
     t: &ProbeTest,
     target: &Target,
@@ -500,30 +502,37 @@ pub fn reproduce(
     sni: &Option<String>,
     a: &Analysis,
 ) -> String {
+    let offered = t.offer.as_ref().and_then(|o| o.versions.last().copied());
+    let fallback_version = match t.name {
+        TestId::FallbackScsv => offered.and_then(|v| crate::TlsVersion::from_wire(v.0)),
+        _ => None,
+    };
+    let r = super::evidence::reproduce(
+        t.name,
+        target.host(),
+        addr,
+        sni.as_deref(),
+        fallback_version,
+    );
+    let builds_on_best = !super::plan::version_plan(sni)
+        .iter()
+        .any(|s| s.id == t.name);
     let baseline = match t.name {
-        TestId::FallbackScsv => t
-            .offer
-            .as_ref()
-            .and_then(|o| o.versions.last())
-            .map_or(a.versions.best, |v| v.0),
+        TestId::FallbackScsv => offered.map_or(a.versions.best, |v| v.0),
         _ => a.versions.best,
     };
-    let host = target.host_for_uri();
-    let mut cmd = format!(
-        "tls-fallback probe --only {} --baseline {} --resolve {}:{}:{}",
-        t.name,
-        version_name(baseline),
-        host,
-        target.port(),
-        addr.ip()
-    );
-    if let Some(name) = sni {
-        if Some(name.as_str()) != target.default_sni().as_deref() {
-            cmd.push_str(&format!(" --sni {name}"));
-        }
+    let mut command = r.command;
+    if builds_on_best && baseline != TLS13 && command.starts_with("tls-fallback probe ") {
+        command = command.replacen(
+            "tls-fallback probe ",
+            &format!("tls-fallback probe --baseline {} ", version_name(baseline)),
+            1,
+        );
     }
-    cmd.push_str(&format!(" {host}:{}", target.port()));
-    cmd
+    match r.note {
+        Some(note) => format!("{command}  # {}", note.replace(["\n", "\r"], " ")),
+        None => command,
+    }
 }
 
 fn join(versions: &[u16]) -> String {
