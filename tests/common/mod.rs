@@ -1,6 +1,9 @@
 //! Shared helpers for the integration tests: a client through the fallback layer that trusts
-//! the test kit's CA, and small assertions on what the emulator saw.
+//! the test kit's CA, small assertions on what the emulator saw, and (`servers`) nginx and
+//! gnutls-serv as child processes.
 #![allow(dead_code)]
+
+pub mod servers;
 
 use std::time::Duration;
 
