@@ -530,7 +530,7 @@ pub fn reproduce(
         );
     }
     match r.note {
-        Some(note) => format!("{command}  # {}", note.replace(["\n", "\r"], " ")),
+        Some(note) => format!("{command}  # {}", note.replace(['\n', '\r'], " ")),
         None => command,
     }
 }
