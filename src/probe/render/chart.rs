@@ -29,17 +29,18 @@ fn x(bytes: usize) -> f64 {
 /// The SVG of `r`'s tests that sent a hello (the connector test and skipped ones have none).
 pub(super) fn svg(r: &ProbeReport) -> String {
     let tests: Vec<&ProbeTest> = r.tests.iter().filter(|t| t.hello_len > 0).collect();
-    let height = TOP + ROW * tests.len() as f64 + 56.0;
+    let bottom = TOP + ROW * tests.len() as f64 + 4.0;
+    let height = bottom + 66.0;
     let mut s = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" \
          xmlns=\"http://www.w3.org/2000/svg\" aria-label=\"Hello size against outcome, one bar \
          per test\">"
     );
-    frame(&mut s, height - 56.0);
+    frame(&mut s, bottom);
     for (i, t) in tests.iter().enumerate() {
         row(&mut s, t, TOP + ROW * i as f64);
     }
-    legend(&mut s, height - 34.0);
+    legend(&mut s, bottom + 40.0);
     s.push_str("</svg>");
     s
 }

@@ -6,8 +6,9 @@
 use std::fmt::Write as _;
 
 use super::{
-    chart, evidence, finding_bugs, hello_summary, outcome_class, outcome_kind, overall_status,
-    references, segments_text, squeeze, ssl_labs, status, DumpLine, Evidence, RenderOptions,
+    chart, command_and_note, evidence, finding_bugs, hello_summary, outcome_class, outcome_kind,
+    overall_status, references, segments_text, squeeze, ssl_labs, status, DumpLine, Evidence,
+    RenderOptions,
 };
 use crate::probe::evidence::HexLine;
 use crate::probe::{Finding, ProbeReport, ProbeTest};
@@ -245,7 +246,7 @@ fn evidence_block(s: &mut String, e: &Evidence<'_>) {
     let _ = write!(
         s,
         "<div class=\"evidence\" id=\"evidence-{}\"><h4><code>{}</code>: {}</h4><p>{}. \
-         Sent {} at {} UTC in {}.</p>",
+         A {}-byte hello, sent at {} UTC in {}.</p>",
         esc(t.name.as_str()),
         esc(t.name.as_str()),
         esc(&outcome_class(t)),
@@ -326,17 +327,18 @@ fn dump(s: &mut String, caption: &str, lines: &[HexLine]) {
     s.push_str("</pre>");
 }
 
-/// The commands that repeat a failing test.
+/// The command that repeats a failing test, and its caveat.
 fn commands(s: &mut String, e: &Evidence<'_>) {
-    s.push_str("<p><b>Reproduce:</b></p>");
-    if let Some((cmd, note)) = &e.openssl {
-        let _ = write!(s, "<pre class=\"cmd\">{}</pre>", esc(cmd));
-        if let Some(note) = note {
-            let _ = write!(s, "<p class=\"note\">{}</p>", esc(note));
-        }
-    }
-    if let Some(cmd) = &e.test.reproduce {
-        let _ = write!(s, "<pre class=\"cmd\">{}</pre>", esc(cmd));
+    let Some((cmd, note)) = command_and_note(e.test) else {
+        return;
+    };
+    let _ = write!(
+        s,
+        "<p><b>Reproduce:</b></p><pre class=\"cmd\">{}</pre>",
+        esc(cmd)
+    );
+    if let Some(note) = note {
+        let _ = write!(s, "<p class=\"note\">{}</p>", esc(note));
     }
 }
 

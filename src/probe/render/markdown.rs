@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use super::chart::ONE_SEGMENT;
 use super::{
-    evidence, finding_bugs, hello_summary, outcome_class, overall_status, references,
-    segments_text, squeeze, ssl_labs, status, DumpLine, Evidence, RenderOptions,
+    command_and_note, evidence, finding_bugs, hello_summary, outcome_class, overall_status,
+    references, segments_text, squeeze, ssl_labs, status, DumpLine, Evidence, RenderOptions,
 };
 use crate::probe::evidence::HexLine;
 use crate::probe::{Finding, ProbeReport, ProbeTest};
@@ -177,7 +177,7 @@ fn drawing(r: &ProbeReport) -> String {
     const MAX: usize = 1700;
     let col = |bytes: usize| (bytes.min(MAX) * COLS / MAX).min(COLS);
     let name_w = 18;
-    let mut ruler = vec![' '; COLS];
+    let mut ruler = [' '; COLS];
     for c in ruler.iter_mut().take(col(511) + 1).skip(col(256)) {
         *c = '=';
     }
@@ -189,7 +189,7 @@ fn drawing(r: &ProbeReport) -> String {
         ruler.iter().collect::<String>()
     );
     for t in r.tests.iter().filter(|t| t.hello_len > 0) {
-        let mut bar = vec![' '; COLS];
+        let mut bar = [' '; COLS];
         for c in bar.iter_mut().take(col(t.hello_len).max(1)) {
             *c = '#';
         }
@@ -244,7 +244,7 @@ fn evidence_block(s: &mut String, e: &Evidence<'_>) {
     let t = e.test;
     let _ = write!(
         s,
-        "#### {}: {}\n\n{}. Sent {} bytes at {} UTC in {}.\n\n",
+        "#### {}: {}\n\n{}. A {}-byte hello, sent at {} UTC in {}.\n\n",
         md(t.name.as_str()),
         md(&outcome_class(t)),
         md(&t.description),
@@ -296,15 +296,12 @@ fn evidence_block(s: &mut String, e: &Evidence<'_>) {
         );
         fence(s, "text", &dump(&lines));
     }
-    s.push_str("Reproduce:\n\n");
-    if let Some((cmd, note)) = &e.openssl {
+    if let Some((cmd, note)) = command_and_note(t) {
+        s.push_str("Reproduce:\n\n");
         fence(s, "sh", &one_line(cmd));
         if let Some(note) = note {
             let _ = write!(s, "{}\n\n", md(note));
         }
-    }
-    if let Some(cmd) = &t.reproduce {
-        fence(s, "sh", &one_line(cmd));
     }
 }
 

@@ -13,11 +13,11 @@ mod html;
 mod markdown;
 
 use super::evidence::{
-    closest_passing, hello_diff, hello_fields, hex_dump, known_bug, reproduce, FailedHow,
-    FieldKind, HelloDiff, HexLine, KnownBug, Reference, RFC7507, RFC7685, RFC8446_BACKWARD,
+    closest_passing, hello_diff, hello_fields, hex_dump, known_bug, FailedHow, FieldKind,
+    HelloDiff, HexLine, KnownBug, Reference, RFC7507, RFC7685, RFC8446_BACKWARD,
     RFC8446_INVARIANTS, TLDR_FAIL,
 };
-use super::{Finding, ProbeReport, ProbeTest, Target, TestId, TestOutcome};
+use super::{Finding, ProbeReport, ProbeTest, TestId, TestOutcome};
 use crate::wire::{alert, EXT_KEY_SHARE, EXT_SUPPORTED_GROUPS};
 
 /// What a rendered report carries besides the report itself.
@@ -71,8 +71,6 @@ pub(super) struct Evidence<'a> {
     pub differences: Vec<String>,
     /// The known bug this failure matches.
     pub bug: Option<KnownBug>,
-    /// An `openssl s_client` command sending the same kind of hello, and its caveat.
-    pub openssl: Option<(String, Option<String>)>,
 }
 
 impl Evidence<'_> {
@@ -167,19 +165,17 @@ fn evidence_of<'a>(r: &'a ProbeReport, t: &'a ProbeTest) -> Evidence<'a> {
         diff,
         differences,
         bug: FailedHow::of(&t.outcome).and_then(|how| known_bug(t.name, how)),
-        openssl: openssl_command(r, t),
     }
 }
 
-/// `openssl s_client ...` when OpenSSL can send this kind of hello.
-fn openssl_command(r: &ProbeReport, t: &ProbeTest) -> Option<(String, Option<String>)> {
-    let addr = r.address?;
-    let host = Target::parse(&r.target).map_or(String::new(), |x| x.host().to_string());
-    let best = t.offer.as_ref().and_then(|o| o.versions.last()?.tls());
-    let cmd = reproduce(t.name, &host, addr, r.sni.as_deref(), best);
-    cmd.command
-        .starts_with("openssl ")
-        .then_some((cmd.command, cmd.note))
+/// A test's reproduction command and its caveat, which the report appends as a shell comment
+/// (`  # ...`); the comment is split off only where it cannot be inside a quoted argument.
+pub(super) fn command_and_note(t: &ProbeTest) -> Option<(&str, Option<&str>)> {
+    let line = t.reproduce.as_deref()?;
+    match line.rsplit_once("  # ") {
+        Some((cmd, note)) if cmd.matches('\'').count() % 2 == 0 => Some((cmd, Some(note))),
+        _ => Some((line, None)),
+    }
 }
 
 /// "2 TCP segments (106 + 111 bytes)", "1 TCP segment (217 bytes)".

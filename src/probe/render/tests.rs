@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use super::*;
 use crate::probe::findings::WireVersion;
 use crate::probe::hello::{build_client_hello, HelloSpec, TLS12, TLS13};
-use crate::probe::{ProbeConfig, ProbeTest, TestId::*, TestOutcome};
+use crate::probe::{ProbeConfig, ProbeTest, Target, TestId::*, TestOutcome};
 
 const HOSTILE: &str = "<img src=x onerror=alert(1)>\"'&|`*_[x](http://evil.test)";
 
