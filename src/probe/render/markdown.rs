@@ -117,7 +117,7 @@ fn address(s: &mut String, r: &ProbeReport) {
         &[
             ("Verdict", md(&r.summary)),
             ("Supported versions", md(&versions)),
-            ("TLS\\_FALLBACK\\_SCSV", md(&scsv)),
+            ("TLS_FALLBACK_SCSV", md(&scsv)),
             ("Connector", md(&r.connector)),
             (
                 "Connection",
@@ -164,7 +164,8 @@ fn finding(s: &mut String, f: &Finding, ev: &[Evidence<'_>]) {
     if !refs.is_empty() {
         s.push_str("- **References:**\n");
         for r in refs {
-            let _ = writeln!(s, "  - {}: {}", md(r.title), md(r.url));
+            // The evidence module's own constants, as autolinks.
+            let _ = writeln!(s, "  - {}: <{}>", md(r.title), r.url);
         }
     }
     s.push('\n');

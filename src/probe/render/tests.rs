@@ -139,9 +139,10 @@ fn markdown_escapes_and_keeps_every_table_row_as_wide_as_its_header() {
     r.tests[0].how = Some(format!("a | b\n| c {HOSTILE}"));
     r.sni = Some(HOSTILE.into());
     let text = r.to_markdown();
+    // Only the references' own autolinks open an angle bracket.
     let unescaped = |c: &str| {
         text.match_indices(c)
-            .any(|(i, _)| !text[..i].ends_with('\\'))
+            .any(|(i, _)| !text[..i].ends_with('\\') && !text[i..].starts_with("<https://"))
     };
     assert!(!unescaped("<"), "{text}");
     let unescaped_link = text
