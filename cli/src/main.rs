@@ -152,9 +152,29 @@ pub struct ProbeArgs {
     /// Timeout per test, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 5_000)]
     pub timeout_ms: u64,
-    /// Print JSON.
-    #[arg(long)]
+    /// Print JSON (the same as --format json).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Output format on stdout: text, json, markdown or html.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Also write the report to FILE, in the format its extension names (.html, .md, .json,
+    /// .txt).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write every test's exchange to FILE as pcapng (rebuilt from what each socket wrote and
+    /// read, write boundaries kept).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Probe these addresses instead of the name's (curl's syntax): HOST:PORT:ADDR[,ADDR...].
+    #[arg(long, value_name = "HOST:PORT:ADDR[,ADDR]")]
+    pub resolve: Vec<String>,
+    /// Run one test alone (a reproduction): version_1.0, long_hello, split_hello, ...
+    #[arg(long, value_name = "TEST")]
+    pub only: Option<String>,
+    /// With --only: the highest version the test's hello offers (1.0, 1.1, 1.2, 1.3; default 1.3).
+    #[arg(long, value_name = "VERSION", requires = "only")]
+    pub baseline: Option<String>,
 }
 
 /// `demo`'s arguments.

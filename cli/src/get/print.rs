@@ -125,6 +125,9 @@ pub fn single(args: &GetArgs, out: &Outcome) {
             );
             println!("attempts:");
             print!("{}", attempts_table(&t.attempts));
+            if let Some(why) = why_it_won(&t.attempts, &args.url) {
+                println!("why: {why}");
+            }
         }
         None => println!("plain HTTP (no TLS)"),
     }
@@ -142,6 +145,46 @@ pub fn single(args: &GetArgs, out: &Outcome) {
             println!("{}", String::from_utf8_lossy(preview));
         }
     }
+}
+
+/// In words, why the walk ended on a rung below the first: the same story `probe` tells.
+/// `None` when the first hello worked (or nothing failed).
+fn why_it_won(attempts: &[Attempt], url: &str) -> Option<String> {
+    let (won, failed) = attempts.split_last()?;
+    let first = failed.first()?;
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .unwrap_or(url);
+    let how = match first.outcome.short().as_str() {
+        "closed" => "closed".to_string(),
+        "reset" => "reset".to_string(),
+        "timeout" | "stalled" => "left unanswered".to_string(),
+        other => format!("answered with {other}"),
+    };
+    Some(if won.max_version == first.max_version {
+        format!(
+            "the full {} hello ({}) was {how}, and {}'s compact hello (under 256 bytes, few suites, \
+             one key share) worked: the box in front of {host} drops long ClientHellos, or \
+             cannot reassemble one that spans two TCP segments, as it would a post-quantum key \
+             share. TLS {} kept: no version loss. `tls-fallback probe {host}` tells size from \
+             reassembly and writes the report for the vendor.",
+            first.max_version.as_str(),
+            first.profile,
+            won.profile,
+            won.max_version.as_str()
+        )
+    } else {
+        format!(
+            "hellos offering TLS {} were {how}, and {} (up to TLS {}, with TLS_FALLBACK_SCSV) \
+             worked: the box in front of {host} is intolerant to the newer version. \
+             `tls-fallback probe {host}` writes the report for the vendor.",
+            first.max_version.as_str(),
+            won.profile,
+            won.max_version.as_str()
+        )
+    })
 }
 
 /// Prints the `--repeat` summary.
@@ -186,5 +229,55 @@ pub fn repeat(args: &GetArgs, stats: &Stats, t: &Tally) {
     }
     if let Some(e) = &t.last_error {
         eprintln!("last error ({}): {}", e.kind, e.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tls_fallback::Outcome;
+
+    fn attempt(profile: &str, v: TlsVersion, outcome: Outcome) -> Attempt {
+        Attempt {
+            profile: profile.into(),
+            max_version: v,
+            scsv: profile != "modern",
+            outcome,
+            elapsed: Duration::from_millis(5),
+        }
+    }
+
+    /// A win on the compact rung tells the same story as `probe`: a long-hello box, no
+    /// version loss; a win lower down names the version; a first-hello win says nothing.
+    #[test]
+    fn why_it_won_follows_the_attempts() {
+        use TlsVersion::*;
+        let url = "https://pay.example:8443/x";
+        let compact = [
+            attempt("modern", Tls1_3, Outcome::Reset),
+            attempt("modern-compact", Tls1_3, Outcome::Ok),
+        ];
+        let why = why_it_won(&compact, url).unwrap();
+        assert!(
+            why.contains("the full 1.3 hello (modern) was reset"),
+            "{why}"
+        );
+        assert!(why.contains("drops long ClientHellos"), "{why}");
+        assert!(why.contains("TLS 1.3 kept: no version loss"), "{why}");
+        assert!(why.contains("tls-fallback probe pay.example:8443"), "{why}");
+        let lower = [
+            attempt("modern", Tls1_3, Outcome::Closed),
+            attempt("modern-compact", Tls1_3, Outcome::Closed),
+            attempt("tls12", Tls1_2, Outcome::Ok),
+        ];
+        let why = why_it_won(&lower, url).unwrap();
+        assert!(why.contains("hellos offering TLS 1.3 were closed"), "{why}");
+        assert!(why.contains("tls12 (up to TLS 1.2"), "{why}");
+        assert_eq!(
+            why_it_won(&[attempt("modern", Tls1_3, Outcome::Ok)], url),
+            None
+        );
+        assert_eq!(why_it_won(&[], url), None);
     }
 }
