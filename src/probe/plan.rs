@@ -254,11 +254,16 @@ pub fn scsv_step(offered: u16, sni: &Option<String>) -> Step {
 /// The SCSV step the version findings call for (see [`ScsvPlan::of`]), or a skipped row
 /// saying why it cannot tell anything.
 pub fn scsv_plan(versions: &VersionFindings, answered: bool, sni: &Option<String>) -> Step {
+    let supported: Vec<crate::TlsVersion> = versions
+        .supported
+        .iter()
+        .filter_map(|&v| crate::TlsVersion::from_wire(v))
+        .collect();
     match ScsvPlan::of(versions, answered) {
         Ok(plan) => scsv_step(plan.offered, sni),
         Err(why) => Step::skip(
             TestId::FallbackScsv,
-            format!("TLS_FALLBACK_SCSV: {}", why.explain(&[], None)),
+            format!("TLS_FALLBACK_SCSV: {}", why.explain(&supported, None)),
         ),
     }
 }
