@@ -259,7 +259,15 @@ fn size_findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
     let limit = s
         .largest_passing
         .map_or(String::new(), |n| format!(" longer than {n} bytes"));
-    let keep = if a.versions.best >= TLS13 {
+    let modern_passed = r
+        .test(TestId::FallbackConnector)
+        .is_some_and(|t| matches!(&t.outcome, TestOutcome::Connected(rung) if rung == "modern"));
+    let keep = if a.versions.best >= TLS13 && modern_passed {
+        "Meanwhile the connector stays on TLS 1.3: its own first hello (rung modern) got \
+         through here, and where a longer one does not (OpenSSL 3.5+ sends an X25519MLKEM768 \
+         share), its compact rung does (modern-compact: a hello under 256 bytes, one x25519 \
+         key share): no version loss."
+    } else if a.versions.best >= TLS13 {
         "Meanwhile the connector stays on TLS 1.3 through its compact rung (modern-compact: a \
          hello under 256 bytes, one x25519 key share): no version loss."
     } else {
@@ -461,17 +469,34 @@ pub fn addresses_differ(reports: &[ProbeReport]) -> Option<String> {
         return None;
     }
     let signature = |r: &ProbeReport| -> String {
-        match &r.unreachable {
-            Some(_) => "unreachable".into(),
-            None => {
-                let ids: Vec<&str> = r.findings.iter().map(|f| f.id).collect();
-                if ids.is_empty() {
-                    "not intolerant".into()
-                } else {
-                    format!("intolerant ({})", ids.join(", ").replace('_', " "))
-                }
-            }
+        if r.unreachable.is_some() {
+            return "could not be reached over TCP".into();
         }
+        let (other, intolerant): (Vec<&str>, Vec<&str>) = r
+            .findings
+            .iter()
+            .map(|f| f.id)
+            .partition(|id| matches!(*id, "no_tls_answer" | "certificate" | "scsv_ignored"));
+        let mut parts: Vec<String> = other
+            .iter()
+            .map(|id| match *id {
+                "no_tls_answer" => "gives no TLS answer".to_string(),
+                "certificate" => "fails the certificate check".to_string(),
+                _ => "ignores TLS_FALLBACK_SCSV".to_string(),
+            })
+            .collect();
+        match (intolerant.is_empty(), parts.is_empty()) {
+            (true, true) => parts.push("is not intolerant".into()),
+            (true, false) => {}
+            (false, _) => parts.insert(
+                0,
+                format!(
+                    "is intolerant ({})",
+                    intolerant.join(", ").replace('_', " ")
+                ),
+            ),
+        }
+        parts.join(" and ")
     };
     let sigs: Vec<String> = reports.iter().map(signature).collect();
     if sigs.windows(2).all(|w| w[0] == w[1]) {
@@ -482,7 +507,7 @@ pub fn addresses_differ(reports: &[ProbeReport]) -> Option<String> {
         .zip(&sigs)
         .map(|(r, s)| {
             let ip = r.address.map_or("?".into(), |a| a.ip().to_string());
-            format!("{ip} is {s}")
+            format!("{ip} {s}")
         })
         .collect();
     Some(format!(
