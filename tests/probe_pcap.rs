@@ -254,3 +254,72 @@ fn check_stream(
         ),
     }
 }
+
+/// A real probe's own capture, end to end: two addresses (127.0.0.1 healthy, 127.0.0.2 hanging
+/// on hellos over 1,000 bytes) in front of one server; the report's pcapng holds one TCP stream
+/// per test that sent a hello, tshark decodes each stream's ClientHello at the size the report
+/// says, the split hello in two client segments, and finds nothing malformed.
+#[tokio::test]
+async fn tshark_reads_a_real_probes_capture_stream_by_stream() {
+    use tls_fallback::probe::{probe, ProbeConfig, TestId};
+    let server = TlsServer::modern().await.unwrap();
+    let healthy = Emulator::start(server.addr(), vec![]).await.unwrap();
+    let port = healthy.addr().port();
+    let far: SocketAddr = ([127, 0, 0, 2], port).into();
+    let _hanging = Emulator::start_at(far, server.addr(), vec![Rule::hang_if_longer_than(1_000)])
+        .await
+        .unwrap();
+    let mut cfg = ProbeConfig::new(format!("localhost:{port}"));
+    cfg.timeout = Duration::from_millis(400);
+    cfg.full_handshake = false;
+    cfg.resolve = vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()];
+    let report = probe(&cfg).await.unwrap();
+    let sent: Vec<(String, usize, usize)> = report
+        .per_address()
+        .iter()
+        .flat_map(|r| r.tests.iter())
+        .filter(|t| t.exchange.is_some())
+        .map(|t| (t.name.to_string(), t.hello_len, t.segments.len()))
+        .collect();
+    assert!(sent.len() >= 30, "two addresses' tests: {sent:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probe.pcapng");
+    std::fs::write(&file, report.to_pcapng()).unwrap();
+
+    let hellos = tshark(
+        &file,
+        &[port],
+        &[
+            "-Y",
+            "tls.handshake.type == 1",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.stream",
+            "-e",
+            "tls.handshake.length",
+        ],
+    );
+    assert_eq!(
+        hellos.len(),
+        sent.len(),
+        "one ClientHello per test: {hellos:?}"
+    );
+    for (row, (name, len, _)) in hellos.iter().zip(&sent) {
+        // tls.handshake.length excludes the 4-byte handshake header.
+        assert_eq!(row[1], (len - 4).to_string(), "{name}: {row:?}");
+    }
+    let problems = tshark(
+        &file,
+        &[port],
+        &["-Y", "_ws.malformed || ip.checksum.status == 0 || tcp.checksum.status == 0 || tcp.analysis.flags"],
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    // The split hello went out as two client segments carrying data, on both addresses.
+    let split: Vec<&(String, usize, usize)> = sent
+        .iter()
+        .filter(|s| s.0 == TestId::SplitHello.as_str())
+        .collect();
+    assert_eq!(split.len(), 2);
+    assert!(split.iter().all(|s| s.2 == 2), "{split:?}");
+}

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tls_fallback::probe::{
-    self, capture::Exchange, ProbeConfig, ProbeError, ProbeReport, Target, TestId,
-};
+use tls_fallback::probe::{self, ProbeConfig, ProbeError, ProbeReport, Target, TestId};
 
 use crate::output::CliError;
 use crate::ProbeArgs;
@@ -197,31 +195,13 @@ pub async fn run(args: ProbeArgs) -> Result<(), CliError> {
     })?;
     let pcap_name = args.pcap.as_ref().map(|p| p.display().to_string());
     if let Some(path) = &args.pcap {
-        write_file(path, &pcap_bytes(&report))?;
+        write_file(path, &report.to_pcapng())?;
     }
     if let (Some(path), Some(f)) = (&args.report, file_format) {
         write_file(path, f.render(&report, pcap_name.as_deref())?.as_bytes())?;
     }
     println!("{}", format.render(&report, pcap_name.as_deref())?);
     Ok(())
-}
-
-/// Every test's exchange of every address, as pcapng.
-fn pcap_bytes(report: &ProbeReport) -> Vec<u8> {
-    let mut rows: Vec<(String, &Exchange)> = Vec::new();
-    for r in report.per_address() {
-        for t in &r.tests {
-            if let Some(x) = &t.exchange {
-                rows.push((t.name.to_string(), x));
-            }
-        }
-    }
-    let named: Vec<(&str, &Exchange)> = rows.iter().map(|(n, x)| (n.as_str(), *x)).collect();
-    let comment = format!(
-        "probe of {} with {}, started {}",
-        report.target, report.tool.openssl, report.started
-    );
-    probe::pcap::pcapng(&named, &comment)
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {

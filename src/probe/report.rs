@@ -394,6 +394,23 @@ impl ProbeReport {
         }
     }
 
+    /// Every test's exchange of every address as one pcapng file (`--pcap`), rebuilt from what
+    /// each socket wrote and read ([`super::pcap::pcapng`]); the section comment names the
+    /// target, the OpenSSL and the start time.
+    pub fn to_pcapng(&self) -> Vec<u8> {
+        let rows: Vec<(&str, &Exchange)> = self
+            .per_address()
+            .into_iter()
+            .flat_map(|r| r.tests.iter())
+            .filter_map(|t| t.exchange.as_ref().map(|x| (t.name.as_str(), x)))
+            .collect();
+        let comment = format!(
+            "probe of {} with {}, started {}",
+            self.target, self.tool.openssl, self.started
+        );
+        super::pcap::pcapng(&rows, &comment)
+    }
+
     /// A human-readable multi-line report, for a terminal or a mail to the vendor: the summary,
     /// then per address its findings and tests, then the recommendation.
     pub fn to_table(&self) -> String {
