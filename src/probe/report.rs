@@ -98,6 +98,13 @@ pub struct ProbeReport {
     /// How the addresses differ, in words (absent when they agree or there is one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses_differ: Option<String>,
+    /// Addresses of the name left out (past the first 16); `--resolve` chooses them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub addresses_not_probed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The tool and library versions a report was made with.
@@ -352,7 +359,28 @@ impl ProbeReport {
             unreachable: None,
             addresses: Vec::new(),
             addresses_differ: None,
+            addresses_not_probed: 0,
         }
+    }
+
+    /// Says, in the summary and the recommendation, that `n` addresses were left out.
+    pub(super) fn note_not_probed(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.addresses_not_probed = n;
+        let (noun, verb) = if n == 1 {
+            ("address", "was")
+        } else {
+            ("addresses", "were")
+        };
+        let note = format!(
+            "{n} more {noun} of this name {verb} not probed (the first {} were); --resolve \
+             HOST:PORT:ADDR chooses which.",
+            self.addresses.len()
+        );
+        self.summary = format!("{} {note}", self.summary);
+        self.recommendation = format!("{} {note}", self.recommendation);
     }
 
     /// The name's report: its first reachable address's findings at the top (the original

@@ -19,6 +19,9 @@ use super::report::{ProbeReport, ProbeTest};
 use super::{handshake, ProbeConfig, ProbeError, Target};
 use crate::wire::{parse_server_answer, ServerAnswer};
 
+/// Most addresses of one name probed (each takes a full run of tests); the others are counted
+/// in the report, and `--resolve` chooses which to probe.
+const MAX_ADDRESSES: usize = 16;
 /// Most bytes read from the server for one test before giving up on deciding.
 const MAX_READ: usize = 16 * 1024;
 /// The pause between the two writes of the split hello, so that they leave as two segments
@@ -30,7 +33,9 @@ const SPLIT_PAUSE: Duration = Duration::from_millis(40);
 /// address accepts a TCP connection.
 pub async fn probe(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     let target = Target::parse(&cfg.target).map_err(|e| ProbeError::BadTarget(e.to_string()))?;
-    let addrs = addresses(cfg, &target).await?;
+    let mut addrs = addresses(cfg, &target).await?;
+    let not_probed = addrs.len().saturating_sub(MAX_ADDRESSES);
+    addrs.truncate(MAX_ADDRESSES);
     let started_us = now_us();
     let mut reports = Vec::with_capacity(addrs.len());
     let mut first_error = None;
@@ -46,7 +51,10 @@ pub async fn probe(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     }
     let reached = reports.iter().any(|r| r.unreachable.is_none());
     match (ProbeReport::combine(reports, started_us), first_error) {
-        (Some(report), _) if reached => Ok(report),
+        (Some(mut report), _) if reached => {
+            report.note_not_probed(not_probed);
+            Ok(report)
+        }
         (_, source) => Err(ProbeError::Connect {
             target: cfg.target.clone(),
             source: source.unwrap_or_else(|| timed_out("connect")),

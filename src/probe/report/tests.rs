@@ -328,3 +328,18 @@ fn report_json_keeps_the_original_keys_first_and_in_order() {
     );
     let _ = TLS13;
 }
+
+#[test]
+fn addresses_left_out_are_said_in_the_summary_and_the_json() {
+    let mut r = report_of(&modern_versions(hello(TLS13)));
+    r.note_not_probed(0);
+    assert_eq!(r.addresses_not_probed, 0);
+    assert!(serde_json::to_value(&r)
+        .unwrap()
+        .get("addresses_not_probed")
+        .is_none());
+    r.note_not_probed(3);
+    assert!(r.summary.ends_with("3 more addresses of this name were not probed (the first 0 were); --resolve HOST:PORT:ADDR chooses which."), "{}", r.summary);
+    assert!(r.recommendation.contains("--resolve"));
+    assert_eq!(serde_json::to_value(&r).unwrap()["addresses_not_probed"], 3);
+}
