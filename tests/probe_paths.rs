@@ -393,8 +393,16 @@ async fn probe_and_get(kind: Kind, ca: &tempfile::NamedTempFile) -> Duration {
     let got = get_box(&em).await;
     let get_seen = em.hellos();
     let ctx = || format!("{}\n{}", kind.name, r.to_table());
-    // The same ladder on the wire: the probe's connector test is a get.
-    assert_eq!(ladder(&probe_connector), ladder(&get_seen), "{}", ctx());
+    // The same ladder on the wire: the probe's connector test is a get. After a silent rung the
+    // connector races the next TLS 1.3 rung against the TLS 1.2 one, and the loser's hello may
+    // or may not have gone out: hellos below a winning version are left out of the comparison.
+    let floor = got.as_ref().ok().map(|info| info.version);
+    let decisive = |seen: &[SeenHello]| {
+        let mut l = ladder(seen);
+        l.retain(|(v, _)| floor.is_none() || *v >= floor);
+        l
+    };
+    assert_eq!(decisive(&probe_connector), decisive(&get_seen), "{}", ctx());
     assert_eq!(get_seen.first().map(|h| h.scsv()), Some(false), "{}", ctx());
     assert!(get_seen.iter().skip(1).all(|h| h.scsv()), "{}", ctx());
     one_story(kind.name, &r, &got);
@@ -1044,14 +1052,15 @@ async fn two_addresses_of_one_name_are_probed_each_and_their_difference_is_said(
     let on_healthy = wire_matches_report("127.0.0.2", each[1], &healthy.hellos());
     assert_eq!(ladder(&on_healthy), [(Some(Tls1_3), false)]);
     assert!(healthy.hellos().iter().all(|h| h.action == Action::Pass));
+    // Every connection of an address's tests went to that address.
     for (report, em) in [(each[0], &broken), (each[1], &healthy)] {
-        let x = report
-            .test(TestId::LongHello)
-            .unwrap()
-            .exchange
-            .as_ref()
-            .unwrap();
-        assert_eq!(format!("{x:?}").contains(&em.addr().to_string()), true);
+        let exchanges: Vec<_> = report
+            .tests
+            .iter()
+            .filter_map(|t| t.exchange.as_ref())
+            .collect();
+        assert_eq!(exchanges.len(), sent(report).len());
+        assert!(exchanges.iter().all(|x| x.server == em.addr()));
         assert!(report.source.is_some_and(|s| s.ip().is_loopback()));
     }
     one_analysis("127.0.0.1", each[0]);
