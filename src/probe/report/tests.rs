@@ -1,5 +1,6 @@
 //! The report through the one analysis: findings, summary, table, recommendation, JSON.
 
+use super::table::outcome_cell;
 use super::*;
 use crate::wire::{TLS10, TLS11, TLS12, TLS13};
 use crate::ErrorKind;
