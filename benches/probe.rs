@@ -204,11 +204,30 @@ async fn probe_once(spec: &BoxSpec, timeout: Duration, ca: &Path) -> Run {
             secs,
             hellos,
             right: Some((spec.probe_right)(&report)),
-            said: format!("{} | started {}", report.summary.trim(), report.started),
+            said: format!(
+                "{} Failed tests: {}. Started {}.",
+                report.summary.trim(),
+                failed_tests(&report),
+                report.started
+            ),
             tool: None,
         },
         Ok(Err(e)) => Run::failed(secs, hellos, format!("error: {e}")),
         Err(_) => Run::failed(secs, hellos, format!("gave up after {} s", cap.as_secs())),
+    }
+}
+
+fn failed_tests(report: &ProbeReport) -> String {
+    let names: Vec<String> = report
+        .tests
+        .iter()
+        .filter(|t| t.failed())
+        .map(|t| format!("{} ({})", t.name, t.outcome))
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -267,7 +286,12 @@ fn notable(findings: &[Finding]) -> String {
     let parts: Vec<String> = findings
         .iter()
         .filter(|f| f.severity != "OK" && f.severity != "INFO" && f.severity != "DEBUG")
-        .map(|f| format!("{} {}: {}", f.id, f.severity, f.text))
+        .map(|f| {
+            // A GREASE finding quotes the whole random extension.
+            let text: String = f.text.chars().take(100).collect();
+            let more = if text.len() < f.text.len() { "..." } else { "" };
+            format!("{} {}: {text}{more}", f.id, f.severity)
+        })
         .collect();
     if parts.is_empty() {
         "nothing above INFO".into()
