@@ -307,3 +307,49 @@ async fn probe_accepts_urls_and_rejects_bad_targets_with_a_reason() {
         "port 99999 is out of range 1-65535; expected HOST[:PORT] or https://HOST[:PORT]/"
     );
 }
+
+/// An attacker on the path strips supported_versions from every hello (the test kit's
+/// `strip_tls13`): each probe hello is answered at TLS 1.2, as by a 1.2-only server, but the
+/// TLS 1.3 server's random carries the RFC 8446 downgrade sentinel and the connector refuses
+/// the host. The report must say so, never "handled every test hello correctly" with a pin
+/// that "just skips the TLS 1.3 offer".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_strips_tls13_is_a_downgrade_never_a_pin_to_skip_it() {
+    let ca = ca_file();
+    let server = TlsServer::modern().await.unwrap();
+    let em = Emulator::start(server.addr(), vec![Rule::strip_tls13()])
+        .await
+        .unwrap();
+    for full_handshake in [true, false] {
+        let mut cfg = ProbeConfig::new(format!("127.0.0.1:{}", em.addr().port()));
+        cfg.sni = Some("localhost".into());
+        cfg.timeout = TIMEOUT;
+        cfg.ca_file = Some(ca.path().to_path_buf());
+        cfg.full_handshake = full_handshake;
+        let r = probe(&cfg).await.unwrap();
+        let ctx = format!("full_handshake {full_handshake}\n{}", r.to_table());
+        assert_eq!(r.supported, [Tls1_2], "{ctx}");
+        let ids: Vec<&str> = r.findings.iter().map(|f| f.id).collect();
+        assert_eq!(ids, ["downgrade_signalled"], "{ctx}");
+        assert!(r.findings[0].tests.contains(&TestId::Version13), "{ctx}");
+        for bad in [
+            "just skips the TLS 1.3 offer",
+            "Nothing needed",
+            "Contact the vendor",
+        ] {
+            assert!(!r.recommendation.contains(bad), "{bad:?}: {ctx}");
+        }
+        for good in [
+            "Two readings",
+            "Do not pin or lower this host",
+            "If you trust the path",
+        ] {
+            assert!(r.recommendation.contains(good), "{good:?}: {ctx}");
+        }
+        assert!(
+            !r.summary.contains("handled every test hello correctly"),
+            "{ctx}"
+        );
+        assert!(r.connector.contains("downgrade_detected"), "{ctx}");
+    }
+}

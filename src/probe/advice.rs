@@ -19,7 +19,7 @@ use crate::wire::{TLS12, TLS13};
 pub struct Finding {
     /// Stable identifier: `no_tls_answer`, `version_intolerance`, `higher_version_blocked`,
     /// `long_handshake`, `cipher_count`, `unknown_extension`, `long_hello`, `split_hello`,
-    /// `pq_key_share`, `scsv_ignored`, `certificate`.
+    /// `pq_key_share`, `scsv_ignored`, `certificate`, `downgrade_signalled`.
     pub id: &'static str,
     /// The verdict in one sentence.
     pub verdict: String,
@@ -90,6 +90,8 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
     }
     if a.higher_version_blocked {
         out.push(blocked_finding(r, a, host));
+    } else if let Some(f) = downgrade_finding(r, a, host) {
+        out.push(f);
     }
     let bad = a.intolerant_versions();
     if !bad.is_empty() {
@@ -189,6 +191,76 @@ fn blocked_finding(r: &ProbeReport, a: &Analysis, host: &str) -> Finding {
         ),
         tests: ids,
     }
+}
+
+/// RFC 8446 section 4.1.3: a TLS 1.3 server that negotiates TLS 1.2 or below ends its
+/// random with these 7 bytes and then 1 (TLS 1.2) or 0 (below).
+const DOWNGRADE_SENTINEL: &[u8; 7] = b"DOWNGRD";
+
+/// Whether `t`'s hello offered TLS 1.3 and got a lower ServerHello whose random carries the
+/// RFC 8446 downgrade sentinel: the server speaks TLS 1.3, but the hello it answered did not
+/// offer it (something on the path rewrote or replaced the probe's hello).
+fn carries_downgrade_sentinel(t: &ProbeTest) -> bool {
+    let offered_13 = t
+        .offer
+        .as_ref()
+        .is_some_and(|o| o.versions.iter().any(|v| v.0 == TLS13));
+    let below_13 = t.negotiated.is_some_and(|v| v.0 < TLS13);
+    if !(offered_13 && below_13) {
+        return false;
+    }
+    let got = t
+        .exchange
+        .as_ref()
+        .map(|x| x.received())
+        .unwrap_or_default();
+    // Record header (5), handshake header (4), server_version (2), then the 32-byte random.
+    got.get(35..42) == Some(&DOWNGRADE_SENTINEL[..]) && matches!(got.get(42), Some(0 | 1))
+}
+
+/// The server signalled a newer version than the one it negotiated (the RFC 8446 sentinel
+/// answering a hello that offered TLS 1.3, or the connector's own handshake refused as a
+/// downgrade) although no hello proved a version blocked: the probe's hellos were answered as
+/// by a server that negotiates down correctly, which is what a path that rewrites hellos
+/// shows. Never "nothing needed" and never a pin "that just skips the TLS 1.3 offer".
+fn downgrade_finding(r: &ProbeReport, a: &Analysis, host: &str) -> Option<Finding> {
+    let mut ids: Vec<TestId> = r
+        .tests
+        .iter()
+        .filter(|t| carries_downgrade_sentinel(t))
+        .map(|t| t.name)
+        .collect();
+    let connector_refused = r
+        .test(TestId::FallbackConnector)
+        .is_some_and(|t| t.outcome == TestOutcome::Failed(ErrorKind::DowngradeDetected));
+    if connector_refused {
+        ids.push(TestId::FallbackConnector);
+    }
+    if ids.is_empty() {
+        return None;
+    }
+    let best = a.best_name();
+    let legacy = a.versions.best < TLS12;
+    Some(Finding {
+        id: "downgrade_signalled",
+        verdict: format!(
+            "The server behind {host} signalled that it supports a newer version than it \
+             negotiated (RFC 8446 downgrade sentinel or inappropriate_fallback), although the \
+             probe's hellos were answered at TLS {best}: a hello offering TLS 1.3 did not reach \
+             the server as it was sent. Two readings: an attacker on the path rewrites the \
+             hellos to force a downgrade, or a box in front of the server (TLS inspection, a \
+             load balancer) strips the newer version. The probe cannot tell them apart, and \
+             the connector refuses such a host (downgrade_detected) rather than guess."
+        ),
+        evidence: evidence(r, &ids, any),
+        advice: format!(
+            "Do not pin or lower this host on this evidence. Send this report to the vendor: \
+             their network team can find the device that rewrites the hellos. If you trust \
+             the path to {host} (a private link, a known firewall), {}",
+            pin_advice(host, a.versions.best, legacy)
+        ),
+        tests: ids,
+    })
 }
 
 /// The pin that gets through, as an explicit decision, with what it gives up.
@@ -359,7 +431,10 @@ pub fn connector(r: &ProbeReport, a: &Analysis, host: &str) -> String {
     }
     match (a.no_tls_answer, a.versions.supported.last()) {
         (Some(_), _) | (None, None) => "cannot connect: nothing negotiated".into(),
-        (None, Some(_)) if a.higher_version_blocked => {
+        (None, Some(_))
+            if a.higher_version_blocked
+                || r.findings.iter().any(|f| f.id == "downgrade_signalled") =>
+        {
             format!("refuses {host} (downgrade_detected) unless it is pinned")
         }
         (None, Some(&v)) if v < TLS12 => format!(
@@ -393,12 +468,16 @@ pub fn recommend(r: &ProbeReport, a: &Analysis, host: &str) -> String {
     if let Some(first) = found.first() {
         if first.id == "certificate" {
             text = format!("Fix the certificate first: {text}");
-        } else if !matches!(first.id, "no_tls_answer" | "higher_version_blocked") {
+        } else if !matches!(
+            first.id,
+            "no_tls_answer" | "higher_version_blocked" | "downgrade_signalled"
+        ) {
             text = format!("Contact the vendor: {text}");
         }
     }
     if a.versions.supported.last().is_some_and(|&v| v < TLS12)
         && !a.higher_version_blocked
+        && !found.iter().any(|f| f.id == "downgrade_signalled")
         && a.no_tls_answer.is_none()
     {
         text.push_str(&format!(
