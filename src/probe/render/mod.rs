@@ -169,13 +169,36 @@ fn evidence_of<'a>(r: &'a ProbeReport, t: &'a ProbeTest) -> Evidence<'a> {
 }
 
 /// A test's reproduction command and its caveat, which the report appends as a shell comment
-/// (`  # ...`); the comment is split off only where it cannot be inside a quoted argument.
+/// (`  # ...`); the comment is split off only where a shell would read one, never inside a
+/// quoted argument (a server name `x'  # y` is quoted `'x'\''  # y'`).
 pub(super) fn command_and_note(t: &ProbeTest) -> Option<(&str, Option<&str>)> {
     let line = t.reproduce.as_deref()?;
-    match line.rsplit_once("  # ") {
-        Some((cmd, note)) if cmd.matches('\'').count() % 2 == 0 => Some((cmd, Some(note))),
-        _ => Some((line, None)),
+    match unquoted_comment(line) {
+        Some(at) => Some((line.get(..at)?, line.get(at + 4..))),
+        None => Some((line, None)),
     }
+}
+
+/// Where the last `"  # "` outside single quotes and backslash escapes (the quoting the
+/// evidence module writes) starts.
+fn unquoted_comment(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let (mut quoted, mut escaped, mut found) = (false, false, None);
+    for (i, &b) in bytes.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\'' => quoted = !quoted,
+            b'\\' if !quoted => escaped = true,
+            b' ' if !quoted && bytes.get(i..).is_some_and(|r| r.starts_with(b"  # ")) => {
+                found = Some(i)
+            }
+            _ => {}
+        }
+    }
+    found
 }
 
 /// "2 TCP segments (106 + 111 bytes)", "1 TCP segment (217 bytes)".

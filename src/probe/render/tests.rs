@@ -164,3 +164,29 @@ pub(crate) fn assert_tables_are_rectangular(text: &str) {
         }
     }
 }
+
+#[test]
+fn a_comment_inside_a_quoted_server_name_is_not_the_reproduction_note() {
+    use crate::probe::evidence::reproduce;
+    let addr: SocketAddr = "192.0.2.7:443".parse().unwrap();
+    let mut t = ProbeTest::sample(Version12, TestOutcome::Alert(40));
+    for sni in ["x'  # y", "x  # y", "x'\\'  # 'y"] {
+        let line = reproduce(Version12, "h", addr, Some(sni), None).command;
+        t.reproduce = Some(line.clone());
+        assert_eq!(command_and_note(&t), Some((line.as_str(), None)), "{sni}");
+        // With a real caveat after it, the caveat alone is split off.
+        t.reproduce = Some(format!("{line}  # needs OpenSSL 3.5 ('X25519MLKEM768')"));
+        assert_eq!(
+            command_and_note(&t),
+            Some((line.as_str(), Some("needs OpenSSL 3.5 ('X25519MLKEM768')"))),
+            "{sni}"
+        );
+    }
+    let legacy = reproduce(Version10, "h", addr, Some("pay.example"), None);
+    let line = format!("{}  # {}", legacy.command, legacy.note.clone().unwrap());
+    t.reproduce = Some(line);
+    assert_eq!(
+        command_and_note(&t),
+        Some((legacy.command.as_str(), legacy.note.as_deref()))
+    );
+}
