@@ -24,6 +24,9 @@ use crate::wire::{parse_server_answer, ServerAnswer};
 const MAX_ADDRESSES: usize = 16;
 /// Most bytes read from the server for one test before giving up on deciding.
 const MAX_READ: usize = 16 * 1024;
+/// Reads recorded one event each; later reads extend the last one, so a server trickling
+/// its bytes one at a time cannot make a test's capture (and the pcap) grow per byte.
+const MAX_READ_EVENTS: usize = 64;
 /// The pause between the two writes of the split hello, so that they leave as two segments
 /// and a box that reads the first one alone sees half a hello.
 const SPLIT_PAUSE: Duration = Duration::from_millis(40);
@@ -382,6 +385,7 @@ async fn talk(
 async fn read_answer(stream: &mut TcpStream, x: &mut Exchange) -> TestOutcome {
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
+    let mut reads = 0usize;
     loop {
         match stream.read(&mut chunk).await {
             Ok(0) => {
@@ -394,7 +398,13 @@ async fn read_answer(stream: &mut TcpStream, x: &mut Exchange) -> TestOutcome {
             Ok(n) => {
                 let got = chunk.get(..n).unwrap_or(&[]);
                 buf.extend_from_slice(got);
-                x.push(EventKind::Received(got.to_vec()));
+                reads += 1;
+                match x.events.last_mut().map(|e| &mut e.kind) {
+                    Some(EventKind::Received(last)) if reads > MAX_READ_EVENTS => {
+                        last.extend_from_slice(got)
+                    }
+                    _ => x.push(EventKind::Received(got.to_vec())),
+                }
             }
             Err(e) => return from_io(&e, x),
         }
@@ -462,4 +472,48 @@ fn seed() -> u64 {
 
 fn timed_out(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that declares a 16 KiB ServerHello and trickles it a byte at a time: the
+    /// capture keeps every byte but at most `MAX_READ_EVENTS` read events.
+    #[tokio::test]
+    async fn a_trickling_server_cannot_grow_the_capture_per_byte() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut hello = [0u8; 512];
+            let _ = s.read(&mut hello).await;
+            s.write_all(&[22, 3, 3, 0x40, 0, 2, 0, 0x3f, 0xf0])
+                .await
+                .unwrap();
+            for _ in 0..300 {
+                s.write_all(&[3]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut x = Exchange::new(stream.local_addr().unwrap(), addr, now_us());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let record = hello::build_client_hello(&HelloSpec::up_to(crate::wire::TLS13, None));
+        let outcome = talk(stream, &record, false, deadline, &mut x).await;
+        server.await.unwrap();
+        assert_eq!(outcome, TestOutcome::Closed);
+        let reads = x
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Received(_)))
+            .count();
+        assert!(
+            (2..=MAX_READ_EVENTS).contains(&reads),
+            "{reads} read events"
+        );
+        assert_eq!(x.received().len(), 9 + 300);
+    }
 }
