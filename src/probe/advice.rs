@@ -115,11 +115,23 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
                 names.join(", ")
             ),
             evidence: evidence(r, &ids, ProbeTest::failed),
-            advice: format!(
-                "Ask the vendor to fix version negotiation on the box in front of {host}; \
-                 meanwhile the connector falls back with TLS_FALLBACK_SCSV to TLS {}.",
-                a.best_name()
-            ),
+            advice: if a.versions.best >= TLS13 {
+                // Only the TLS 1.3-only hello (3 suites) got through: the same version offered
+                // with a longer suite list fails, which a suite-count limit explains as well.
+                format!(
+                    "Ask the vendor to fix version negotiation on the box in front of {host} \
+                     (only the hello offering TLS 1.3 alone, with 3 suites, got through: a \
+                     limit on the number of cipher suites reads the same); meanwhile the \
+                     connector gets through with its compact TLS 1.3 hello (few suites, with \
+                     TLS_FALLBACK_SCSV): no version loss."
+                )
+            } else {
+                format!(
+                    "Ask the vendor to fix version negotiation on the box in front of {host}; \
+                     meanwhile the connector falls back with TLS_FALLBACK_SCSV to TLS {}.",
+                    a.best_name()
+                )
+            },
             tests: ids,
         });
     }
