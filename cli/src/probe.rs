@@ -107,6 +107,20 @@ fn parse_resolve(entry: &str, target: &Target) -> Result<Vec<IpAddr>, String> {
     Ok(out)
 }
 
+/// `--sni NAME`: a DNS name (letters, digits, `-`, `_`, dots; at most 253 bytes), since it goes
+/// into the hello, the connector test's URL and the certificate check.
+fn check_sni(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let labels_ok = name.split('.').all(|l| !l.is_empty() && l.len() <= 63);
+    if name.is_empty() || name.len() > 253 || !name.chars().all(ok_char) || !labels_ok {
+        return Err(format!(
+            "--sni {name:?}: expected a DNS name (letters, digits, '-', '_', dots between \
+             labels of 1-63 bytes, at most 253 bytes)"
+        ));
+    }
+    Ok(())
+}
+
 /// `--baseline 1.2`.
 fn parse_version(v: &str) -> Result<u16, String> {
     match v.trim() {
@@ -134,6 +148,17 @@ fn config(args: &ProbeArgs, target: &Target) -> Result<ProbeConfig, CliError> {
         return Err(CliError::bad_input(
             "--timeout-ms 0: expected a number of milliseconds above 0",
         ));
+    }
+    if let Some(name) = &args.sni {
+        check_sni(name).map_err(CliError::bad_input)?;
+    }
+    if let (Some(report), Some(pcap)) = (&args.report, &args.pcap) {
+        if report == pcap {
+            return Err(CliError::bad_input(format!(
+                "--report and --pcap both name {}: one would overwrite the other",
+                report.display()
+            )));
+        }
     }
     let mut cfg = ProbeConfig::new(args.target.clone());
     cfg.sni = args.sni.clone().or(cfg.sni);
@@ -328,6 +353,20 @@ mod tests {
                 f(bad).unwrap_err().contains(".html, .md, .json or .txt"),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn a_server_name_must_be_a_dns_name() {
+        for good in ["pay.example", "a-b_c.example", "localhost", "x"] {
+            assert_eq!(check_sni(good), Ok(()), "{good}");
+        }
+        let long = format!("{}.example", "a".repeat(64));
+        for bad in [
+            "", "a b", "a/b", "u@h", "h:443", "a..b", ".a", "\u{7}", &long,
+        ] {
+            let e = check_sni(bad).unwrap_err();
+            assert!(e.contains("expected a DNS name"), "{bad:?}: {e}");
         }
     }
 

@@ -88,6 +88,7 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
         });
         return out;
     }
+    let scsv_failed = scsv_failed_finding(r, a, host);
     if a.higher_version_blocked {
         out.push(blocked_finding(r, a, host));
     } else if let Some(f) = downgrade_finding(r, a, host) {
@@ -115,7 +116,13 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
                 names.join(", ")
             ),
             evidence: evidence(r, &ids, ProbeTest::failed),
-            advice: if a.versions.best >= TLS13 {
+            advice: if scsv_failed.is_some() {
+                format!(
+                    "Ask the vendor to fix version negotiation on the box in front of {host}; \
+                     the connector cannot fall back meanwhile: its fallback hellos carry \
+                     TLS_FALLBACK_SCSV, and the SCSV hello failed here (below)."
+                )
+            } else if a.versions.best >= TLS13 {
                 // Only the TLS 1.3-only hello (3 suites) got through: the same version offered
                 // with a longer suite list fails, which a suite-count limit explains as well.
                 format!(
@@ -149,7 +156,38 @@ pub fn findings(r: &ProbeReport, a: &Analysis, host: &str) -> Vec<Finding> {
             tests: vec![TestId::FallbackScsv],
         });
     }
+    out.extend(scsv_failed);
     out
+}
+
+/// The SCSV hello failed outright (no ServerHello, no alert 86) at a version that got through
+/// without it: a box that drops fallback hellos, or an attacker hiding a downgrade. Either way
+/// the connector, which sends the SCSV on every fallback, fails the same way, so neither legacy
+/// TLS nor a lower pin is advised on this evidence.
+fn scsv_failed_finding(r: &ProbeReport, a: &Analysis, host: &str) -> Option<Finding> {
+    let t = r.test(TestId::FallbackScsv)?;
+    let plan = super::plan::ScsvPlan::of(&a.versions, a.no_tls_answer.is_none()).ok()?;
+    let failed = matches!(
+        t.outcome,
+        TestOutcome::Closed | TestOutcome::Reset | TestOutcome::Timeout | TestOutcome::Garbage
+    );
+    (plan.at_best && failed).then(|| Finding {
+        id: "scsv_intolerance",
+        verdict: format!(
+            "The fallback hello at TLS {} carrying TLS_FALLBACK_SCSV failed ({}) at {host}, \
+             while the same version without it got through: a box that drops fallback hellos \
+             (RFC 7507 requires servers to accept the SCSV), or an attacker on the path hiding \
+             a downgrade.",
+            version_name(plan.offered),
+            t.outcome
+        ),
+        evidence: evidence(r, &[TestId::FallbackScsv], any),
+        advice: "Do not allow legacy TLS or pin this host lower on this evidence: the \
+                 connector sends the SCSV on every fallback and would fail the same way. Send \
+                 this report to the vendor."
+            .into(),
+        tests: vec![TestId::FallbackScsv],
+    })
 }
 
 fn certificate_finding(r: &ProbeReport) -> Option<Finding> {
@@ -489,7 +527,9 @@ pub fn recommend(r: &ProbeReport, a: &Analysis, host: &str) -> String {
     }
     if a.versions.supported.last().is_some_and(|&v| v < TLS12)
         && !a.higher_version_blocked
-        && !found.iter().any(|f| f.id == "downgrade_signalled")
+        && !found
+            .iter()
+            .any(|f| matches!(f.id, "downgrade_signalled" | "scsv_intolerance"))
         && a.no_tls_answer.is_none()
     {
         text.push_str(&format!(

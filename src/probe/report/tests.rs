@@ -344,3 +344,49 @@ fn addresses_left_out_are_said_in_the_summary_and_the_json() {
     assert!(r.recommendation.contains("--resolve"));
     assert_eq!(serde_json::to_value(&r).unwrap()["addresses_not_probed"], 3);
 }
+
+/// An attacker (or a box) resetting the SCSV hello at the best version, after dropping the
+/// newer ones: the report never advises legacy TLS on that evidence.
+#[test]
+fn a_failed_scsv_hello_holds_back_the_legacy_advice() {
+    let rows = [
+        (Version10, hello(TLS10)),
+        (Version11, TestOutcome::Reset),
+        (Version12, TestOutcome::Reset),
+        (Version13Only, TestOutcome::Reset),
+        (Version13, TestOutcome::Reset),
+        (FallbackScsv, TestOutcome::Reset),
+    ];
+    let r = report_of(&rows);
+    assert_eq!(r.fallback_scsv_unknown, Some(ScsvUnknown::Inconclusive));
+    assert!(
+        r.findings.iter().any(|f| f.id == "scsv_intolerance"),
+        "{:?}",
+        r.findings
+    );
+    assert!(
+        !r.recommendation.contains("allow legacy TLS for this host"),
+        "{}",
+        r.recommendation
+    );
+    assert!(
+        !r.recommendation.contains("falls back"),
+        "{}",
+        r.recommendation
+    );
+    assert!(
+        r.recommendation.contains("Do not allow legacy TLS"),
+        "{}",
+        r.recommendation
+    );
+    // The same box answering the SCSV hello with a ServerHello is a plain legacy host.
+    let mut rows = rows.to_vec();
+    rows[5] = (FallbackScsv, hello(TLS10));
+    let r = report_of(&rows);
+    assert!(r.findings.iter().all(|f| f.id != "scsv_intolerance"));
+    assert!(
+        r.recommendation.contains("allow legacy TLS for this host"),
+        "{}",
+        r.recommendation
+    );
+}
