@@ -19,7 +19,7 @@ use crate::wire::{TLS12, TLS13};
 pub struct Finding {
     /// Stable identifier: `no_tls_answer`, `version_intolerance`, `higher_version_blocked`,
     /// `long_handshake`, `cipher_count`, `unknown_extension`, `long_hello`, `split_hello`,
-    /// `pq_key_share`, `scsv_ignored`, `certificate`, `downgrade_signalled`.
+    /// `pq_key_share`, `scsv_ignored`, `scsv_intolerance`, `certificate`, `downgrade_signalled`.
     pub id: &'static str,
     /// The verdict in one sentence.
     pub verdict: String,
