@@ -1,6 +1,6 @@
 //! How long `probe` takes against each intolerant box of the test kit, next to testssl.sh on the
 //! same boxes, and whether each tool names the box's problem:
-//! `cargo bench --features testkit --bench probe` (about 15 minutes on 2 cores with testssl.sh,
+//! `cargo bench --features testkit --bench probe` (about 20 minutes on 2 cores with testssl.sh,
 //! 5 without). Prints one Markdown table; see docs/BENCHMARKS.md for how to read it.
 //!
 //! Each run starts a fresh box on 127.0.0.1 (a real OpenSSL server behind the intolerance
@@ -520,7 +520,8 @@ fn print_table(rows: &[Row]) {
                 t.hellos.to_string(),
                 t.verdict(),
                 if t.judged > 0 {
-                    format!("{:.0}x", t.secs / r.default.secs)
+                    let ratio = t.secs / r.default.secs;
+                    format!("{ratio:.*}x", if ratio < 10.0 { 1 } else { 0 })
                 } else {
                     "-".into()
                 },
