@@ -332,3 +332,48 @@ async fn bad_input_exits_2_before_any_connection_and_a_dead_port_exits_1() {
     assert!(out.stderr.starts_with("error (connect)"), "{}", out.stderr);
     assert!(out.stdout.is_empty());
 }
+
+/// On a terminal (a pty from util-linux `script`), a progress line names the address, the test
+/// and the time, redrawn in place and cleared before the report; `--json` on the same terminal
+/// shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_gets_a_progress_line_and_json_does_not() {
+    let gw = TwoAddresses::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&dir);
+    let bin = env!("CARGO_BIN_EXE_tls-fallback");
+    let under_pty = |extra: &'static str| {
+        let cmd = format!(
+            "{bin} probe {} --resolve {} --ca-file {} --timeout-ms {TIMEOUT_MS} {extra}",
+            gw.target(),
+            gw.resolve(),
+            ca.display()
+        );
+        async move {
+            let out = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                tokio::process::Command::new("script")
+                    .args(["-qec", &cmd, "/dev/null"])
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .expect("the probe ends within 60 s")
+            .expect("util-linux script runs (it gives the CLI a terminal)");
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let text = under_pty("").await;
+    // The hanging long hello keeps one test on screen for TIMEOUT_MS: ticks every 100 ms.
+    assert!(text.contains("\r\x1b[2Kprobing 127.0.0.1:"), "{text:?}");
+    assert!(text.contains(": long_hello ("), "{text:?}");
+    assert!(text.contains(" s)"), "{text:?}");
+    assert!(text.contains("TLS protocol details for"), "{text:?}");
+    let json = under_pty("--json").await;
+    assert!(
+        !json.contains("probing ") && !json.contains('\x1b'),
+        "{json:?}"
+    );
+    assert!(json.trim_start().starts_with('{'), "{json:?}");
+}
