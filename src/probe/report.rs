@@ -98,6 +98,9 @@ pub struct ProbeReport {
     /// How the addresses differ, in words (absent when they agree or there is one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses_differ: Option<String>,
+    /// The one test run alone (`--only`): the report then holds its row and no verdicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only: Option<TestId>,
     /// Addresses of the name left out (past the first 16); `--resolve` chooses them.
     #[serde(skip_serializing_if = "is_zero")]
     pub addresses_not_probed: usize,
@@ -304,6 +307,23 @@ impl ProbeReport {
         r.fallback_scsv_bool = analysis.scsv == ScsvSupport::Supported;
         r.tests = tests;
         let host = advice::host_label(target, Some(addr));
+        if let Some(only) = cfg.only {
+            // A reproduction: one test says what happened to it, not what the host has (one
+            // failed hello has no baseline to be judged against).
+            let how = r.test(only).and_then(|t| t.how.clone());
+            r.summary = format!(
+                "{only} alone against {host}: {}.",
+                how.unwrap_or_else(|| "did not run".into())
+            );
+            r.recommendation = format!(
+                "This run repeats one test (--only {only}); run the full probe for findings."
+            );
+            r.connector = "not tested (--only)".into();
+            r.only = Some(only);
+            r.no_tls_answer = None;
+            r.fallback_scsv_unknown = None;
+            return r;
+        }
         r.findings = advice::findings(&r, &analysis, &host);
         r.connector = advice::connector(&r, &analysis, &host);
         r.recommendation = advice::recommend(&r, &analysis, &host);
@@ -360,6 +380,7 @@ impl ProbeReport {
             addresses: Vec::new(),
             addresses_differ: None,
             addresses_not_probed: 0,
+            only: None,
         }
     }
 

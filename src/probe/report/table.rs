@@ -44,6 +44,11 @@ impl ProbeReport {
             return out;
         }
         out.push_str(&format!("  Summary                   {}\n", self.summary));
+        if self.only.is_some() {
+            out.push('\n');
+            out.push_str(&self.tests_table());
+            return out;
+        }
         if let Some(none) = self.no_tls_answer {
             out.push_str(&format!(
                 "  No TLS answer             {}. Is this a TLS port?\n",

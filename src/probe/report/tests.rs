@@ -390,3 +390,27 @@ fn a_failed_scsv_hello_holds_back_the_legacy_advice() {
         r.recommendation
     );
 }
+
+/// `--only`: one test reports what happened to it, never a finding about the host (one failed
+/// hello has nothing to be compared with, so it is not "no TLS answer").
+#[test]
+fn a_single_test_reports_its_outcome_and_no_finding() {
+    let mut cfg = ProbeConfig::new("h:443");
+    cfg.only = Some(LongHello);
+    let target = Target::parse("h:443").unwrap();
+    let mut t = ProbeTest::sample(LongHello, TestOutcome::Timeout);
+    t.how = Some("no answer: timed out after 5000 ms".into());
+    let addr: SocketAddr = "127.0.0.1:443".parse().unwrap();
+    let r = ProbeReport::of_address(&cfg, &target, addr, None, vec![t]);
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    assert_eq!(
+        r.summary,
+        "long_hello alone against h (127.0.0.1): no answer: timed out after 5000 ms."
+    );
+    assert!(
+        r.recommendation.contains("run the full probe"),
+        "{}",
+        r.recommendation
+    );
+    assert!(!r.to_table().contains("Is this a TLS port"));
+}
