@@ -157,6 +157,16 @@ fn why_it_won(attempts: &[Attempt], url: &str) -> Option<String> {
         .nth(1)
         .and_then(|rest| rest.split(['/', '?', '#']).next())
         .unwrap_or(url);
+    if matches!(first.outcome, tls_fallback::Outcome::Refused { .. }) {
+        return Some(format!(
+            "OpenSSL here refused the server's answer to {}'s hello (see its line), and {} (up \
+             to TLS {}, with TLS_FALLBACK_SCSV) worked: {host} speaks only an older TLS or \
+             older crypto, which legacy rungs allow; the server is old, not a box in the path.",
+            first.profile,
+            won.profile,
+            won.max_version.as_str()
+        ));
+    }
     let how = match first.outcome.short().as_str() {
         "closed" => "closed".to_string(),
         "reset" => "reset".to_string(),
