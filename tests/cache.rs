@@ -101,6 +101,13 @@ async fn a_fixed_gateway_is_reprobed_and_after_the_ttl_walks_from_the_top() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_first_contacts_share_one_learning_walk() {
     let (server, em) = legacy_gateway().await;
+    // The TLS 1.0 hellos that pass are held 200 ms: the leader's walk is still running when the
+    // other 99 requests arrive, however fast it is (without this, a quiet machine let the
+    // leader finish first and nobody waited: seen in CI).
+    em.set_rules(vec![
+        Rule::close_above(Tls1_0),
+        Rule::delay(Duration::from_millis(200)),
+    ]);
     let layer = builder().allow_legacy("localhost").build().unwrap();
     // No pooling: every request needs its own connection, the worst case for the cache.
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -130,7 +137,10 @@ async fn a_hundred_concurrent_first_contacts_share_one_learning_walk() {
         versions.push(t.await.unwrap().expect("every request succeeds"));
     }
     assert!(versions.iter().all(|v| *v == Tls1_0));
-    let failed = em.failed();
+    // Closed hellos (the delayed ones were passed on, late).
+    let failed = (em.hellos().iter())
+        .filter(|h| h.action == Action::Close)
+        .count();
     assert!(
         failed <= 5,
         "failed hellos {failed}: at most one per rung above TLS 1.0"
