@@ -152,6 +152,11 @@ fn config(args: &ProbeArgs, target: &Target) -> Result<ProbeConfig, CliError> {
     if let Some(name) = &args.sni {
         check_sni(name).map_err(CliError::bad_input)?;
     }
+    for (flag, path) in [("--report", &args.report), ("--pcap", &args.pcap)] {
+        if let Some(path) = path {
+            check_writable_dir(flag, path)?;
+        }
+    }
     if let (Some(report), Some(pcap)) = (&args.report, &args.pcap) {
         if report == pcap {
             return Err(CliError::bad_input(format!(
@@ -219,14 +224,32 @@ pub async fn run(args: ProbeArgs) -> Result<(), CliError> {
         other => CliError::failed("connect", other.to_string()),
     })?;
     let pcap_name = args.pcap.as_ref().map(|p| p.display().to_string());
+    // The report reaches stdout first: a file that cannot be written loses nothing.
+    println!("{}", format.render(&report, pcap_name.as_deref())?);
     if let Some(path) = &args.pcap {
         write_file(path, &report.to_pcapng())?;
     }
     if let (Some(path), Some(f)) = (&args.report, file_format) {
         write_file(path, f.render(&report, pcap_name.as_deref())?.as_bytes())?;
     }
-    println!("{}", format.render(&report, pcap_name.as_deref())?);
     Ok(())
+}
+
+/// `--report`/`--pcap`: the folder must exist before a probe that may take minutes.
+fn check_writable_dir(flag: &str, path: &Path) -> Result<(), CliError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(CliError::bad_input(format!(
+            "{flag} {}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        )))
+    }
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
@@ -354,6 +377,17 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn report_files_need_an_existing_folder() {
+        assert!(check_writable_dir("--report", Path::new("r.html")).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_writable_dir("--pcap", &dir.path().join("p.pcapng")).is_ok());
+        let missing = dir.path().join("nope").join("r.html");
+        let e = check_writable_dir("--report", &missing).unwrap_err();
+        assert!(e.message.contains("does not exist"), "{}", e.message);
+        assert_eq!(e.code, crate::output::EXIT_BAD_INPUT);
     }
 
     #[test]
