@@ -4,6 +4,10 @@
 //! real OpenSSL servers, in one process, so client and server share the two cores: compare the
 //! ratios, not the absolute numbers.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::machine;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -468,20 +472,6 @@ fn cache_rows(rows: &mut Vec<Row>) {
         "-".into(),
         met(hot),
     ));
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores, {cpu}, {}", openssl::version::version())
 }
 
 fn main() {

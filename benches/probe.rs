@@ -13,6 +13,10 @@
 //! for testssl.sh alone). `BENCH_ONLY=legacy-pay,f5-long-hello` runs some boxes;
 //! `TESTSSL=off` skips testssl.sh.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::machine;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -485,20 +489,6 @@ async fn measure(spec: &BoxSpec, ca: &Path, tool: Option<&Path>) -> Row {
         default: summarize(default),
         testssl: tool.map(|_| summarize(testssl)),
     }
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores, {cpu}, {}", openssl::version::version())
 }
 
 fn print_table(rows: &[Row]) {
